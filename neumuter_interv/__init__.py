@@ -1,0 +1,31 @@
+"""neumuter_interv: NeuMuter machine unlearning (Hou et al., ACL Findings 2025) as pyvene interventions."""
+
+from .architectures import (
+    ARCHITECTURES,
+    FFNArchitecture,
+    describe_layers,
+    parse_layers,
+    register_architecture,
+    register_known_architectures,
+)
+from .errors import NeuMuterError
+from .hard_concrete import HardConcreteParams
+from .interventions import FrozenScaling, HardConcreteGate
+from .lm import LanguageModel, as_language_model
+
+register_known_architectures()
+
+__all__ = [
+    "ARCHITECTURES",
+    "FFNArchitecture",
+    "FrozenScaling",
+    "HardConcreteGate",
+    "HardConcreteParams",
+    "LanguageModel",
+    "NeuMuterError",
+    "as_language_model",
+    "describe_layers",
+    "parse_layers",
+    "register_architecture",
+    "register_known_architectures",
+]

@@ -1,0 +1,71 @@
+"""Glue between our FFN interventions and ``pyvene.IntervenableModel``.
+
+pyvene keys interventions by strings such as ``layer_3_comp_mlp_activation_unit_pos_nunit_1#0``;
+everything here speaks in 0-based layer indices instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pyvene as pv
+import torch
+
+from .architectures import COMPONENT, architecture_of, ffn_width
+
+
+def attach(model: torch.nn.Module, layers: Sequence[int], make: Callable[[int, int], pv.Intervention]) -> pv.IntervenableModel:
+    """Wrap ``model`` with ``make(layer, ffn_width)`` on the FFN activation of each layer.
+
+    The base model is frozen by pyvene (``requires_grad=False``, eval mode); only the interventions train.
+    """
+    architecture_of(model)  # clear error for unknown architectures, pyvene registration for the rest
+    width = ffn_width(model)
+    representations = [
+        pv.RepresentationConfig(layer=int(layer), component=COMPONENT, unit="pos", intervention=make(int(layer), width))
+        for layer in layers
+    ]
+    pv_model = pv.IntervenableModel(pv.IntervenableConfig(representations=representations), model=model)
+    pv_model.disable_model_gradients()
+    return pv_model
+
+
+def interventions_by_layer(pv_model: pv.IntervenableModel) -> dict[int, pv.Intervention]:
+    """``{layer: intervention}`` for every FFN-activation intervention of ``pv_model``."""
+    layers = {}
+    for representation, intervention in zip(pv_model.representations.values(), pv_model.interventions.values()):
+        if representation.component == COMPONENT:
+            layers[int(representation.layer)] = intervention
+    return dict(sorted(layers.items()))
+
+
+def set_intervention_mode(pv_model: pv.IntervenableModel, training: bool) -> None:
+    """pyvene's ``train()``/``eval()`` switch only the base model; this switches the interventions."""
+    for intervention in pv_model.interventions.values():
+        intervention.train(training)
+
+
+def intervened_logits(pv_model: pv.IntervenableModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Logits with every intervention applied at every position."""
+    _, outputs = pv_model({"input_ids": input_ids, "attention_mask": attention_mask}, unit_locations=None)
+    return outputs.logits
+
+
+def intervened_generate(pv_model: pv.IntervenableModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> torch.Tensor:
+    """``generate`` with the interventions on every position, the prompt included (pyvene's default
+    skips the prompt pass, leaving the first new token un-intervened)."""
+    _, sequences = pv_model.generate(
+        {"input_ids": input_ids, "attention_mask": attention_mask},
+        unit_locations=None,
+        intervene_on_prompt=True,
+        **kwargs,
+    )
+    return sequences
+
+
+def load(directory: str, model: torch.nn.Module) -> pv.IntervenableModel:
+    """``pyvene.IntervenableModel.load`` with the interventions switched to eval mode."""
+    architecture_of(model)
+    pv_model = pv.IntervenableModel.load(directory, model)
+    set_intervention_mode(pv_model, False)
+    return pv_model

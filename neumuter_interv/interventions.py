@@ -1,0 +1,106 @@
+"""NeuMuter's two pyvene interventions on the FFN activation (component ``"mlp_activation"``).
+
+* ``HardConcreteGate``: the learnable mask of Section 3.2 (Eq. 10-12). Stochastic while the
+  intervention is in training mode, deterministic in eval mode; one gate sample per forward call,
+  shared by every example and position of the batch, as the official code does.
+* ``FrozenScaling``: the deployed mask of Eq. 14: selected neurons keep their deterministic gate value,
+  all other neurons are exactly 1. Stored sparsely (indices + values).
+
+Both follow pyvene 0.1.8's rules for sourceless interventions (see the notes on pyvene): the base
+classes come in the order (Sourceless, Trainable, DistributedRepresentation) or pyvene never calls
+them, and ``keep_last_dim=True`` so ``base`` arrives as [batch, seq, d_ff]. pyvene rebuilds an
+intervention from its representation config alone when loading, so every hyper-parameter lives in a
+buffer and survives ``IntervenableModel.save``/``load``.
+"""
+
+from __future__ import annotations
+
+import pyvene as pv
+import torch
+
+from .hard_concrete import HardConcreteParams, deterministic_gate, l0_penalty, sample_gate
+
+
+class _FFNIntervention(pv.SourcelessIntervention, pv.TrainableIntervention, pv.DistributedRepresentationIntervention):
+    """Shared plumbing: a sourceless, per-neuron intervention on a [batch, seq, d_ff] activation."""
+
+    def __init__(self, **kwargs):
+        kwargs["keep_last_dim"] = True
+        super().__init__(**kwargs)
+        if self.embed_dim is None:
+            raise ValueError(f"{type(self).__name__} needs embed_dim (the FFN width)")
+
+    @property
+    def width(self) -> int:
+        return int(self.embed_dim)
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}(width={self.width})"
+
+
+class HardConcreteGate(_FFNIntervention):
+    """Learnable per-neuron hard-concrete gate multiplying the FFN activation (Eq. 10-11)."""
+
+    def __init__(self, beta: float = 1.0 / 3.0, gamma: float = -0.1, zeta: float = 1.1,
+                 init_open_probability: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        params = HardConcreteParams(beta, gamma, zeta)
+        init = params.initial_log_alpha(init_open_probability)
+        self.log_alpha = torch.nn.Parameter(torch.full((self.width,), init, dtype=torch.float32))
+        self.register_buffer("hard_concrete_constants", torch.tensor([beta, gamma, zeta], dtype=torch.float64))
+        self.generator: torch.Generator | None = None  # set by the trainer for reproducible noise
+
+    @property
+    def params(self) -> HardConcreteParams:
+        beta, gamma, zeta = self.hard_concrete_constants.tolist()
+        return HardConcreteParams(beta, gamma, zeta)
+
+    def gate(self) -> torch.Tensor:
+        """A fresh stochastic sample in training mode, the deterministic gate in eval mode."""
+        if self.training:
+            return sample_gate(self.log_alpha, self.params, self.generator)
+        return deterministic_gate(self.log_alpha, self.params)
+
+    def l0(self) -> torch.Tensor:
+        """Eq. 12 for this layer: the expected fraction of closed gates."""
+        return l0_penalty(self.log_alpha, self.params)
+
+    def forward(self, base, source=None, subspaces=None, **kwargs):
+        return base * self.gate().to(base.dtype)
+
+
+class FrozenScaling(_FFNIntervention):
+    """Deterministic deployed mask (Eq. 14): ``activation[..., i] *= scale_i`` for the selected i only."""
+
+    def __init__(self, neuron_indices=None, neuron_scales=None, **kwargs):
+        super().__init__(**kwargs)
+        indices = torch.as_tensor([] if neuron_indices is None else neuron_indices, dtype=torch.long)
+        scales = torch.as_tensor([] if neuron_scales is None else neuron_scales, dtype=torch.float32)
+        self._check(indices, scales)
+        self.register_buffer("neuron_indices", indices)
+        self.register_buffer("neuron_scales", scales)
+        self.train(False)  # nothing stochastic: the intervention is in eval mode from birth (and after load)
+
+    def _check(self, indices: torch.Tensor, scales: torch.Tensor) -> None:
+        if indices.shape != scales.shape or indices.dim() != 1:
+            raise ValueError("neuron_indices and neuron_scales must be 1-D and of equal length")
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.width):
+            raise ValueError(f"neuron index out of range for an FFN of width {self.width}")
+        if indices.unique().numel() != indices.numel():
+            raise ValueError("neuron_indices repeat a neuron")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The number of selected neurons is only known from the checkpoint: resize before loading.
+        for name in ("neuron_indices", "neuron_scales"):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._check(self.neuron_indices, self.neuron_scales)
+
+    def dense_scale(self) -> torch.Tensor:
+        """The full per-neuron scale vector: ones except at the selected neurons."""
+        scale = torch.ones(self.width, dtype=self.neuron_scales.dtype, device=self.neuron_scales.device)
+        return scale.index_copy(0, self.neuron_indices, self.neuron_scales)
+
+    def forward(self, base, source=None, subspaces=None, **kwargs):
+        return base * self.dense_scale().to(base.dtype)

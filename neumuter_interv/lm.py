@@ -1,0 +1,71 @@
+"""One interface over "a language model we can evaluate": a plain Hugging Face causal LM or a
+``pyvene.IntervenableModel`` whose interventions apply at every position.
+
+Metrics, the localization loop and the comparison harness talk to ``LanguageModel`` only, so an
+unlearned model counts the same whether it is a weight edit or an intervention.
+"""
+
+from __future__ import annotations
+
+import pyvene as pv
+import torch
+
+from .intervenable import intervened_generate, intervened_logits
+
+
+class LanguageModel:
+    """``logits`` and greedy ``generate`` for a causal LM, with or without pyvene interventions."""
+
+    def __init__(self, model: torch.nn.Module | pv.IntervenableModel):
+        self.intervenable = model if isinstance(model, pv.IntervenableModel) else None
+        self.model = model.model if self.intervenable is not None else model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @torch.no_grad()
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if self.intervenable is not None:
+            return intervened_logits(self.intervenable, input_ids, attention_mask)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    @torch.no_grad()
+    def greedy(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Greedy continuation (KV cache on), returning the NEW tokens only: [batch, max_new_tokens].
+
+        Expects LEFT-padded prompts, as decoder-only generation requires.
+        """
+        kwargs = dict(
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=self._pad_token_id(),
+        )
+        if self.intervenable is not None:
+            sequences = intervened_generate(self.intervenable, input_ids, attention_mask, **kwargs)
+        else:
+            sequences = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return sequences[:, input_ids.shape[1]:]
+
+    def _pad_token_id(self) -> int:
+        config = self.model.config
+        pad = getattr(config, "pad_token_id", None)
+        if pad is None:
+            pad = getattr(getattr(self.model, "generation_config", None), "pad_token_id", None)
+        if pad is None:
+            pad = getattr(config, "eos_token_id", None)
+            if isinstance(pad, (list, tuple)):
+                pad = pad[0]
+        return 0 if pad is None else int(pad)
+
+
+def as_language_model(model) -> LanguageModel:
+    return model if isinstance(model, LanguageModel) else LanguageModel(model)
