@@ -21,8 +21,10 @@ def attach(model: torch.nn.Module, layers: Sequence[int], make: Callable[[int, i
     """
     architecture_of(model)  # clear error for unknown architectures, pyvene registration for the rest
     width = ffn_width(model)
+    device = next(model.parameters()).device
     representations = [
-        pv.RepresentationConfig(layer=int(layer), component=COMPONENT, unit="pos", intervention=make(int(layer), width))
+        pv.RepresentationConfig(layer=int(layer), component=COMPONENT, unit="pos",
+                                intervention=make(int(layer), width).to(device))
         for layer in layers
     ]
     pv_model = pv.IntervenableModel(pv.IntervenableConfig(representations=representations), model=model)

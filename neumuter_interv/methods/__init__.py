@@ -1,0 +1,1 @@
+"""Unlearning methods behind one interface (``base.UnlearningMethod``)."""

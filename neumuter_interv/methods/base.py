@@ -1,0 +1,103 @@
+"""The one small interface every unlearning method implements, NeuMuter included.
+
+The comparison harness only ever calls ``method.unlearn(model, tokenizer, forget_texts, retain_texts)``
+and evaluates ``result.model`` through ``LanguageModel``, so a weight edit (GA, TA, ...) and an
+intervention (NeuMuter, GRUN-like, ...) are treated alike.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psutil
+import torch
+
+
+@dataclass
+class UnlearningRecord:
+    """What an unlearning run cost: wall time, peak memory, trainable share of parameters, steps."""
+
+    method: str
+    seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    memory_kind: str = "cpu-rss"  # "cuda-allocated" on a GPU
+    trainable_parameters: int = 0
+    total_parameters: int = 0
+    steps: int = 0
+    uses_retain_set: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trainable_fraction(self) -> float:
+        return self.trainable_parameters / self.total_parameters if self.total_parameters else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "trainable_fraction": self.trainable_fraction}
+
+
+@dataclass
+class UnlearningResult:
+    """An unlearned model (a ``PreTrainedModel`` or a ``pyvene.IntervenableModel``) and its record."""
+
+    model: Any
+    record: UnlearningRecord
+
+
+class UnlearningMethod(ABC):
+    """An unlearning method with its settings fixed at construction."""
+
+    name: str = "method"
+    needs_retain: bool = False  # GD and KL train on the retain set; NeuMuter's point is that it does not
+
+    @abstractmethod
+    def unlearn(self, model, tokenizer, forget_texts: Sequence[str], retain_texts: Sequence[str] | None = None) -> UnlearningResult:
+        """Unlearn ``forget_texts`` from ``model``; may modify ``model`` in place (callers pass a copy)."""
+
+
+@contextmanager
+def measured(record: UnlearningRecord, device: torch.device | str = "cpu"):
+    """Fill ``record.seconds`` and ``record.peak_memory_bytes`` for the enclosed block.
+
+    On CUDA the peak is ``torch.cuda.max_memory_allocated``; on the CPU it is the peak growth of the
+    process's resident memory, sampled every 20 ms.
+    """
+    device = torch.device(device)
+    start = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        yield record
+        torch.cuda.synchronize(device)
+        record.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device) - base)
+        record.memory_kind = "cuda-allocated"
+    else:
+        process = psutil.Process()
+        base = process.memory_info().rss
+        peak = [base]
+        done = threading.Event()
+
+        def sample():
+            while not done.wait(0.02):
+                peak[0] = max(peak[0], process.memory_info().rss)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            yield record
+        finally:
+            done.set()
+            sampler.join()
+            peak[0] = max(peak[0], process.memory_info().rss)
+            record.peak_memory_bytes = int(peak[0] - base)
+    record.seconds = time.perf_counter() - start
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

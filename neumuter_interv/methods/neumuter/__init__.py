@@ -1,0 +1,18 @@
+"""NeuMuter: config, localization loop, neuron selection, freezing, and the method object."""
+
+from .config import NeuMuterConfig
+from .localize import LocalizationResult, localize
+from .method import NeuMuter, NeuMuterRun
+from .selection import NeuronSet, Selection, freeze, select_neurons
+
+__all__ = [
+    "LocalizationResult",
+    "NeuMuter",
+    "NeuMuterConfig",
+    "NeuMuterRun",
+    "NeuronSet",
+    "Selection",
+    "freeze",
+    "localize",
+    "select_neurons",
+]

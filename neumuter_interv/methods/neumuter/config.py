@@ -1,0 +1,102 @@
+"""Settings of NeuMuter, with the official code's values as defaults.
+
+Where the paper and the official code (SPHelixLab/NeuMuter) differ, the default is the code's value,
+because the code produced the paper's numbers; the paper's value is one setting away:
+
+==========================  ==================  ====================================================
+setting                     default (code)      paper
+==========================  ==================  ====================================================
+``beta`` (temperature)      1/3                 0.3 (B.4)
+``sparsity_weight``         500                 eta = 5 in Eq. 13 (the paper swaps the two names)
+``kl_weight``               5                   lambda = 500 in Eq. 13
+``epochs``                  100                 E = 100 (B.4; the code runs 200)
+``selection``               "threshold" r=0.15  "energy": 5% cumulative energy (Section 3.3)
+``batch_size``              8                   1 in the code; batching is where the speed is
+==========================  ==================  ====================================================
+
+Layers are 0-based; ``"1-"`` is the official ``start_mask_layer=1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from ...errors import NeuMuterError
+from ...hard_concrete import HardConcreteParams
+
+SELECTION_RULES = ("threshold", "energy", "top_k", "fraction")
+
+
+@dataclass
+class NeuMuterConfig:
+    layers: str | list[int] = "all"
+    epochs: int = 100
+    batch_size: int = 8
+    learning_rate: float = 0.1
+    # Eq. 13 as coded: loss = c * CE_forget + sparsity_weight * L0 + kl_weight * KL_neighbours,
+    # c = -ascent_weight while CE_forget <= stop_loss, else +descent_weight (bounded gradient ascent).
+    stop_loss: float = 8.0
+    ascent_weight: float = 1.0
+    descent_weight: float = 5.0
+    sparsity_weight: float = 500.0
+    kl_weight: float = 5.0
+    # hard concrete (Eq. 10-12)
+    beta: float = 1.0 / 3.0
+    gamma: float = -0.1
+    zeta: float = 1.1
+    init_open_probability: float = 1.0
+    # neuron selection (Section 3.3)
+    selection: str = "threshold"
+    threshold: float = 0.15  # on sigmoid(log_alpha), the official rule
+    energy: float = 0.05  # cumulative-energy share, the paper's rule
+    top_k: int | None = None
+    fraction: float | None = None
+    # neighbours when none are given: random replacement (the MLM generator lives in neighbours.py)
+    neighbours_per_sample: int = 1
+    replacement_ratio: float = 0.5
+    # execution
+    seed: int = 0
+    device: str = "auto"  # "auto" = cuda when available
+    dtype: str = "float32"  # autocast dtype for the model's forward: float32, bfloat16 or float16
+    reference_cache_bytes: int = 2 << 30  # keep the original model's neighbour log-probs if they fit
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise NeuMuterError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise NeuMuterError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.selection not in SELECTION_RULES:
+            raise NeuMuterError(f"unknown selection rule {self.selection!r}: use one of {', '.join(SELECTION_RULES)}")
+        if self.selection == "top_k" and not (self.top_k and self.top_k > 0):
+            raise NeuMuterError("selection 'top_k' needs top_k > 0")
+        if self.selection == "fraction" and not (self.fraction and 0 < self.fraction <= 1):
+            raise NeuMuterError("selection 'fraction' needs 0 < fraction <= 1")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise NeuMuterError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        HardConcreteParams(self.beta, self.gamma, self.zeta)
+
+    @property
+    def hard_concrete(self) -> HardConcreteParams:
+        return HardConcreteParams(self.beta, self.gamma, self.zeta)
+
+    @classmethod
+    def paper(cls, **overrides) -> NeuMuterConfig:
+        """The paper's text (B.4, Section 3.3) rather than the official code."""
+        return cls(**{"beta": 0.3, "selection": "energy", "neighbours_per_sample": 5, "replacement_ratio": 1.0, **overrides})
+
+    @classmethod
+    def official(cls, **overrides) -> NeuMuterConfig:
+        """The official code as released: batch size 1, 200 epochs, mask from block 1 on."""
+        return cls(**{"batch_size": 1, "epochs": 200, "layers": "1-", **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> NeuMuterConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise NeuMuterError(f"unknown NeuMuter settings: {', '.join(sorted(unknown))}")
+        return cls(**values)

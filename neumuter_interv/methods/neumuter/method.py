@@ -1,0 +1,107 @@
+"""NeuMuter end to end: localize (Eq. 13) -> select (Section 3.3) -> freeze (Eq. 14), behind the
+common ``UnlearningMethod`` interface, plus the run directory the CLI writes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyvene as pv
+
+from ...data import model_context_length, pad_id_of, tokenize
+from ...errors import NeuMuterError
+from ...output import output_directory, write_json
+from ..base import UnlearningMethod, UnlearningRecord, UnlearningResult, count_parameters, measured
+from .config import NeuMuterConfig
+from .localize import EpochCallback, LocalizationResult, localize, resolve_device
+from .selection import Selection, freeze, select_neurons
+
+
+@dataclass
+class NeuMuterRun:
+    """Everything one NeuMuter run produced."""
+
+    frozen: pv.IntervenableModel
+    selection: Selection
+    localization: LocalizationResult
+    record: UnlearningRecord
+    config: NeuMuterConfig
+
+    def metrics(self) -> dict:
+        return {
+            "neurons_muted": self.selection.neurons_muted,
+            "neurons_total": self.selection.neurons_total,
+            "neurons_muted_fraction": self.selection.neurons_muted_fraction,
+            "per_layer_counts": {str(k): v for k, v in self.selection.per_layer_counts().items()},
+            "epochs_run": len(self.localization.history),
+            "steps": self.localization.steps,
+            "stopped_early": self.localization.stopped_early,
+            "seconds": self.record.seconds,
+            "peak_memory_bytes": self.record.peak_memory_bytes,
+            "final": self.localization.history[-1] if self.localization.history else {},
+        }
+
+    def save(self, out_dir: str | Path, overwrite: bool = False, extra_metrics: dict | None = None,
+             run_info: dict | None = None) -> Path:
+        """Write ``intervention/`` (pyvene format), ``selection.json``, ``metrics.json``,
+        ``history.json`` and ``config.json``, all or nothing."""
+        with output_directory(out_dir, overwrite) as staging:
+            self.frozen.save(str(staging / "intervention"))
+            self.selection.save(staging / "selection.json")
+            write_json(staging / "metrics.json", {**self.metrics(), **(extra_metrics or {})})
+            write_json(staging / "history.json", self.localization.history)
+            write_json(staging / "config.json", {"neumuter": self.config.to_dict(), **(run_info or {})})
+        return Path(out_dir)
+
+
+class NeuMuter(UnlearningMethod):
+    """NeuMuter (Hou et al., ACL Findings 2025): mute ~1% of FFN neurons; needs no retain set."""
+
+    name = "neumuter"
+    needs_retain = False
+
+    def __init__(self, config: NeuMuterConfig | None = None, on_epoch_end: EpochCallback | None = None,
+                 log: Callable[[str], None] = print):
+        self.config = config or NeuMuterConfig()
+        self.on_epoch_end = on_epoch_end
+        self.log = log
+
+    def run(self, model, tokenizer, forget_texts: Sequence[str], neighbour_texts: Sequence[str] | None = None) -> NeuMuterRun:
+        """Localize, select and freeze. ``neighbour_texts`` holds k neighbours per forget sample,
+        sample-major (see ``neumuter_interv.neighbours``); without them, random-replacement neighbours
+        are drawn from the forget tokens."""
+        config = self.config
+        context = model_context_length(model)
+        forget = tokenize(tokenizer, forget_texts, context, "forget")
+        if neighbour_texts is None:
+            neighbours = _random_neighbours(forget, tokenizer, config)
+        else:
+            if len(neighbour_texts) % len(forget_texts):
+                raise NeuMuterError(f"{len(neighbour_texts)} neighbours for {len(forget_texts)} forget samples: need k per sample")
+            neighbours = tokenize(tokenizer, neighbour_texts, context, "neighbour")
+        record = UnlearningRecord(method=self.name, total_parameters=count_parameters(model))
+        with measured(record, resolve_device(config.device)):
+            pv_model, localization = localize(model, forget, neighbours, config, pad_id_of(tokenizer),
+                                              self.on_epoch_end, self.log)
+            selection = select_neurons(model, localization.log_alpha, localization.params, config)
+            frozen = freeze(model, selection)
+        record.trainable_parameters = sum(a.numel() for a in localization.log_alpha.values())
+        record.steps = localization.steps
+        record.extra = {"neurons_muted_fraction": selection.neurons_muted_fraction, "neurons_muted": selection.neurons_muted}
+        self.log(f"NeuMuter: muted {selection.neurons_muted} of {selection.neurons_total} FFN neurons "
+                 f"({100 * selection.neurons_muted_fraction:.2f}%) in {record.seconds:.1f} s")
+        return NeuMuterRun(frozen, selection, localization, record, config)
+
+    def unlearn(self, model, tokenizer, forget_texts, retain_texts=None) -> UnlearningResult:
+        run = self.run(model, tokenizer, forget_texts)
+        return UnlearningResult(run.frozen, run.record)
+
+
+def _random_neighbours(forget: list[list[int]], tokenizer, config: NeuMuterConfig) -> list[list[int]]:
+    from ...neighbours import random_replacement_neighbours
+
+    return random_replacement_neighbours(
+        forget, vocab_size=len(tokenizer), ratio=config.replacement_ratio, k=config.neighbours_per_sample,
+        seed=config.seed, special_ids=list(tokenizer.all_special_ids),
+    )

@@ -1,0 +1,161 @@
+"""From trained gates to the neurons NeuMuter mutes (Section 3.3) and the deployed mask (Eq. 14).
+
+Rules (all global over the gated layers):
+
+* ``threshold`` (official code, default): sigmoid(log_alpha) < r, r = 0.15.
+* ``energy`` (the paper's text): sort the deterministic gate values m ascending and accumulate |m|;
+  the threshold epsilon is the value where the running sum last stays within ``energy`` (5%) of the
+  total; neurons with m <= epsilon are selected. Neurons whose gate is still exactly 1 are never
+  selected (muting them would change nothing).
+* ``top_k`` / ``fraction``: the k (or fraction x all gated neurons) lowest sigmoid(log_alpha).
+
+Every selected neuron keeps its deterministic gate value as its scale; every other neuron is 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyvene as pv
+import torch
+
+from ...architectures import ffn_width, num_layers
+from ...errors import NeuMuterError
+from ...hard_concrete import HardConcreteParams, deterministic_gate
+from ...intervenable import attach
+from ...interventions import FrozenScaling
+from .config import NeuMuterConfig
+
+
+@dataclass
+class NeuronSet:
+    indices: list[int]
+    scales: list[float]
+
+
+@dataclass
+class Selection:
+    """The muted neurons per 0-based layer and their scales; JSON-serialisable, composable."""
+
+    layers: dict[int, NeuronSet]
+    ffn_width: int
+    num_model_layers: int
+    model_type: str = ""
+    rule: dict = field(default_factory=dict)
+
+    @property
+    def neurons_muted(self) -> int:
+        return sum(len(s.indices) for s in self.layers.values())
+
+    @property
+    def neurons_total(self) -> int:
+        """Every FFN neuron of the model, gated layers or not: the denominator of the paper's "1%"."""
+        return self.ffn_width * self.num_model_layers
+
+    @property
+    def neurons_muted_fraction(self) -> float:
+        return self.neurons_muted / self.neurons_total
+
+    def per_layer_counts(self) -> dict[int, int]:
+        return {layer: len(s.indices) for layer, s in self.layers.items()}
+
+    def compose(self, other: Selection) -> Selection:
+        """The mask of applying ``self`` then ``other`` (successive deletion requests): scales multiply."""
+        if (self.ffn_width, self.num_model_layers) != (other.ffn_width, other.num_model_layers):
+            raise NeuMuterError("cannot compose masks of different model shapes")
+        layers: dict[int, NeuronSet] = {}
+        for layer in sorted(set(self.layers) | set(other.layers)):
+            scale: dict[int, float] = {}
+            for part in (self.layers.get(layer), other.layers.get(layer)):
+                for index, value in zip(part.indices, part.scales) if part else ():
+                    scale[index] = scale.get(index, 1.0) * value
+            ordered = sorted(scale)
+            layers[layer] = NeuronSet(ordered, [scale[i] for i in ordered])
+        return Selection(layers, self.ffn_width, self.num_model_layers, self.model_type,
+                         {"composed_of": [self.rule, other.rule]})
+
+    def to_dict(self) -> dict:
+        return {
+            "model_type": self.model_type,
+            "ffn_width": self.ffn_width,
+            "num_model_layers": self.num_model_layers,
+            "rule": self.rule,
+            "neurons_muted": self.neurons_muted,
+            "neurons_total": self.neurons_total,
+            "neurons_muted_fraction": self.neurons_muted_fraction,
+            "per_layer_counts": {str(k): v for k, v in self.per_layer_counts().items()},
+            "layers": {str(k): {"indices": s.indices, "scales": s.scales} for k, s in self.layers.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Selection:
+        try:
+            layers = {int(k): NeuronSet([int(i) for i in v["indices"]], [float(x) for x in v["scales"]])
+                      for k, v in data["layers"].items()}
+            return cls(layers, int(data["ffn_width"]), int(data["num_model_layers"]),
+                       data.get("model_type", ""), data.get("rule", {}))
+        except (KeyError, TypeError, ValueError) as error:
+            raise NeuMuterError(f"not a NeuMuter selection: {error}") from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Selection:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def select_neurons(model, log_alpha: dict[int, torch.Tensor], params: HardConcreteParams, config: NeuMuterConfig) -> Selection:
+    """Apply ``config.selection`` to trained gate locations of ``model``."""
+    layers = sorted(log_alpha)
+    flat_alpha = torch.cat([log_alpha[layer].float() for layer in layers])
+    owner = torch.cat([torch.full_like(log_alpha[layer], layer, dtype=torch.long) for layer in layers])
+    offsets = torch.cat([torch.arange(log_alpha[layer].numel()) for layer in layers])
+    gate = deterministic_gate(flat_alpha, params)
+    probability = torch.sigmoid(flat_alpha)
+    rule: dict = {"rule": config.selection}
+    if config.selection == "threshold":
+        chosen = probability < config.threshold
+        rule["threshold"] = config.threshold
+    elif config.selection == "energy":
+        chosen, epsilon = _energy_rule(gate, config.energy)
+        rule.update(energy=config.energy, epsilon=epsilon)
+    else:
+        k = config.top_k if config.selection == "top_k" else math.ceil(config.fraction * flat_alpha.numel())
+        k = min(int(k), flat_alpha.numel())
+        order = torch.sort(probability, stable=True).indices[:k]  # stable: ties broken by position
+        chosen = torch.zeros_like(probability, dtype=torch.bool)
+        chosen[order] = True
+        rule["k"] = k
+    chosen &= gate < 1.0
+    selected: dict[int, NeuronSet] = {}
+    for layer in layers:
+        in_layer = chosen & (owner == layer)
+        selected[layer] = NeuronSet(offsets[in_layer].tolist(), gate[in_layer].tolist())
+    return Selection(selected, ffn_width(model), num_layers(model), model.config.model_type, rule)
+
+
+def _energy_rule(gate: torch.Tensor, share: float) -> tuple[torch.Tensor, float]:
+    values = torch.sort(gate.abs()).values
+    cumulative = torch.cumsum(values.double(), 0)
+    within = cumulative <= share * float(cumulative[-1])
+    if not bool(within.any()):
+        return torch.zeros_like(gate, dtype=torch.bool), 0.0
+    epsilon = float(values[int(within.nonzero().max())])
+    return gate.abs() <= epsilon, epsilon
+
+
+def freeze(model, selection: Selection) -> pv.IntervenableModel:
+    """The deployable model: a ``FrozenScaling`` intervention on every layer of the selection."""
+    if not selection.layers:
+        raise NeuMuterError("the selection names no layer")
+    return attach(
+        model,
+        sorted(selection.layers),
+        lambda layer, width: FrozenScaling(
+            embed_dim=width, neuron_indices=selection.layers[layer].indices, neuron_scales=selection.layers[layer].scales,
+        ),
+    )

@@ -1,0 +1,402 @@
+"""Every evaluation metric of the project, in one place (paper Appendix B, TOFU, Table 14).
+
+All functions take a model (a Hugging Face causal LM, a ``pyvene.IntervenableModel`` or a
+``LanguageModel``), a tokenizer, and samples given either as texts or as token ids (a list of id lists,
+or a 2-D tensor without padding; then the tokenizer may be ``None``). They run in batches under
+``torch.no_grad`` and return fractions in [0, 1] for every rate.
+
+Definitions follow the knowledge-unlearning project (Jang et al., 2023; github.com/joeljang/
+knowledge-unlearning, ``models/Neo_Model.py``), which the paper cites for MA, EL and the forgetting
+criterion:
+
+- MA (Eq. 15): fraction of positions t = 1..T-1 where argmax p(. | x_<t) == x_t. The reference makes
+  T - 1 ``generate`` calls of one token; one teacher-forced forward gives the same argmaxes.
+- EL_n (Eq. 16): for every prefix length t = 1..T-n, greedily continue x_<t up to length T and score
+  Overlap_n = (number of n-grams of the generation, with multiplicity, that occur among the true
+  suffix's n-grams) / (number of n-grams of the true suffix); EL_n = sum over t / (T - n).
+  (``validation_el``: ``p_tp = [g for g in p_ngram if g in set(l_ngram)]; len(p_tp) / len(l_ngram)``.
+  Generation and suffix have the same length, so dividing by the generation's n-gram count is the
+  same number.)
+- Forgotten (Eq. 17): MA and EL_n at or under their averages over held-out text.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections.abc import Iterator, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from scipy.stats import ks_2samp
+
+from .errors import NeuMuterError
+from .lm import LanguageModel, as_language_model
+
+Samples = Sequence[str] | Sequence[Sequence[int]] | torch.Tensor
+QARecord = tuple[str, str] | Mapping[str, str]
+
+
+# ---------------------------------------------------------------------------------------------
+# Input handling and batching
+# ---------------------------------------------------------------------------------------------
+
+def _token_lists(tokenizer, samples: Samples, min_tokens: int, max_length: int | None = None) -> list[list[int]]:
+    """Samples as lists of token ids, optionally cut to ``max_length``; each needs ``min_tokens``."""
+    if isinstance(samples, torch.Tensor):
+        samples = [samples.tolist()] if samples.dim() == 1 else samples.tolist()
+    samples = list(samples)
+    if not samples:
+        raise NeuMuterError("no samples given: pass at least one text or token-id list")
+    if all(isinstance(s, str) for s in samples):
+        if tokenizer is None:
+            raise NeuMuterError("samples are texts but no tokenizer was given")
+        sequences = [list(tokenizer(s)["input_ids"]) for s in samples]
+    else:
+        sequences = [[int(t) for t in s] for s in samples]
+    if max_length is not None:
+        sequences = [s[:max_length] for s in sequences]
+    short = [i for i, s in enumerate(sequences) if len(s) < min_tokens]
+    if short:
+        raise NeuMuterError(
+            f"{len(short)} sample(s) (first indices {short[:5]}) have fewer than {min_tokens} tokens, "
+            "which this metric needs"
+        )
+    return sequences
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    if size < 1:
+        raise NeuMuterError(f"batch_size must be at least 1, got {size}")
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _pad(sequences: Sequence[Sequence[int]], device: torch.device, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad with id 0 under a zero attention mask: right for teacher forcing, left for generation."""
+    width = max(len(s) for s in sequences)
+    ids = torch.zeros(len(sequences), width, dtype=torch.long)
+    mask = torch.zeros(len(sequences), width, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        span = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[row, span] = torch.tensor(seq, dtype=torch.long)
+        mask[row, span] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def _teacher_forced(lm: LanguageModel, sequences: Sequence[Sequence[int]], batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per sequence of T tokens: (token losses, argmax hits), each of length T - 1, where entry j is
+    about predicting token j + 1 from tokens 0..j. One right-padded forward per batch."""
+    results = []
+    for batch in _chunks(sequences, batch_size):
+        ids, mask = _pad(batch, lm.device, left=False)
+        logits = lm.logits(ids, mask)[:, :-1].float()
+        targets = ids[:, 1:]
+        losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        hits = logits.argmax(-1) == targets
+        for row, seq in enumerate(batch):
+            results.append((losses[row, :len(seq) - 1].cpu(), hits[row, :len(seq) - 1].cpu()))
+    return results
+
+
+@torch.no_grad()
+def _greedy_continuations(lm: LanguageModel, prompts: Sequence[Sequence[int]], lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Greedy continuation of each prompt to its own length, in left-padded batches with the KV cache.
+
+    Greedy decoding is deterministic, so decoding a batch to its longest length and cutting each row
+    gives every row its own result. ``LanguageModel.greedy`` forces the length (EOS cannot end it).
+    """
+    order = sorted(range(len(prompts)), key=lambda i: (lengths[i], -len(prompts[i])), reverse=True)
+    out: list[list[int]] = [[] for _ in prompts]
+    for batch in _chunks(order, batch_size):
+        ids, mask = _pad([prompts[i] for i in batch], lm.device, left=True)
+        new = lm.greedy(ids, mask, max(lengths[i] for i in batch)).tolist()
+        for i, tokens in zip(batch, new):
+            out[i] = tokens[:lengths[i]]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Memorization: MA (Eq. 15), EL_n (Eq. 16), forgetting criterion (Eq. 17)
+# ---------------------------------------------------------------------------------------------
+
+def memorization_accuracy(model, tokenizer, samples: Samples, *, batch_size: int = 8, max_length: int | None = None) -> torch.Tensor:
+    """MA per sample (Eq. 15): share of positions t = 1..T-1 whose greedy next token equals x_t.
+
+    One teacher-forced forward per batch replaces the reference's T - 1 single-token ``generate`` calls.
+    """
+    lm = as_language_model(model)
+    sequences = _token_lists(tokenizer, samples, min_tokens=2, max_length=max_length)
+    return torch.stack([hits.float().mean() for _, hits in _teacher_forced(lm, sequences, batch_size)])
+
+
+def ngrams(tokens: Sequence[int], n: int) -> list[tuple[int, ...]]:
+    """All contiguous n-grams, in order and with repeats."""
+    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def ngram_overlap(generated: Sequence[int], reference: Sequence[int], n: int) -> float:
+    """Overlap_n of Eq. 16 as knowledge-unlearning computes it: generated n-grams (with multiplicity)
+    found among the reference's n-grams, over the number of reference n-grams (0 when it has none)."""
+    reference_grams = ngrams(reference, n)
+    if not reference_grams:
+        return 0.0
+    present = set(reference_grams)
+    return sum(gram in present for gram in ngrams(generated, n)) / len(reference_grams)
+
+
+def extraction_likelihood(model, tokenizer, samples: Samples, n: int = 10, *, batch_size: int = 32,
+                          prefix_stride: int = 1, max_length: int | None = None) -> torch.Tensor:
+    """EL_n per sample (Eq. 16): mean over prefix lengths t = 1..T-n of Overlap_n between the greedy
+    continuation of x_<t (decoded up to length T) and the true suffix x_>=t.
+
+    All prefixes of all samples are decoded together as left-padded prompts. ``prefix_stride`` > 1
+    evaluates only t = 1, 1 + stride, ... and averages those (an estimate; the default is exact).
+    """
+    if n < 1 or prefix_stride < 1:
+        raise NeuMuterError(f"n and prefix_stride must be at least 1, got n={n}, prefix_stride={prefix_stride}")
+    lm = as_language_model(model)
+    sequences = _token_lists(tokenizer, samples, min_tokens=n + 1, max_length=max_length)
+    jobs = [(i, t) for i, seq in enumerate(sequences) for t in range(1, len(seq) - n + 1, prefix_stride)]
+    generations = _greedy_continuations(
+        lm, [sequences[i][:t] for i, t in jobs], [len(sequences[i]) - t for i, t in jobs], batch_size
+    )
+    totals = torch.zeros(len(sequences), dtype=torch.float64)
+    counts = torch.zeros(len(sequences), dtype=torch.float64)
+    for (i, t), generated in zip(jobs, generations):
+        totals[i] += ngram_overlap(generated, sequences[i][t:], n)
+        counts[i] += 1
+    return (totals / counts).float()
+
+
+def forgetting_thresholds(model, tokenizer, heldout_texts: Samples, *, n: int = 10, batch_size: int = 32,
+                          prefix_stride: int = 1, max_length: int | None = None) -> dict[str, float]:
+    """Right-hand sides of Eq. 17: average MA and EL_n over held-out samples never trained on.
+
+    Returns ``{"ma": ..., f"el{n}": ...}`` (``el10`` by default).
+    """
+    ma = memorization_accuracy(model, tokenizer, heldout_texts, batch_size=batch_size, max_length=max_length)
+    el = extraction_likelihood(model, tokenizer, heldout_texts, n, batch_size=batch_size,
+                               prefix_stride=prefix_stride, max_length=max_length)
+    return {"ma": float(ma.mean()), f"el{n}": float(el.mean())}
+
+
+def forgotten_mask(ma: torch.Tensor, el: torch.Tensor, thresholds: Mapping[str, float], n: int = 10) -> torch.Tensor:
+    """Eq. 17 per sample: True where MA <= threshold["ma"] and EL_n <= threshold[f"el{n}"]."""
+    key = f"el{n}"
+    if "ma" not in thresholds or key not in thresholds:
+        raise NeuMuterError(f"thresholds need keys 'ma' and '{key}', got {sorted(thresholds)}")
+    return (torch.as_tensor(ma) <= thresholds["ma"]) & (torch.as_tensor(el) <= thresholds[key])
+
+
+def forgotten_fraction(ma: torch.Tensor, el: torch.Tensor, thresholds: Mapping[str, float], n: int = 10) -> float:
+    """Share of samples that meet Eq. 17 (1.0 is the paper's stopping point)."""
+    return float(forgotten_mask(ma, el, thresholds, n).float().mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses: per-sample loss, perplexity, loss-based MIA (Appendix B.3)
+# ---------------------------------------------------------------------------------------------
+
+def sample_losses(model, tokenizer, samples: Samples, *, batch_size: int = 8, max_length: int | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy of each sample (positions 1..T-1)."""
+    lm = as_language_model(model)
+    sequences = _token_lists(tokenizer, samples, min_tokens=2, max_length=max_length)
+    return torch.stack([losses.mean() for losses, _ in _teacher_forced(lm, sequences, batch_size)])
+
+
+def _context_length(lm: LanguageModel) -> int | None:
+    config = lm.config
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def perplexity(model, tokenizer, texts: Samples, *, batch_size: int = 8, context_length: int | None = None) -> float:
+    """Token-weighted perplexity exp(sum of token losses / number of predicted tokens) over all texts.
+
+    Texts longer than the context (default: the model's ``max_position_embeddings``/``n_positions``)
+    are cut into consecutive non-overlapping windows, each scored on its own; one-token windows are
+    dropped since they predict nothing.
+    """
+    lm = as_language_model(model)
+    window = context_length or _context_length(lm)
+    sequences = _token_lists(tokenizer, texts, min_tokens=1)
+    pieces = []
+    for seq in sequences:
+        step = window or len(seq)
+        pieces += [seq[i:i + step] for i in range(0, len(seq), step) if len(seq[i:i + step]) >= 2]
+    if not pieces:
+        raise NeuMuterError("perplexity needs at least one text of two or more tokens")
+    per_piece = _teacher_forced(lm, pieces, batch_size)
+    total = sum(float(losses.sum()) for losses, _ in per_piece)
+    count = sum(losses.numel() for losses, _ in per_piece)
+    return math.exp(total / count)
+
+
+def loss_mia(model, tokenizer, forget_samples: Samples, heldout_samples: Samples, *, batch_size: int = 8,
+             max_length: int | None = None) -> dict[str, torch.Tensor | float]:
+    """Loss-based membership inference distance (Appendix B.3, after Barbulescu & Triantafillou 2024).
+
+    Per forget sample |loss(x) - mean loss over held-out samples|; small distances mean the forget
+    samples look like unseen text (less leakage). Returns ``distances`` (per sample), ``mean_distance``,
+    ``forget_losses`` and ``heldout_mean_loss``.
+    """
+    forget = sample_losses(model, tokenizer, forget_samples, batch_size=batch_size, max_length=max_length)
+    heldout = sample_losses(model, tokenizer, heldout_samples, batch_size=batch_size, max_length=max_length)
+    reference = float(heldout.mean())
+    distances = (forget - reference).abs()
+    return {"distances": distances, "mean_distance": float(distances.mean()),
+            "forget_losses": forget, "heldout_mean_loss": reference}
+
+
+# ---------------------------------------------------------------------------------------------
+# Question answering: exposure, TOFU truth ratio and forget quality
+# ---------------------------------------------------------------------------------------------
+
+def _qa_pairs(records: Sequence[QARecord]) -> list[tuple[str, str]]:
+    records = list(records)
+    if not records:
+        raise NeuMuterError("no QA records given")
+    pairs = []
+    for record in records:
+        if isinstance(record, Mapping):
+            if "question" not in record or "answer" not in record:
+                raise NeuMuterError(f"a QA record needs 'question' and 'answer' keys, got {sorted(record)}")
+            pairs.append((record["question"], record["answer"]))
+        else:
+            question, answer = record
+            pairs.append((question, answer))
+    return pairs
+
+
+def _encode_qa(tokenizer, question: str, answer: str) -> tuple[list[int], list[int]]:
+    """Question ids (with the tokenizer's special tokens) and answer ids (none), kept apart so the
+    answer span is exact. The answer is appended verbatim: put the separator (e.g. a leading space)
+    into the question template or the answer."""
+    question_ids = list(tokenizer(question)["input_ids"])
+    answer_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    if not question_ids or not answer_ids:
+        raise NeuMuterError(f"empty question or answer after tokenization: {question!r} / {answer!r}")
+    return question_ids, answer_ids
+
+
+def _answer_stats(lm: LanguageModel, encoded: Sequence[tuple[list[int], list[int]]], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced mean answer-token loss and answer-token accuracy given the question."""
+    per_sequence = _teacher_forced(lm, [q + a for q, a in encoded], batch_size)
+    losses = [losses[-len(a):].mean() for (losses, _), (_, a) in zip(per_sequence, encoded)]
+    accuracy = [hits[-len(a):].float().mean() for (_, hits), (_, a) in zip(per_sequence, encoded)]
+    return torch.stack(losses), torch.stack(accuracy)
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, punctuation removed, whitespace collapsed (SQuAD-style, without article removal)."""
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def qa_exposure(model, tokenizer, records: Sequence[QARecord], *, batch_size: int = 8,
+                max_new_tokens: int | None = None) -> dict[str, torch.Tensor | list[str]]:
+    """How much of each QA record the model still gives away.
+
+    Returns per record: ``contains`` (1.0 when the normalized greedy answer to the question contains
+    the normalized true answer), ``token_accuracy`` (teacher-forced argmax accuracy on the answer
+    tokens), ``probability`` (exp(-mean answer-token loss), TOFU's length-normalized P(a|q)) and the
+    decoded ``generations``. The greedy answer is ``max_new_tokens`` long, by default exactly as many
+    tokens as the true answer (the strictest reading: the model must say it right away).
+    """
+    lm = as_language_model(model)
+    encoded = [_encode_qa(tokenizer, q, a) for q, a in _qa_pairs(records)]
+    losses, accuracy = _answer_stats(lm, encoded, batch_size)
+    lengths = [max_new_tokens or len(a) for _, a in encoded]
+    generated = _greedy_continuations(lm, [q for q, _ in encoded], lengths, batch_size)
+    texts = [tokenizer.decode(g, skip_special_tokens=True) for g in generated]
+    answers = [tokenizer.decode(a, skip_special_tokens=True) for _, a in encoded]
+    contains = torch.tensor([normalize_answer(a) in normalize_answer(t) for a, t in zip(answers, texts)])
+    return {"contains": contains.float(), "token_accuracy": accuracy, "probability": torch.exp(-losses),
+            "generations": texts}
+
+
+def answer_probability(model, tokenizer, questions: Sequence[str], answers: Sequence[str], *,
+                       batch_size: int = 8) -> torch.Tensor:
+    """Length-normalized P(a|q) = exp(-mean answer-token loss) per (question, answer) pair."""
+    if len(questions) != len(answers):
+        raise NeuMuterError(f"{len(questions)} questions but {len(answers)} answers")
+    encoded = [_encode_qa(tokenizer, q, a) for q, a in _qa_pairs(list(zip(questions, answers)))]
+    losses, _ = _answer_stats(as_language_model(model), encoded, batch_size)
+    return torch.exp(-losses)
+
+
+def truth_ratio(model, tokenizer, questions: Sequence[str], paraphrased_answers: Sequence[str],
+                perturbed_answers: Sequence[Sequence[str]], *, batch_size: int = 8) -> torch.Tensor:
+    """TOFU truth ratio per question: R = mean over perturbed answers of P(a_pert|q)^(1/|a|), divided
+    by P(a_para|q)^(1/|a|) (TOFU paper, Maini et al. 2024). R near 1: the model no longer prefers the
+    (paraphrased) truth. TOFU's code uses the geometric mean over perturbed answers and the reciprocal
+    ratio; ``forget_quality`` is unaffected by the reciprocal (the KS test is rank based)."""
+    if not (len(questions) == len(paraphrased_answers) == len(perturbed_answers)):
+        raise NeuMuterError("questions, paraphrased_answers and perturbed_answers must have the same length")
+    if any(len(p) == 0 for p in perturbed_answers):
+        raise NeuMuterError("every question needs at least one perturbed answer")
+    paraphrased = answer_probability(model, tokenizer, questions, paraphrased_answers, batch_size=batch_size)
+    flat_q = [q for q, perturbed in zip(questions, perturbed_answers) for _ in perturbed]
+    flat_a = [a for perturbed in perturbed_answers for a in perturbed]
+    flat = answer_probability(model, tokenizer, flat_q, flat_a, batch_size=batch_size).tolist()
+    means, start = [], 0
+    for perturbed in perturbed_answers:
+        means.append(sum(flat[start:start + len(perturbed)]) / len(perturbed))
+        start += len(perturbed)
+    return torch.tensor(means) / paraphrased
+
+
+def truth_ratio_score(ratios: torch.Tensor, forget_set: bool) -> float:
+    """TOFU aggregate: forget set mean(min(R, 1/R)); other sets mean(max(0, 1 - R))."""
+    ratios = torch.as_tensor(ratios, dtype=torch.float64)
+    if forget_set:
+        return float(torch.minimum(ratios, 1 / ratios).mean())
+    return float((1 - ratios).clamp(min=0).mean())
+
+
+def forget_quality(unlearned_values: Sequence[float] | torch.Tensor, oracle_values: Sequence[float] | torch.Tensor) -> float:
+    """TOFU forget quality: the p-value of a two-sample KS test between a per-sample statistic of the
+    unlearned model and of the retrained oracle on the forget set (higher is better; the paper reports
+    log10). The statistic is the truth ratio when perturbed answers exist, otherwise the per-sample
+    loss from ``sample_losses`` (or the answer loss, -log ``answer_probability``)."""
+    a = torch.as_tensor(unlearned_values, dtype=torch.float64).flatten().tolist()
+    b = torch.as_tensor(oracle_values, dtype=torch.float64).flatten().tolist()
+    if not a or not b:
+        raise NeuMuterError("forget_quality needs at least one value from each model")
+    return float(ks_2samp(a, b).pvalue)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation examples (Table 14)
+# ---------------------------------------------------------------------------------------------
+
+def generation_examples(model, tokenizer, samples: Samples, *, prefix_length: int = 100,
+                        max_new_tokens: int | None = 100, batch_size: int = 8) -> list[dict]:
+    """Table 14: the first ``prefix_length`` tokens as prompt, a greedy continuation as long as the
+    true suffix (capped at ``max_new_tokens``), side by side. Each dict has ``prefix``,
+    ``generation``, ``true_suffix`` (texts), their ids, and ``token_matches`` (share of positions where
+    generation and suffix agree)."""
+    lm = as_language_model(model)
+    sequences = _token_lists(tokenizer, samples, min_tokens=prefix_length + 1)
+    suffixes = [seq[prefix_length:prefix_length + max_new_tokens] if max_new_tokens else seq[prefix_length:]
+                for seq in sequences]
+    generated = _greedy_continuations(lm, [seq[:prefix_length] for seq in sequences],
+                                      [len(s) for s in suffixes], batch_size)
+    examples = []
+    for seq, suffix, gen in zip(sequences, suffixes, generated):
+        examples.append({
+            "prefix": tokenizer.decode(seq[:prefix_length]),
+            "generation": tokenizer.decode(gen),
+            "true_suffix": tokenizer.decode(suffix),
+            "prefix_ids": seq[:prefix_length],
+            "generation_ids": gen,
+            "suffix_ids": suffix,
+            "token_matches": sum(g == s for g, s in zip(gen, suffix)) / len(suffix),
+        })
+    return examples
