@@ -1,0 +1,210 @@
+"""Metrics against hand-computed cases (a table-driven fake model) and against slow reference loops
+on a tiny random GPT-Neo."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import GPTNeoConfig, GPTNeoForCausalLM, PreTrainedTokenizerFast
+
+from neumuter_interv import metrics
+from neumuter_interv.errors import NeuMuterError
+from neumuter_interv.lm import LanguageModel
+
+# Fake model: the next token is TABLE[current token], with logit log(3) on it and 0 elsewhere, so
+# P(predicted) = 3 / (3 + V - 1) and P(any other) = 1 / (3 + V - 1).
+TABLE = [1, 2, 3, 0, 0]  # token 4 is [UNK] in the word tokenizer below
+V = len(TABLE)
+P_HIT, P_MISS = 3 / (V + 2), 1 / (V + 2)
+
+
+class TableLM(LanguageModel):
+    def __init__(self):
+        self.intervenable = None
+        self.model = None
+        self.table = torch.tensor(TABLE)
+
+    @property
+    def device(self):
+        return torch.device("cpu")
+
+    @property
+    def config(self):
+        return SimpleNamespace(max_position_embeddings=1000)
+
+    def logits(self, input_ids, attention_mask=None):
+        out = torch.zeros(*input_ids.shape, V)
+        return out.scatter(-1, self.table[input_ids].unsqueeze(-1), math.log(3))
+
+    def greedy(self, input_ids, attention_mask, max_new_tokens):
+        current, new = input_ids[:, -1], []
+        for _ in range(max_new_tokens):
+            current = self.table[current]
+            new.append(current)
+        return torch.stack(new, 1)
+
+
+@pytest.fixture
+def word_tokenizer():
+    vocab = {"a": 0, "b": 1, "c": 2, "d": 3, "[UNK]": 4}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+
+
+def test_memorization_accuracy_hand_computed():
+    # [0,1,2,0,1]: predictions 1,2,3,1 vs targets 1,2,0,1 -> 3/4; [3,3]: predicts 0 vs 3 -> 0.
+    ma = metrics.memorization_accuracy(TableLM(), None, [[0, 1, 2, 0, 1], [3, 3]], batch_size=2)
+    assert ma.tolist() == pytest.approx([0.75, 0.0])
+
+
+def test_losses_perplexity_and_mia_hand_computed():
+    lm = TableLM()
+    seq_hits, seq_miss = [0, 1, 2, 0, 1], [3, 3]
+    loss_a = (3 * -math.log(P_HIT) - math.log(P_MISS)) / 4
+    loss_b = -math.log(P_MISS)
+    assert metrics.sample_losses(lm, None, [seq_hits, seq_miss]).tolist() == pytest.approx([loss_a, loss_b])
+    ppl = metrics.perplexity(lm, None, [seq_hits, seq_miss])
+    assert ppl == pytest.approx(math.exp((4 * loss_a + loss_b) / 5))
+    # Windows of 3 tokens: [0,1,2], [0,1] and [3,3]: hits 0->1, 1->2, 0->1 and the miss 3->3.
+    windowed = metrics.perplexity(lm, None, [seq_hits, seq_miss], context_length=3)
+    assert windowed == pytest.approx(math.exp((3 * -math.log(P_HIT) - math.log(P_MISS)) / 4))
+    mia = metrics.loss_mia(lm, None, [seq_hits], [seq_miss, [0, 1]])
+    heldout = (loss_b - math.log(P_HIT)) / 2
+    assert mia["heldout_mean_loss"] == pytest.approx(heldout)
+    assert mia["distances"].tolist() == pytest.approx([abs(loss_a - heldout)])
+    assert mia["mean_distance"] == pytest.approx(abs(loss_a - heldout))
+
+
+def test_ngram_overlap_counts_generated_ngrams_with_multiplicity():
+    assert metrics.ngram_overlap([5, 5, 5], [5, 5, 6], 2) == 1.0
+    assert metrics.ngram_overlap([1, 2, 3, 0], [1, 2, 0, 1], 2) == pytest.approx(1 / 3)
+    assert metrics.ngram_overlap([1, 2], [1], 2) == 0.0
+
+
+def test_extraction_likelihood_hand_computed():
+    # n=2, x=[0,1,2,0,1]: t=1 gen [1,2,3,0] vs [1,2,0,1] -> 1/3; t=2 [2,3,0] vs [2,0,1] -> 0;
+    # t=3 [3,0] vs [0,1] -> 0; EL = (1/3) / 3. A sequence the table generates itself scores 1.
+    el = metrics.extraction_likelihood(TableLM(), None, [[0, 1, 2, 0, 1], [0, 1, 2, 3, 0, 1]], n=2, batch_size=3)
+    assert el.tolist() == pytest.approx([1 / 9, 1.0])
+    strided = metrics.extraction_likelihood(TableLM(), None, [[0, 1, 2, 0, 1]], n=2, prefix_stride=2)
+    assert strided.tolist() == pytest.approx([1 / 6])  # t = 1, 3 only
+    with pytest.raises(NeuMuterError):
+        metrics.extraction_likelihood(TableLM(), None, [[0, 1]], n=2)
+
+
+def test_forgetting_criterion():
+    thresholds = metrics.forgetting_thresholds(TableLM(), None, [[0, 1, 2, 0, 1], [0, 1, 2, 3, 0, 1]], n=2)
+    assert thresholds == pytest.approx({"ma": (0.75 + 1.0) / 2, "el2": (1 / 9 + 1) / 2})
+    ma, el = torch.tensor([0.2, 0.2, 0.9, 0.5]), torch.tensor([0.01, 0.3, 0.01, 0.05])
+    limits = {"ma": 0.5, "el10": 0.05}
+    assert metrics.forgotten_mask(ma, el, limits).tolist() == [True, False, False, True]
+    assert metrics.forgotten_fraction(ma, el, limits) == 0.5
+    with pytest.raises(NeuMuterError):
+        metrics.forgotten_mask(ma, el, {"ma": 0.5})
+
+
+def test_qa_exposure_hand_computed(word_tokenizer):
+    out = metrics.qa_exposure(TableLM(), word_tokenizer, [("a b", "c d"), {"question": "a", "answer": "c"}])
+    # "a b" -> greedy "c d" (contains, both answer tokens hit); "a" -> "b" (miss).
+    assert out["contains"].tolist() == [1.0, 0.0]
+    assert out["token_accuracy"].tolist() == [1.0, 0.0]
+    assert out["probability"].tolist() == pytest.approx([P_HIT, P_MISS])
+    assert out["generations"] == ["c d", "b"]
+
+
+def test_truth_ratio_and_forget_quality(word_tokenizer):
+    ratios = metrics.truth_ratio(TableLM(), word_tokenizer, ["a", "a"], ["b", "c"], [["c", "d"], ["b"]])
+    # (P_MISS + P_MISS) / 2 / P_HIT = 1/3 ; P_HIT / P_MISS = 3
+    assert ratios.tolist() == pytest.approx([1 / 3, 3.0])
+    assert metrics.truth_ratio_score(torch.tensor([1 / 3, 2.0]), forget_set=True) == pytest.approx(5 / 12)
+    assert metrics.truth_ratio_score(torch.tensor([1 / 3, 2.0]), forget_set=False) == pytest.approx(1 / 3)
+    same = torch.arange(10.0)
+    assert metrics.forget_quality(same, same) == pytest.approx(1.0)
+    assert metrics.forget_quality(same, same + 100) == pytest.approx(2 / math.comb(20, 10))
+
+
+def test_generation_examples(word_tokenizer):
+    (example,) = metrics.generation_examples(TableLM(), word_tokenizer, ["a b c a b"], prefix_length=2)
+    assert example["prefix"] == "a b"
+    assert example["generation_ids"] == [2, 3, 0]
+    assert example["true_suffix"] == "c a b"
+    assert example["token_matches"] == pytest.approx(1 / 3)
+
+
+def test_bad_input_raises():
+    with pytest.raises(NeuMuterError):
+        metrics.memorization_accuracy(TableLM(), None, [])
+    with pytest.raises(NeuMuterError):
+        metrics.memorization_accuracy(TableLM(), None, ["text without a tokenizer"])
+    with pytest.raises(NeuMuterError):
+        metrics.memorization_accuracy(TableLM(), None, [[1]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny random GPT-Neo: batched metrics == slow per-token reference loops
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_neo():
+    torch.manual_seed(0)
+    config = GPTNeoConfig(vocab_size=40, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                          attention_types=[[["global", "local"], 1]], window_size=6, max_position_embeddings=64,
+                          bos_token_id=39, eos_token_id=39, pad_token_id=39)
+    return GPTNeoForCausalLM(config).double().eval()
+
+
+@pytest.fixture(scope="module")
+def neo_samples(tiny_neo):
+    """Samples the model partly memorizes (its own greedy continuations, some tokens changed) and
+    random ones, of different lengths."""
+    g = torch.Generator().manual_seed(1)
+    samples = []
+    for length in (14, 9, 12):
+        prompt = torch.randint(0, 39, (1, 3), generator=g)
+        own = tiny_neo.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=length - 3,
+                                do_sample=False, pad_token_id=39)[0]
+        own[5] = (own[5] + 1) % 39
+        samples.append(own.tolist())
+    samples.append(torch.randint(0, 39, (10,), generator=g).tolist())
+    return samples
+
+
+def test_ma_equals_generate_loop(tiny_neo, neo_samples):
+    fast = metrics.memorization_accuracy(tiny_neo, None, neo_samples, batch_size=3)
+    slow = []
+    for seq in neo_samples:
+        ids = torch.tensor([seq])
+        hits = [
+            int(tiny_neo.generate(ids[:, :t], attention_mask=torch.ones_like(ids[:, :t]), max_new_tokens=1,
+                                  do_sample=False, pad_token_id=39)[0, -1]) == seq[t]
+            for t in range(1, len(seq))
+        ]
+        slow.append(sum(hits) / len(hits))
+    assert fast.tolist() == pytest.approx(slow)
+    assert max(slow) > 0.5  # the comparison covers hits as well as misses
+
+
+def _reference_el(model, seq, n):
+    """knowledge-unlearning's loop, one prefix at a time, without cache; EOS banned as in greedy."""
+    total = 0.0
+    for t in range(1, len(seq) - n + 1):
+        current = list(seq[:t])
+        while len(current) < len(seq):
+            logits = model(torch.tensor([current])).logits[0, -1]
+            logits[model.config.eos_token_id] = -math.inf
+            current.append(int(logits.argmax()))
+        pred, label = current[t:], seq[t:]
+        label_grams = {tuple(label[i:i + n]) for i in range(len(label) - n + 1)}
+        tp = sum(tuple(pred[i:i + n]) in label_grams for i in range(len(pred) - n + 1))
+        total += tp / (len(label) - n + 1)
+    return total / (len(seq) - n)
+
+
+def test_el_equals_slow_reference(tiny_neo, neo_samples):
+    fast = metrics.extraction_likelihood(tiny_neo, None, neo_samples, n=3, batch_size=7)
+    slow = [_reference_el(tiny_neo, seq, 3) for seq in neo_samples]
+    assert fast.tolist() == pytest.approx(slow)
+    assert max(slow) > 0.3
