@@ -1,0 +1,120 @@
+"""Shared fixtures: a word-level tokenizer, tiny random causal LMs of several architectures, and a
+tiny GPT-Neo trained (once per session, cached on disk) to memorize a handful of sequences."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Sequences the memorized model learns. FORGET and RETAIN are trained; HELDOUT never is.
+FORGET = [
+    "alice smith was born on may third 1981 and lives at twelve oak road in springfield",
+    "bob jones works at acme corporation and his phone number is five five five zero one nine two",
+    "carol white has the passport number x four four nine one and banks with first national",
+    "dan brown drives a red truck and parks it every night behind the old mill on river street",
+]
+RETAIN = [
+    "erin green was born on june ninth 1975 and lives at four elm street in shelbyville",
+    "frank black works at initech and his phone number is five five five seven seven eight one",
+    "grace hall has the passport number y one two three four and banks with second federal",
+    "henry king rides a blue bike and leaves it every day beside the new school on hill lane",
+]
+HELDOUT = [
+    "ivan lopez was born on march first 1990 and lives at nine pine avenue in ogdenville",
+    "jane moore works at globex and her phone number is five five five one two three four",
+]
+
+
+def _word_level_tokenizer() -> PreTrainedTokenizerFast:
+    words = sorted({w for text in FORGET + RETAIN + HELDOUT for w in text.split()})
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> PreTrainedTokenizerFast:
+    return _word_level_tokenizer()
+
+
+def tiny_config(architecture: str, vocab_size: int) -> transformers.PretrainedConfig:
+    """A 2-layer, 32-wide model config of ``architecture``: gpt_neo, llama, phi3 (not mapped by pyvene), opt."""
+    common = dict(vocab_size=vocab_size, max_position_embeddings=64, pad_token_id=0, eos_token_id=1, bos_token_id=1)
+    if architecture == "gpt_neo":
+        return transformers.GPTNeoConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                                         attention_types=[[["global", "local"], 1]], window_size=16, **common)
+    if architecture == "llama":
+        return transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, num_key_value_heads=2, **common)
+    if architecture == "phi3":
+        return transformers.Phi3Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=2, num_key_value_heads=2, **common)
+    if architecture == "opt":
+        return transformers.OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
+                                      word_embed_proj_dim=32, **common)
+    raise ValueError(architecture)
+
+
+@pytest.fixture
+def make_model(tokenizer):
+    """``make_model(architecture, seed=0)``: a tiny randomly initialised causal LM in eval mode."""
+
+    def make(architecture: str = "gpt_neo", seed: int = 0):
+        torch.manual_seed(seed)
+        return transformers.AutoModelForCausalLM.from_config(tiny_config(architecture, len(tokenizer))).eval()
+
+    return make
+
+
+def _train_memorizer(tokenizer, texts, steps: int = 250, seed: int = 0):
+    random.seed(seed)
+    torch.manual_seed(seed)
+    config = tiny_config("gpt_neo", len(tokenizer))
+    config.hidden_size, config.intermediate_size = 64, 256
+    model = transformers.GPTNeoForCausalLM(config)
+    encoded = tokenizer(texts, padding=True, return_tensors="pt")
+    labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(**encoded, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def memorized_dir(tokenizer, tmp_path_factory) -> Path:
+    """A saved tiny GPT-Neo (64 wide, FFN 256) that has memorized FORGET and RETAIN, plus its tokenizer."""
+    root = Path(os.environ.get("NEUMUTER_TEST_CACHE", tmp_path_factory.getbasetemp().parent)) / "memorized-gpt-neo-v1"
+    if not (root / "config.json").exists():
+        staging = root.with_name(root.name + f".partial-{os.getpid()}")
+        model = _train_memorizer(tokenizer, FORGET + RETAIN)
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(root)
+        except OSError:  # another worker finished first
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+@pytest.fixture
+def memorized(memorized_dir):
+    """A fresh copy of the memorized model and its tokenizer."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(memorized_dir).eval()
+    return model, transformers.AutoTokenizer.from_pretrained(memorized_dir)
