@@ -208,3 +208,26 @@ def test_el_equals_slow_reference(tiny_neo, neo_samples):
     slow = [_reference_el(tiny_neo, seq, 3) for seq in neo_samples]
     assert fast.tolist() == pytest.approx(slow)
     assert max(slow) > 0.3
+
+
+def test_intervened_model_scores_like_the_equivalent_weight_edit(tiny_neo, neo_samples):
+    """Zeroing FFN neurons through a pyvene intervention == zeroing their c_proj columns."""
+    import copy
+
+    from neumuter_interv import FrozenScaling
+    from neumuter_interv.intervenable import attach
+
+    neurons = [0, 3, 5, 7, 11]
+    intervened = attach(copy.deepcopy(tiny_neo), [0, 1], lambda layer, width: FrozenScaling(
+        neuron_indices=neurons, neuron_scales=[0.0] * len(neurons), embed_dim=width))
+    edited = copy.deepcopy(tiny_neo)
+    with torch.no_grad():
+        for block in edited.transformer.h:
+            block.mlp.c_proj.weight[:, neurons] = 0.0
+    original_losses = metrics.sample_losses(tiny_neo, None, neo_samples)
+    assert metrics.sample_losses(edited, None, neo_samples).tolist() != pytest.approx(original_losses.tolist())
+    for metric in (metrics.memorization_accuracy, metrics.sample_losses):
+        assert metric(intervened, None, neo_samples).tolist() == pytest.approx(metric(edited, None, neo_samples).tolist())
+    el_intervened = metrics.extraction_likelihood(intervened, None, neo_samples, n=3, batch_size=7)
+    el_edited = metrics.extraction_likelihood(edited, None, neo_samples, n=3, batch_size=7)
+    assert el_intervened.tolist() == pytest.approx(el_edited.tolist())
