@@ -8,10 +8,12 @@ import argparse
 import importlib
 import sys
 
+from transformers.utils import logging as transformers_logging
+
 from .errors import NeuMuterError
 
 # modules that define ``register(subparsers)``; each sets ``func`` on its parser
-COMMAND_MODULES = ["neumuter_interv.commands.unlearn"]
+COMMAND_MODULES = ["neumuter_interv.commands.unlearn", "neumuter_interv.commands.export"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    transformers_logging.disable_progress_bar()  # our own progress bars only: errors stay one line
     try:
         return int(args.func(args) or 0)
     except NeuMuterError as error:

@@ -12,6 +12,7 @@ import pyvene as pv
 from ...data import model_context_length, pad_id_of, tokenize
 from ...errors import NeuMuterError
 from ...output import output_directory, write_json
+from ...serialization import save_intervenable
 from ..base import UnlearningMethod, UnlearningRecord, UnlearningResult, count_parameters, measured
 from .config import NeuMuterConfig
 from .localize import EpochCallback, LocalizationResult, localize, resolve_device
@@ -44,10 +45,10 @@ class NeuMuterRun:
 
     def save(self, out_dir: str | Path, overwrite: bool = False, extra_metrics: dict | None = None,
              run_info: dict | None = None) -> Path:
-        """Write ``intervention/`` (pyvene format), ``selection.json``, ``metrics.json``,
+        """Write ``intervention/`` (pyvene format plus safetensors), ``selection.json``, ``metrics.json``,
         ``history.json`` and ``config.json``, all or nothing."""
         with output_directory(out_dir, overwrite) as staging:
-            self.frozen.save(str(staging / "intervention"))
+            save_intervenable(self.frozen, staging / "intervention", with_pyvene_pickles=True)
             self.selection.save(staging / "selection.json")
             write_json(staging / "metrics.json", {**self.metrics(), **(extra_metrics or {})})
             write_json(staging / "history.json", self.localization.history)
@@ -101,7 +102,8 @@ class NeuMuter(UnlearningMethod):
 def _random_neighbours(forget: list[list[int]], tokenizer, config: NeuMuterConfig) -> list[list[int]]:
     from ...neighbours import random_replacement_neighbours
 
-    return random_replacement_neighbours(
+    grouped = random_replacement_neighbours(
         forget, vocab_size=len(tokenizer), ratio=config.replacement_ratio, k=config.neighbours_per_sample,
         seed=config.seed, special_ids=list(tokenizer.all_special_ids),
     )
+    return [neighbour for group in grouped for neighbour in group]
