@@ -3,9 +3,12 @@
 from .config import NeuMuterConfig
 from .localize import LocalizationResult, localize
 from .method import NeuMuter, NeuMuterRun
+from .schedule import CoefficientSchedule, localize_until_forgotten
 from .selection import NeuronSet, Selection, freeze, select_neurons
 
 __all__ = [
+    "CoefficientSchedule",
+    "localize_until_forgotten",
     "LocalizationResult",
     "NeuMuter",
     "NeuMuterConfig",

@@ -77,12 +77,15 @@ def localize(
     pad_id: int,
     on_epoch_end: EpochCallback | None = None,
     log: Callable[[str], None] = print,
+    init_log_alpha: dict[int, torch.Tensor] | None = None,
+    first_epoch: int = 1,
 ) -> tuple[pv.IntervenableModel, LocalizationResult]:
     """Train the gates on token-id sequences of the forget set and its neighbours.
 
     ``neighbours`` holds ``k`` neighbours per forget sample, sample-major (sample i's neighbours at
     ``i*k .. i*k+k-1``); an empty list disables the KL term. ``on_epoch_end(epoch, record, pv_model)``
-    may return True to stop (used for the Eq. 17 stopping rule).
+    may return True to stop (used for the Eq. 17 stopping rule). ``init_log_alpha`` warm-starts the
+    gates (a later stage of a coefficient schedule); epochs are then numbered from ``first_epoch``.
     """
     if not forget:
         raise NeuMuterError("the forget set is empty")
@@ -96,7 +99,10 @@ def localize(
     log(f"NeuMuter: gating the FFN activation of layers {describe_layers(list(gates))}")
     optimizer_params = []
     for layer, gate in gates.items():
-        gate.generator = torch.Generator(device=device).manual_seed(config.seed * 100_003 + layer)
+        if init_log_alpha is not None:
+            with torch.no_grad():
+                gate.log_alpha.copy_(init_log_alpha[layer])
+        gate.generator = torch.Generator(device=device).manual_seed(config.seed * 100_003 + layer * 101 + first_epoch)
         optimizer_params.append(gate.log_alpha)
     optimizer = torch.optim.Adam(optimizer_params, lr=config.learning_rate)
 
@@ -104,7 +110,7 @@ def localize(
     forget_batches = batches(forget, config.batch_size, pad_id)
     neighbour_batches = batches(neighbours, config.batch_size * k, pad_id) if k else []
     references = _ReferenceLogProbs(pv_model.model, neighbour_batches, config, device)
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng([config.seed, first_epoch])
     result = LocalizationResult(log_alpha={}, params=config.hard_concrete)
     start = time.perf_counter()
     epochs = tqdm(range(config.epochs), desc="localizing", unit="epoch", disable=not config.progress)
@@ -119,14 +125,14 @@ def localize(
                 sums[name] += terms[name]
             result.steps += 1
         record = {name: value / len(forget_batches) for name, value in sums.items()}
-        record["epoch"] = epoch + 1
+        record["epoch"] = first_epoch + epoch
         record["below_threshold"] = sum(
             int((torch.sigmoid(g.log_alpha) < config.threshold).sum()) for g in gates.values()
         )
         result.history.append(record)
         epochs.set_postfix(ce=f"{record['forget_ce']:.3f}", kl=f"{record['kl']:.4f}", low=record["below_threshold"])
         set_intervention_mode(pv_model, False)
-        if on_epoch_end is not None and on_epoch_end(epoch + 1, record, pv_model):
+        if on_epoch_end is not None and on_epoch_end(first_epoch + epoch, record, pv_model):
             result.stopped_early = epoch + 1 < config.epochs
             break
     set_intervention_mode(pv_model, False)

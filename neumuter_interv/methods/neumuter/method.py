@@ -16,6 +16,7 @@ from ...serialization import save_intervenable
 from ..base import UnlearningMethod, UnlearningRecord, UnlearningResult, count_parameters, measured
 from .config import NeuMuterConfig
 from .localize import EpochCallback, LocalizationResult, localize, resolve_device
+from .schedule import CoefficientSchedule, localize_until_forgotten
 from .selection import Selection, freeze, select_neurons
 
 
@@ -28,6 +29,7 @@ class NeuMuterRun:
     localization: LocalizationResult
     record: UnlearningRecord
     config: NeuMuterConfig
+    calibration: dict | None = None  # the coefficient schedule's report, when one ran
 
     def metrics(self) -> dict:
         return {
@@ -41,6 +43,7 @@ class NeuMuterRun:
             "seconds": self.record.seconds,
             "peak_memory_bytes": self.record.peak_memory_bytes,
             "final": self.localization.history[-1] if self.localization.history else {},
+            **({"calibration": self.calibration} if self.calibration is not None else {}),
         }
 
     def save(self, out_dir: str | Path, overwrite: bool = False, extra_metrics: dict | None = None,
@@ -63,10 +66,16 @@ class NeuMuter(UnlearningMethod):
     needs_retain = False
 
     def __init__(self, config: NeuMuterConfig | None = None, on_epoch_end: EpochCallback | None = None,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, stop_when: Callable | None = None,
+                 schedule: CoefficientSchedule | None = None):
+        """With ``stop_when`` (e.g. a ``ForgettingCriterion``), training runs in stages of a
+        ``CoefficientSchedule`` until the frozen mask satisfies it (Appendix B.4); otherwise it runs
+        ``config.epochs`` epochs with fixed coefficients."""
         self.config = config or NeuMuterConfig()
         self.on_epoch_end = on_epoch_end
         self.log = log
+        self.stop_when = stop_when
+        self.schedule = schedule or CoefficientSchedule()
 
     def run(self, model, tokenizer, forget_texts: Sequence[str], neighbour_texts: Sequence[str] | None = None) -> NeuMuterRun:
         """Localize, select and freeze. ``neighbour_texts`` holds k neighbours per forget sample,
@@ -82,9 +91,14 @@ class NeuMuter(UnlearningMethod):
                 raise NeuMuterError(f"{len(neighbour_texts)} neighbours for {len(forget_texts)} forget samples: need k per sample")
             neighbours = tokenize(tokenizer, neighbour_texts, context, "neighbour")
         record = UnlearningRecord(method=self.name, total_parameters=count_parameters(model))
+        calibration = None
         with measured(record, resolve_device(config.device)):
-            pv_model, localization = localize(model, forget, neighbours, config, pad_id_of(tokenizer),
-                                              self.on_epoch_end, self.log)
+            if self.stop_when is None:
+                _, localization = localize(model, forget, neighbours, config, pad_id_of(tokenizer),
+                                           self.on_epoch_end, self.log)
+            else:
+                _, localization, calibration = localize_until_forgotten(
+                    model, forget, neighbours, config, pad_id_of(tokenizer), self.stop_when, self.schedule, self.log)
             selection = select_neurons(model, localization.log_alpha, localization.params, config)
             frozen = freeze(model, selection)
         record.trainable_parameters = sum(a.numel() for a in localization.log_alpha.values())
@@ -92,7 +106,7 @@ class NeuMuter(UnlearningMethod):
         record.extra = {"neurons_muted_fraction": selection.neurons_muted_fraction, "neurons_muted": selection.neurons_muted}
         self.log(f"NeuMuter: muted {selection.neurons_muted} of {selection.neurons_total} FFN neurons "
                  f"({100 * selection.neurons_muted_fraction:.2f}%) in {record.seconds:.1f} s")
-        return NeuMuterRun(frozen, selection, localization, record, config)
+        return NeuMuterRun(frozen, selection, localization, record, config, calibration)
 
     def unlearn(self, model, tokenizer, forget_texts, retain_texts=None) -> UnlearningResult:
         run = self.run(model, tokenizer, forget_texts)
