@@ -1,0 +1,86 @@
+"""Evaluate an (unlearned) model on a forget set with every metric the reports show.
+
+One function, ``evaluate``, used by ``neumuter demo``, ``neumuter eval`` and ``neumuter compare``,
+so that NeuMuter and its rivals are scored by the same code. Names of the returned keys are the
+ones ``metrics.json`` promises: ``forget_ma``, ``forget_el10``, ``retain_ma``, ``heldout_ppl``,
+``mia_distance``, ``forget_quality``, ``forgotten_fraction`` (all rates are fractions in [0, 1]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from . import metrics
+from .errors import NeuMuterError
+
+
+@dataclass
+class EvaluationSet:
+    """The texts an evaluation needs.
+
+    ``heldout_texts`` are samples of the forget set's kind that no model trained on (the Eq. 17
+    thresholds and the MIA reference); ``general_texts`` measure utility as held-out perplexity.
+    """
+
+    forget_texts: Sequence[str]
+    heldout_texts: Sequence[str]
+    general_texts: Sequence[str] = ()
+    retain_texts: Sequence[str] = ()
+    forget_qa: Sequence[Mapping] = ()
+    retain_qa: Sequence[Mapping] = ()
+    settings: dict = field(default_factory=lambda: {"el_n": 10, "el_prefix_stride": 1, "batch_size": 32})
+
+    def __post_init__(self):
+        if not self.forget_texts:
+            raise NeuMuterError("the evaluation needs a non-empty forget set")
+        if not self.heldout_texts:
+            raise NeuMuterError("the evaluation needs held-out texts (for the Eq. 17 thresholds)")
+
+    @classmethod
+    def from_testbed(cls, testbed, **settings) -> EvaluationSet:
+        return cls(testbed.forget_texts, testbed.heldout_people_texts, testbed.general_heldout_texts,
+                   testbed.retain_texts, testbed.forget_qa, testbed.retain_qa,
+                   {"el_n": 10, "el_prefix_stride": 1, "batch_size": 32, **settings})
+
+    @property
+    def el_key(self) -> str:
+        return f"el{self.settings['el_n']}"
+
+
+def thresholds(model, tokenizer, data: EvaluationSet) -> dict[str, float]:
+    """Eq. 17: average MA and EL_n of the model on held-out samples."""
+    return metrics.forgetting_thresholds(model, tokenizer, list(data.heldout_texts), n=data.settings["el_n"],
+                                         batch_size=data.settings["batch_size"],
+                                         prefix_stride=data.settings["el_prefix_stride"])
+
+
+def evaluate(model, tokenizer, data: EvaluationSet, forgetting_thresholds: Mapping[str, float],
+             oracle_forget_losses: Sequence[float] | None = None) -> dict:
+    """Every metric of the report for one model; per-sample values are kept under ``per_sample``."""
+    n, batch, stride = data.settings["el_n"], data.settings["batch_size"], data.settings["el_prefix_stride"]
+    forget = list(data.forget_texts)
+    ma = metrics.memorization_accuracy(model, tokenizer, forget, batch_size=batch)
+    el = metrics.extraction_likelihood(model, tokenizer, forget, n, batch_size=batch, prefix_stride=stride)
+    mia = metrics.loss_mia(model, tokenizer, forget, list(data.heldout_texts), batch_size=batch)
+    result = {
+        "forget_ma": float(ma.mean()),
+        f"forget_{data.el_key}": float(el.mean()),
+        "forgotten_fraction": metrics.forgotten_fraction(ma, el, forgetting_thresholds, n),
+        "mia_distance": mia["mean_distance"],
+        "forget_loss": float(mia["forget_losses"].mean()),
+    }
+    if data.retain_texts:
+        result["retain_ma"] = float(metrics.memorization_accuracy(model, tokenizer, list(data.retain_texts), batch_size=batch).mean())
+    if data.general_texts:
+        result["heldout_ppl"] = metrics.perplexity(model, tokenizer, list(data.general_texts), batch_size=batch)
+    if oracle_forget_losses is not None:
+        result["forget_quality"] = metrics.forget_quality(mia["forget_losses"], oracle_forget_losses)
+    for name, records in (("forget_qa", data.forget_qa), ("retain_qa", data.retain_qa)):
+        if records:
+            exposure = metrics.qa_exposure(model, tokenizer, list(records), batch_size=batch)
+            result[f"{name}_exposed"] = float(exposure["contains"].mean())
+            result[f"{name}_probability"] = float(exposure["probability"].mean())
+    result["per_sample"] = {"forget_ma": ma.tolist(), f"forget_{data.el_key}": el.tolist(),
+                            "forget_loss": mia["forget_losses"].tolist()}
+    return result
