@@ -13,7 +13,12 @@ from transformers.utils import logging as transformers_logging
 from .errors import NeuMuterError
 
 # modules that define ``register(subparsers)``; each sets ``func`` on its parser
-COMMAND_MODULES = ["neumuter_interv.commands.unlearn", "neumuter_interv.commands.export"]
+COMMAND_MODULES = [
+    "neumuter_interv.commands.unlearn",
+    "neumuter_interv.commands.demo",
+    "neumuter_interv.commands.eval",
+    "neumuter_interv.commands.export",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

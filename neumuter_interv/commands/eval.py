@@ -1,0 +1,47 @@
+"""``neumuter eval``: score any causal LM (optionally with a saved intervention) with the demo's metrics."""
+
+from __future__ import annotations
+
+from ..data import read_texts
+from ..evaluation import EvaluationSet, evaluate, thresholds
+from ..intervenable import load
+from ..loading import load_causal_lm
+from ..output import check_writable, output_directory, write_json
+from ..report import markdown_table
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="evaluate a model (+ intervention) on forget / held-out files")
+    parser.add_argument("--model", required=True, help="local directory or Hub id of a causal LM")
+    parser.add_argument("--intervention", help="a saved intervention directory (e.g. RUN_DIR/intervention)")
+    parser.add_argument("--forget", required=True, help="forget samples (.txt/.jsonl/.csv)")
+    parser.add_argument("--heldout", required=True, help="samples of the same kind never trained on (Eq. 17 thresholds)")
+    parser.add_argument("--general", help="general held-out text for perplexity")
+    parser.add_argument("--retain", help="retained samples (memorization that should survive)")
+    parser.add_argument("--oracle", help="a model retrained without the forget set (forget quality)")
+    parser.add_argument("--column", default="text")
+    parser.add_argument("--el-prefix-stride", type=int, default=1, help="evaluate EL10 on every k-th prefix (1 = exact)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--overwrite", action="store_true")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    check_writable(args.out, args.overwrite)
+    optional = {name: read_texts(getattr(args, name), args.column) if getattr(args, name) else ()
+                for name in ("general", "retain")}
+    data = EvaluationSet(read_texts(args.forget, args.column), read_texts(args.heldout, args.column),
+                         optional["general"], optional["retain"],
+                         settings={"el_n": 10, "el_prefix_stride": args.el_prefix_stride, "batch_size": 32})
+    base, tokenizer = load_causal_lm(args.model)
+    limits = thresholds(base, tokenizer, data)
+    oracle_losses = None
+    if args.oracle:
+        oracle, _ = load_causal_lm(args.oracle)
+        oracle_losses = evaluate(oracle, tokenizer, data, limits)["per_sample"]["forget_loss"]
+    model = load(args.intervention, base) if args.intervention else base
+    scores = evaluate(model, tokenizer, data, limits, oracle_losses)
+    with output_directory(args.out, args.overwrite) as staging:
+        write_json(staging / "metrics.json", {"thresholds": limits, **scores})
+    print(markdown_table(["metric", "value"], [[k, v] for k, v in scores.items() if k != "per_sample"]))
+    return 0

@@ -1,0 +1,64 @@
+"""Markdown tables and PNG plots for the demo and comparison reports (matplotlib, no display)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def plot_muted_per_layer(counts: Mapping[int, int], width: int, path: str | Path, title: str = "Muted FFN neurons per layer") -> None:
+    layers = sorted(counts)
+    figure, axis = plt.subplots(figsize=(6, 3.2))
+    axis.bar([str(layer) for layer in layers], [100 * counts[layer] / width for layer in layers], color="#4C72B0")
+    axis.set_xlabel("layer (0-based)")
+    axis.set_ylabel("% of the layer's FFN neurons")
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_distributions(series: Mapping[str, Sequence[float]], path: str | Path, xlabel: str, title: str) -> None:
+    """Overlaid histograms, one per named series (e.g. forget-sample losses before / after / oracle)."""
+    figure, axis = plt.subplots(figsize=(6, 3.2))
+    values = [v for s in series.values() for v in s]
+    bins = 20 if not values else [min(values) + i * (max(values) - min(values) + 1e-9) / 20 for i in range(21)]
+    for name, data in series.items():
+        axis.hist(list(data), bins=bins, alpha=0.5, label=name)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel("samples")
+    axis.set_title(title)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_tradeoff(points: Mapping[str, tuple[float, float]], path: str | Path, xlabel: str, ylabel: str, title: str) -> None:
+    """A labelled scatter plot, e.g. utility (held-out PPL) against forgetting (forget MA) per method."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name, (x, y) in points.items():
+        axis.scatter([x], [y])
+        axis.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4))
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
