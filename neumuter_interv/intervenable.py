@@ -66,8 +66,11 @@ def intervened_generate(pv_model: pv.IntervenableModel, input_ids: torch.Tensor,
 
 
 def load(directory: str, model: torch.nn.Module) -> pv.IntervenableModel:
-    """``pyvene.IntervenableModel.load`` with the interventions switched to eval mode."""
-    architecture_of(model)
-    pv_model = pv.IntervenableModel.load(directory, model)
-    set_intervention_mode(pv_model, False)
-    return pv_model
+    """Load saved interventions safely (allow-listed classes, safetensors weights only), in eval mode.
+
+    ``pyvene.IntervenableModel.load`` would import any class named in ``config.json`` and unpickle
+    ``intkey_*.bin``; see ``serialization.load_intervenable``.
+    """
+    from .serialization import load_intervenable
+
+    return load_intervenable(directory, model)

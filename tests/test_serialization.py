@@ -1,0 +1,148 @@
+"""Safe loading of saved interventions: allow-listed classes only, weights only from safetensors,
+clear refusals for tampered or malformed directories, nothing imported or unpickled on the way."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+
+import pytest
+import pyvene as pv
+import torch
+
+from neumuter_interv import serialization
+from neumuter_interv.errors import NeuMuterError
+from neumuter_interv.intervenable import intervened_logits, load
+from neumuter_interv.methods.neumuter import NeuronSet, Selection, freeze
+from neumuter_interv.serialization import (
+    WEIGHTS_FILE,
+    load_intervenable,
+    register_safe_intervention,
+    safe_intervention_classes,
+    save_intervenable,
+)
+
+SELECTION = Selection({0: NeuronSet([1, 5, 9], [0.01, 0.05, 0.0]), 1: NeuronSet([3], [0.07])}, 64, 2, "gpt_neo")
+
+
+@pytest.fixture
+def inputs():
+    input_ids = torch.randint(3, 40, (2, 6), generator=torch.Generator().manual_seed(0))
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+
+
+@pytest.fixture
+def saved(tmp_path, make_model):
+    """A frozen NeuMuter intervention saved with ``save_intervenable`` (safetensors, no pickles)."""
+    directory = tmp_path / "saved"
+    save_intervenable(freeze(make_model("gpt_neo"), SELECTION), directory)
+    return directory
+
+
+def rewrite_config(directory, change) -> None:
+    path = directory / "config.json"
+    config = json.loads(path.read_text())
+    change(config)
+    path.write_text(json.dumps(config))
+
+
+def test_save_writes_one_safetensors_file_and_pyvenes_config_only(saved):
+    assert sorted(path.name for path in saved.iterdir()) == ["config.json", WEIGHTS_FILE]
+
+
+def test_round_trip_reproduces_the_logits_in_eval_mode(saved, make_model, inputs):
+    expected = intervened_logits(freeze(make_model("gpt_neo"), SELECTION), **inputs)
+    loaded = load(saved, make_model("gpt_neo"))
+    assert not any(intervention.training for intervention in loaded.interventions.values())
+    torch.testing.assert_close(intervened_logits(loaded, **inputs), expected, atol=0, rtol=0)
+
+
+def test_a_class_outside_the_allow_list_is_refused_without_importing_it(saved, make_model, tmp_path, monkeypatch):
+    marker = tmp_path / "payload-ran"
+    (tmp_path / "payload_module.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass Payload: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rewrite_config(saved, lambda c: c["intervention_types"].__setitem__(0, "<class 'payload_module.Payload'>"))
+
+    with pytest.raises(NeuMuterError, match=r"config.json names intervention class <class 'payload_module.Payload'>, "
+                                            "which is not in the allow-list"):
+        load_intervenable(saved, make_model("gpt_neo"))
+    assert not marker.exists() and "payload_module" not in sys.modules
+
+
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_directory_with_only_pickled_weights_is_refused_without_unpickling(tmp_path, make_model):
+    directory = tmp_path / "pickled"
+    freeze(make_model("gpt_neo"), SELECTION).save(str(directory))  # pyvene's own format: intkey_*.bin
+    marker = tmp_path / "unpickled"
+    for weights in directory.glob("intkey_*.bin"):
+        weights.write_bytes(pickle.dumps(_RunsCodeWhenUnpickled(marker)))
+
+    with pytest.raises(NeuMuterError, match=r"holds its weights only as pickles \(intkey_layer_0_.*\.bin, .*\); "
+                                            "refusing to unpickle"):
+        load(directory, make_model("gpt_neo"))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(("tamper", "message"), [
+    (lambda path: path.write_text("{not json"), "is not valid JSON"),
+    (lambda path: path.write_text("[1, 2]"), "is not a pyvene intervention config"),
+    (lambda path: path.write_text(json.dumps({"intervention_types": [], "representations": []})),
+     "is not a pyvene intervention config"),
+    (lambda path: path.unlink(), "has no config.json"),
+])
+def test_a_malformed_config_is_refused_clearly(saved, make_model, tamper, message):
+    tamper(saved / "config.json")
+    with pytest.raises(NeuMuterError, match=message):
+        load_intervenable(saved, make_model("gpt_neo"))
+
+
+def test_a_representation_that_names_its_own_intervention_is_refused(saved, make_model):
+    rewrite_config(saved, lambda c: c["representations"][0].__setitem__(5, "<class 'os.system'>"))
+    with pytest.raises(NeuMuterError, match="names its own intervention"):
+        load_intervenable(saved, make_model("gpt_neo"))
+
+
+def test_tensors_that_do_not_fit_the_model_are_refused(saved, make_model):
+    rewrite_config(saved, lambda c: c["representations"][1].__setitem__(0, 5))
+    with pytest.raises(NeuMuterError, match="does not fit this GPTNeoForCausalLM"):
+        load_intervenable(saved, make_model("gpt_neo"))
+
+
+def test_a_corrupt_weights_file_is_refused(saved, make_model):
+    (saved / WEIGHTS_FILE).write_bytes(b"\x00" * 16)
+    with pytest.raises(NeuMuterError, match="is not a readable safetensors file"):
+        load_intervenable(saved, make_model("gpt_neo"))
+
+
+class Doubling(pv.ConstantSourceIntervention):
+    """A user-defined intervention: allowed only once registered."""
+
+    def forward(self, base, source=None, subspaces=None, **kwargs):
+        return base * 2
+
+
+def test_the_allow_list_is_extensible_and_pyvene_built_ins_load(tmp_path, make_model, inputs, monkeypatch):
+    monkeypatch.setattr(serialization, "_SAFE_INTERVENTIONS", safe_intervention_classes())  # registration is process-wide
+    config = pv.IntervenableConfig(representations=[
+        pv.RepresentationConfig(layer=0, component="block_output", unit="pos", intervention=Doubling()),
+        pv.RepresentationConfig(layer=1, component="block_output", unit="pos",
+                                intervention=pv.AdditionIntervention(source_representation=torch.randn(32), embed_dim=32)),
+    ])
+    model = make_model("gpt_neo")
+    original = pv.IntervenableModel(config, model=model)
+    save_intervenable(original, tmp_path / "custom")
+    expected = original(dict(inputs), unit_locations=None)[1].logits
+
+    with pytest.raises(NeuMuterError, match="Doubling'>, which is not in the allow-list"):
+        load_intervenable(tmp_path / "custom", make_model("gpt_neo"))
+    register_safe_intervention(Doubling)
+    loaded = load_intervenable(tmp_path / "custom", make_model("gpt_neo"))
+    torch.testing.assert_close(loaded(dict(inputs), unit_locations=None)[1].logits, expected, atol=0, rtol=0)
