@@ -93,7 +93,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
         plot_distributions({name: summary["per_sample"][name]["forget_loss"] for name in ("before", "after", "oracle")},
                            staging / "forget_loss.png", "per-sample loss on the forget people (nats/token)",
                            "Forget-set losses: original, NeuMuter, retrained oracle")
-        run.save(staging / "run", run_info={"model": str(testbed.model_dir), "forget_samples": len(testbed.forget_texts)})
+        run.save(staging / "run", extra_metrics={"before": summary["before"], "after": summary["after"]},
+                 run_info={"model": str(testbed.model_dir), "forget_samples": len(testbed.forget_texts)})
     log(f"wrote {out}/ (metrics.json, report.md, muted_per_layer.png, forget_loss.png, run/)")
     return summary
 

@@ -21,7 +21,7 @@ import torch
 from .hard_concrete import HardConcreteParams, deterministic_gate, l0_penalty, sample_gate
 
 
-class _FFNIntervention(pv.SourcelessIntervention, pv.TrainableIntervention, pv.DistributedRepresentationIntervention):
+class FFNIntervention(pv.SourcelessIntervention, pv.TrainableIntervention, pv.DistributedRepresentationIntervention):
     """Shared plumbing: a sourceless, per-neuron intervention on a [batch, seq, d_ff] activation."""
 
     def __init__(self, **kwargs):
@@ -38,7 +38,7 @@ class _FFNIntervention(pv.SourcelessIntervention, pv.TrainableIntervention, pv.D
         return f"{type(self).__name__}(width={self.width})"
 
 
-class HardConcreteGate(_FFNIntervention):
+class HardConcreteGate(FFNIntervention):
     """Learnable per-neuron hard-concrete gate multiplying the FFN activation (Eq. 10-11)."""
 
     def __init__(self, beta: float = 1.0 / 3.0, gamma: float = -0.1, zeta: float = 1.1,
@@ -69,7 +69,7 @@ class HardConcreteGate(_FFNIntervention):
         return base * self.gate().to(base.dtype)
 
 
-class FrozenScaling(_FFNIntervention):
+class FrozenScaling(FFNIntervention):
     """Deterministic deployed mask (Eq. 14): ``activation[..., i] *= scale_i`` for the selected i only."""
 
     def __init__(self, neuron_indices=None, neuron_scales=None, **kwargs):

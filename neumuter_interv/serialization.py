@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 from pathlib import Path
@@ -43,6 +44,13 @@ _PYVENE_BUILTINS = (
 
 _SAFE_INTERVENTIONS: dict[str, type] = {}
 
+# Our own modules whose intervention classes are allow-listed: imported (never a path read from a
+# file) before the first lookup, so e.g. a GRUN package loads without the caller importing GRUN first.
+_OWN_INTERVENTION_CLASSES = (
+    ("neumuter_interv.methods.grun.intervention", "GatedReFT"),
+    ("neumuter_interv.methods.lunar.intervention", "ProjectionEdit"),
+)
+
 
 def class_string(cls: type) -> str:
     """The string pyvene writes into ``config.json`` for an intervention class."""
@@ -58,7 +66,13 @@ def register_safe_intervention(cls: type) -> None:
 
 def safe_intervention_classes() -> dict[str, type]:
     """The allow-list: ``{config string: class}``."""
+    _register_own_classes()
     return dict(_SAFE_INTERVENTIONS)
+
+
+def _register_own_classes() -> None:
+    for module, name in _OWN_INTERVENTION_CLASSES:
+        register_safe_intervention(getattr(importlib.import_module(module), name))
 
 
 for _cls in (FrozenScaling, HardConcreteGate, *_PYVENE_BUILTINS):
@@ -143,6 +157,7 @@ def _read_config(directory: Path) -> dict:
 
 
 def _allowed_class(name: str, directory: Path) -> type:
+    _register_own_classes()
     if name not in _SAFE_INTERVENTIONS:
         raise NeuMuterError(
             f"{directory / CONFIG_FILE} names intervention class {name}, which is not in the allow-list; refusing to "

@@ -74,3 +74,28 @@ def test_saves_and_loads_through_pyvene_alongside_frozen_scaling(memorized, memo
     gated = [iv for iv in loaded.interventions.values() if isinstance(iv, GatedReFT)]
     assert [(iv.rank, iv.gate_hidden) for iv in gated] == [(2, 8)]
     torch.testing.assert_close(intervened_logits(loaded, ids, mask), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_safe_loader_accepts_gated_reft_without_importing_it_first(memorized, memorized_dir, tmp_path):
+    import subprocess
+    import sys
+
+    model, tokenizer = memorized
+    representations = [pv.RepresentationConfig(layer=1, component="block_output", unit="pos",
+                                               intervention=random_gated_reft(model.config.hidden_size, rank=2, gate_hidden=8))]
+    pv_model = pv.IntervenableModel(pv.IntervenableConfig(representations=representations), model=model)
+    ids, mask = encode(tokenizer, FORGET)
+    torch.save(intervened_logits(pv_model, ids, mask), tmp_path / "expected.pt")
+    torch.save((ids, mask), tmp_path / "inputs.pt")
+    from neumuter_interv.serialization import save_intervenable
+
+    save_intervenable(pv_model, tmp_path / "package")
+    script = (
+        "import sys, torch, transformers\n"
+        "from neumuter_interv.intervenable import load, intervened_logits\n"
+        "model = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()\n"
+        "ids, mask = torch.load(sys.argv[2] + '/inputs.pt')\n"
+        "logits = intervened_logits(load(sys.argv[2] + '/package', model), ids, mask)\n"
+        "torch.testing.assert_close(logits, torch.load(sys.argv[2] + '/expected.pt'), atol=1e-5, rtol=1e-5)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(memorized_dir), str(tmp_path)], check=True)

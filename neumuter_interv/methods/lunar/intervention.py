@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from ...interventions import _FFNIntervention
+from ...interventions import FFNIntervention
 
 
-class ProjectionEdit(_FFNIntervention):
+class ProjectionEdit(FFNIntervention):
     """a' = a + lift @ weight_delta @ a on a [batch, seq, d_ff] FFN activation."""
 
     def __init__(self, weight_delta=None, lift=None, **kwargs):

@@ -67,15 +67,19 @@ class NeuMuter(UnlearningMethod):
 
     def __init__(self, config: NeuMuterConfig | None = None, on_epoch_end: EpochCallback | None = None,
                  log: Callable[[str], None] = print, stop_when: Callable | None = None,
-                 schedule: CoefficientSchedule | None = None):
+                 schedule: CoefficientSchedule | None = None,
+                 make_neighbours: Callable[[Sequence[str]], list[str]] | None = None):
         """With ``stop_when`` (e.g. a ``ForgettingCriterion``), training runs in stages of a
         ``CoefficientSchedule`` until the frozen mask satisfies it (Appendix B.4); otherwise it runs
-        ``config.epochs`` epochs with fixed coefficients."""
+        ``config.epochs`` epochs with fixed coefficients. ``make_neighbours(forget_texts)`` returns k
+        neighbour texts per forget sample, sample-major (e.g. from ``neighbours.generate_neighbours``);
+        ``unlearn`` uses it, and random-replacement neighbours without it."""
         self.config = config or NeuMuterConfig()
         self.on_epoch_end = on_epoch_end
         self.log = log
         self.stop_when = stop_when
         self.schedule = schedule or CoefficientSchedule()
+        self.make_neighbours = make_neighbours
 
     def run(self, model, tokenizer, forget_texts: Sequence[str], neighbour_texts: Sequence[str] | None = None) -> NeuMuterRun:
         """Localize, select and freeze. ``neighbour_texts`` holds k neighbours per forget sample,
@@ -109,7 +113,8 @@ class NeuMuter(UnlearningMethod):
         return NeuMuterRun(frozen, selection, localization, record, config, calibration)
 
     def unlearn(self, model, tokenizer, forget_texts, retain_texts=None) -> UnlearningResult:
-        run = self.run(model, tokenizer, forget_texts)
+        neighbours = self.make_neighbours(forget_texts) if self.make_neighbours is not None else None
+        run = self.run(model, tokenizer, forget_texts, neighbours)
         return UnlearningResult(run.frozen, run.record)
 
 
