@@ -18,6 +18,7 @@ def register(subparsers) -> None:
         description="Layers are 0-based: the paper's blocks 2-8 are --layers 1-7; '1-' is the official start_mask_layer=1.",
     )
     parser.add_argument("--model", required=True, help="local directory or Hub id of a causal LM")
+    parser.add_argument("--gguf-file", help="a GGUF file inside --model to load (dequantized)")
     parser.add_argument("--forget", required=True, help=".txt (one sample per line), .jsonl or .csv with a 'text' column")
     parser.add_argument("--neighbours", help="k neighbour texts per forget sample, sample-major (same formats)")
     parser.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
@@ -53,7 +54,7 @@ def run(args) -> int:
         selection=args.selection, threshold=args.threshold, energy=args.energy, top_k=args.top_k,
         fraction=args.fraction, seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.no_progress,
     )
-    model, tokenizer = load_causal_lm(args.model)
+    model, tokenizer = load_causal_lm(args.model, gguf_file=args.gguf_file)
     layers = parse_layers(config.layers, num_layers(model))  # fail before training, not after
     print(f"forget set: {len(forget)} samples from {args.forget}; layers {describe_layers(layers)}")
     result = NeuMuter(config).run(model, tokenizer, forget, neighbours)
