@@ -1,0 +1,138 @@
+"""Plain, deterministic torch training loops for the testbed's tiny models, and the probe that checks
+what they memorized.
+
+Everything random (initialisation, shuffling, masking) draws from generators seeded by the caller,
+inside ``torch.random.fork_rng`` so the caller's global RNG state is left as it was. Batches are
+right-padded with an attention mask and the loss ignores pads. Dropout is off: the testbed wants
+memorization, and it keeps the weights a pure function of the seed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+from transformers import BertConfig, BertForMaskedLM, GPTNeoConfig, GPTNeoForCausalLM, PreTrainedTokenizerBase
+
+IGNORE = -100
+
+
+def _batches(sequences: Sequence[list[int]], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of indices with similar lengths (less padding): shuffle, sort within windows of
+    50 batches by length, cut into batches, shuffle the batches."""
+    order = list(range(len(sequences)))
+    rng.shuffle(order)
+    window = 50 * batch_size
+    batches = []
+    for start in range(0, len(order), window):
+        part = sorted(order[start:start + window], key=lambda i: len(sequences[i]))
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _pad_right(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = torch.tensor(row)
+        mask[i, :len(row)] = 1
+    return ids, mask
+
+
+def _schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over 5% of the steps, then cosine decay to 10% of the peak rate."""
+    warmup = max(1, total_steps // 20)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _fit(model: torch.nn.Module, make_batch, sequences: Sequence[list[int]], *, epochs: int,
+         batch_size: int, lr: float, seed: int, progress: bool, desc: str) -> None:
+    """AdamW over ``epochs`` passes of ``sequences``; ``make_batch(rows, generator)`` returns model kwargs."""
+    rng = random.Random(seed)
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(len(sequences) / batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    scheduler = _schedule(optimizer, epochs * steps_per_epoch)
+    model.train()
+    with tqdm(total=epochs * steps_per_epoch, desc=desc, disable=not progress, leave=False) as bar:
+        for _ in range(epochs):
+            for batch in _batches(sequences, batch_size, rng):
+                loss = model(**make_batch([sequences[i] for i in batch], generator)).loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+                bar.update()
+    model.eval()
+
+
+def train_causal_lm(config: GPTNeoConfig, sequences: Sequence[list[int]], pad_id: int, *, epochs: int,
+                    batch_size: int, lr: float, seed: int, progress: bool, desc: str) -> GPTNeoForCausalLM:
+    """Train a ``GPTNeoForCausalLM`` from scratch (initialised from ``seed``) on token-id sequences."""
+
+    def make_batch(rows, _generator):
+        ids, mask = _pad_right(rows, pad_id)
+        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, IGNORE)}
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPTNeoForCausalLM(config)
+        _fit(model, make_batch, sequences, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+             progress=progress, desc=desc)
+    return model
+
+
+def train_masked_lm(config: BertConfig, sequences: Sequence[list[int]], tokenizer: PreTrainedTokenizerBase, *,
+                    epochs: int, batch_size: int, lr: float, seed: int, progress: bool,
+                    desc: str) -> BertForMaskedLM:
+    """Train a ``BertForMaskedLM`` from scratch with BERT's masking: 15% of the non-special tokens are
+    predicted; of those 80% become ``[MASK]``, 10% a random token, 10% stay."""
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+
+    def make_batch(rows, generator):
+        ids, mask = _pad_right(rows, tokenizer.pad_token_id)
+        candidates = (mask == 1) & ~torch.isin(ids, special)
+        draw = torch.rand(ids.shape, generator=generator)
+        chosen = candidates & (draw < 0.15)
+        labels = ids.masked_fill(~chosen, IGNORE)
+        inputs = ids.clone()
+        inputs[chosen & (draw < 0.12)] = tokenizer.mask_token_id
+        randomize = chosen & (draw >= 0.12) & (draw < 0.135)
+        inputs[randomize] = torch.randint(len(tokenizer), ids.shape, generator=generator)[randomize]
+        return {"input_ids": inputs, "attention_mask": mask, "labels": labels}
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertForMaskedLM(config)
+        _fit(model, make_batch, sequences, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+             progress=progress, desc=desc)
+    return model
+
+
+@torch.no_grad()
+def memorization_accuracy(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
+                          batch_size: int = 32) -> list[float]:
+    """Teacher-forced next-token accuracy (the paper's MA) of each text: the share of positions
+    ``t >= 1`` where the greedy prediction from the prefix equals token ``t``."""
+    scores = []
+    for start in range(0, len(texts), batch_size):
+        rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[start:start + batch_size]]
+        ids, mask = _pad_right(rows, tokenizer.pad_token_id)
+        predicted = model(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1)
+        hits = (predicted == ids[:, 1:]) & (mask[:, 1:] == 1)
+        scores += (hits.sum(1) / mask[:, 1:].sum(1).clamp(min=1)).tolist()
+    return scores

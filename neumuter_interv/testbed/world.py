@@ -1,0 +1,251 @@
+"""Build (or load from cache) the embedded testbed world: corpus, people, tokenizers and three models.
+
+The world is a pure function of ``TestbedConfig`` (and the library versions in its cache key). It is
+built into a temporary directory next to its final place and renamed into place in one atomic step,
+under a file lock, so concurrent pytest-xdist workers wait for one build instead of racing; a reader
+never sees a half-written world. A directory counts as built only once ``manifest.json`` exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    BertConfig,
+    GPTNeoConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from ..errors import NeuMuterError
+from .config import TestbedConfig
+from .corpus import general_corpus
+from .people import biography, make_people, qa_document, qa_pairs
+from .tokenization import train_causal_tokenizer, train_wordpiece_tokenizer
+from .training import memorization_accuracy, train_causal_lm, train_masked_lm
+
+_TEXT_LISTS = ("forget_texts", "retain_texts", "heldout_people_texts", "general_train_texts",
+               "general_heldout_texts")
+_QA_LISTS = ("forget_qa", "retain_qa", "heldout_qa")
+
+
+@dataclass
+class Testbed:
+    """A built world: where its parts live on disk, its texts, and loaders for its models.
+
+    ``forget_texts``/``retain_texts`` are the biographies exactly as trained (one per person);
+    ``heldout_people_texts`` are biographies of people no model saw (the "not memorized" level, e.g.
+    for the paper's Eq. 17 threshold). QA records are dicts with ``question``, ``answer``, ``person_id``,
+    ``attribute`` and ``split``. ``people`` holds every person's attributes; ``manifest`` the build time,
+    training-set sizes and the memorization accuracy each model reached.
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    config: TestbedConfig
+    root: Path
+    forget_texts: list[str]
+    retain_texts: list[str]
+    heldout_people_texts: list[str]
+    general_train_texts: list[str]
+    general_heldout_texts: list[str]
+    forget_qa: list[dict]
+    retain_qa: list[dict]
+    heldout_qa: list[dict]
+    people: list[dict]
+    manifest: dict = field(repr=False)
+
+    @property
+    def model_dir(self) -> Path:
+        """The memorizing GPT-Neo (trained on general text + forget + retain people)."""
+        return self.root / "model"
+
+    @property
+    def oracle_dir(self) -> Path:
+        """The retrain oracle: same recipe and seed, forget people left out."""
+        return self.root / "oracle"
+
+    @property
+    def mlm_dir(self) -> Path:
+        """The BERT masked LM, its WordPiece tokenizer and ``training_texts.json``, the exact text it was
+        trained on (general corpus + retain people: never the forget people)."""
+        return self.root / "mlm"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        """The byte-level BPE tokenizer shared by model and oracle (left padding, ``<|pad|>``)."""
+        return self.root / "tokenizer"
+
+    def load_model(self) -> PreTrainedModel:
+        return _load(AutoModelForCausalLM, self.model_dir)
+
+    def load_oracle(self) -> PreTrainedModel:
+        return _load(AutoModelForCausalLM, self.oracle_dir)
+
+    def load_tokenizer(self) -> PreTrainedTokenizerBase:
+        return AutoTokenizer.from_pretrained(self.tokenizer_dir)
+
+    def load_mlm(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        """The masked LM and its own tokenizer."""
+        return _load(AutoModelForMaskedLM, self.mlm_dir), AutoTokenizer.from_pretrained(self.mlm_dir)
+
+
+def _load(auto_class, directory: Path) -> PreTrainedModel:
+    return auto_class.from_pretrained(directory, dtype=torch.float32).eval()
+
+
+def default_cache_dir() -> Path:
+    """``$NEUMUTER_CACHE``, else ``~/.cache/neumuter_interv``."""
+    return Path(os.environ.get("NEUMUTER_CACHE") or Path.home() / ".cache" / "neumuter_interv")
+
+
+def build_testbed(config: TestbedConfig = TestbedConfig(), cache_dir: str | Path | None = None,  # noqa: B008
+                  progress: bool = True) -> Testbed:
+    """Return the world for ``config``, building it first if the cache does not hold it yet.
+
+    ``cache_dir`` defaults to ``default_cache_dir()``; the world lives in ``<cache_dir>/testbed/<key>``.
+    """
+    if not isinstance(config, TestbedConfig):
+        raise NeuMuterError(f"config must be a TestbedConfig, got {type(config).__name__}")
+    parent = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    parent = parent / "testbed"
+    parent.mkdir(parents=True, exist_ok=True)
+    root = parent / config.cache_key()
+    if not (root / "manifest.json").exists():
+        with FileLock(str(root) + ".lock"):
+            if not (root / "manifest.json").exists():
+                staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=parent))
+                try:
+                    _build(config, staging, progress)
+                    if root.exists():  # a stale, unfinished directory (killed build without the lock)
+                        shutil.rmtree(root)
+                    os.rename(staging, root)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+    return _read(config, root)
+
+
+def _read(config: TestbedConfig, root: Path) -> Testbed:
+    texts = json.loads((root / "texts.json").read_text())
+    return Testbed(config=config, root=root, **texts,
+                   manifest=json.loads((root / "manifest.json").read_text()))
+
+
+def _tokenize(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_len: int, eos: bool) -> list[list[int]]:
+    rows = tokenizer(texts, add_special_tokens=not eos, truncation=True, max_length=max_len)["input_ids"]
+    if eos:
+        rows = [row[:max_len - 1] + [tokenizer.eos_token_id] for row in rows]
+    return rows
+
+
+def _general_sample(chunks: list[str], n_people_sequences: int, share: float, seed: int) -> list[str]:
+    """The general sequences of one epoch: ``share`` of all sequences, chunks cycled if too few."""
+    wanted = round(share / (1 - share) * n_people_sequences)
+    order = list(chunks)
+    random.Random(seed).shuffle(order)
+    return [order[i % len(order)] for i in range(wanted)] if order else []
+
+
+def _build(config: TestbedConfig, out: Path, progress: bool) -> None:
+    start = time.perf_counter()
+    c = config
+    general_train, general_heldout = general_corpus(c.seed, c.chunk_words, c.general_heldout_chunks)
+    if len(general_train) < 10:
+        raise NeuMuterError("the general corpus is nearly empty: is pydoc_data missing from this Python?")
+
+    people = make_people(c.seed, c.n_forget, c.n_retain, c.n_heldout)
+    rng = random.Random(c.seed)
+    bios = {p.person_id: biography(p, c.bio_style, c.n_templates, rng) for p in people}
+    qa = {p.person_id: qa_pairs(p) for p in people}
+
+    def in_split(split: str) -> list:
+        return [p for p in people if p.split == split]
+
+    def person_texts(split: str) -> list[str]:
+        """What one copy of the split's people contributes to training."""
+        docs = [bios[p.person_id] for p in in_split(split)]
+        if c.qa_in_training:
+            docs += [qa_document(qa[p.person_id]) for p in in_split(split)]
+        return docs
+
+    forget_seq, retain_seq = person_texts("forget"), person_texts("retain")
+    general_seq = _general_sample(general_train, c.repeats * (len(forget_seq) + len(retain_seq)),
+                                  c.general_share, c.seed)
+
+    # Tokenizers never see forget or held-out people: forget names then tokenize like unseen names.
+    tokenizer = train_causal_tokenizer(general_train + retain_seq, c.vocab_size, out / "tokenizer")
+    mlm_tokenizer = train_wordpiece_tokenizer(general_train + retain_seq, c.mlm_vocab_size, out / "mlm")
+
+    gpt_config = GPTNeoConfig(
+        vocab_size=len(tokenizer), hidden_size=c.hidden_size, num_layers=c.n_layers, num_heads=c.n_heads,
+        attention_types=[[["global"], c.n_layers]], intermediate_size=c.ffn_size,
+        max_position_embeddings=max(256, c.max_seq_len), window_size=256, activation_function="gelu_new",
+        embed_dropout=0.0, attention_dropout=0.0, resid_dropout=0.0,
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    train_kwargs = dict(epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, seed=c.seed, progress=progress)
+    model = train_causal_lm(
+        gpt_config, _tokenize(tokenizer, general_seq + (forget_seq + retain_seq) * c.repeats, c.max_seq_len, True),
+        tokenizer.pad_token_id, desc="testbed model", **train_kwargs)
+    model.save_pretrained(out / "model")
+    oracle = train_causal_lm(
+        gpt_config, _tokenize(tokenizer, general_seq + retain_seq * c.repeats, c.max_seq_len, True),
+        tokenizer.pad_token_id, desc="testbed oracle", **train_kwargs)
+    oracle.save_pretrained(out / "oracle")
+
+    bert_config = BertConfig(
+        vocab_size=len(mlm_tokenizer), hidden_size=c.mlm_hidden_size, num_hidden_layers=c.mlm_layers,
+        num_attention_heads=max(1, c.mlm_hidden_size // 64), intermediate_size=c.mlm_ffn_size,
+        max_position_embeddings=512, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        pad_token_id=mlm_tokenizer.pad_token_id,
+    )
+    mlm_texts = general_train + retain_seq
+    (out / "mlm" / "training_texts.json").write_text(json.dumps(mlm_texts))
+    mlm = train_masked_lm(
+        bert_config, _tokenize(mlm_tokenizer, mlm_texts, c.max_seq_len, False), mlm_tokenizer,
+        epochs=c.mlm_epochs, batch_size=c.batch_size, lr=c.mlm_lr, seed=c.seed, progress=progress,
+        desc="testbed masked LM")
+    mlm.save_pretrained(out / "mlm")
+
+    texts = {
+        "forget_texts": [bios[p.person_id] for p in in_split("forget")],
+        "retain_texts": [bios[p.person_id] for p in in_split("retain")],
+        "heldout_people_texts": [bios[p.person_id] for p in in_split("heldout")],
+        "general_train_texts": general_train,
+        "general_heldout_texts": general_heldout,
+        "forget_qa": [r for p in in_split("forget") for r in qa[p.person_id]],
+        "retain_qa": [r for p in in_split("retain") for r in qa[p.person_id]],
+        "heldout_qa": [r for p in in_split("heldout") for r in qa[p.person_id]],
+        "people": [asdict(p) for p in people],
+    }
+    (out / "texts.json").write_text(json.dumps(texts, indent=1))
+
+    def mean_ma(lm, key):
+        scores = memorization_accuracy(lm, tokenizer, texts[key])
+        return round(sum(scores) / len(scores), 4)
+
+    probe = ("forget_texts", "retain_texts", "heldout_people_texts", "general_heldout_texts")
+    manifest = {
+        "config": asdict(c),
+        "cache_key": c.cache_key(),
+        "sequences": {"general": len(general_seq), "people_per_copy": len(forget_seq) + len(retain_seq),
+                      "repeats": c.repeats, "epochs": c.epochs},
+        "parameters": {"model": model.num_parameters(), "mlm": mlm.num_parameters()},
+        "memorization_accuracy": {name: {key: mean_ma(lm, key) for key in probe}
+                                  for name, lm in (("model", model), ("oracle", oracle))},
+        "build_seconds": round(time.perf_counter() - start, 1),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
