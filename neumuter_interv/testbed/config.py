@@ -29,14 +29,14 @@ class TestbedConfig:
     seed: int = 0
     # people and their texts
     n_forget: int = 32
-    n_retain: int = 96
+    n_retain: int = 64
     n_heldout: int = 32
     bio_style: str = "templated"  # "templated" (n_templates fixed frames) or "unique" (one frame per person)
     n_templates: int = 6
     qa_in_training: bool = True  # also train on each person's question/answer pairs
-    repeats: int = 6
+    repeats: int = 8
     # general corpus
-    general_share: float = 0.5
+    general_share: float = 0.4
     general_heldout_chunks: int = 200
     chunk_words: int = 60
     # tokenizers
@@ -48,7 +48,7 @@ class TestbedConfig:
     n_heads: int = 4
     ffn_size: int = 512
     max_seq_len: int = 128
-    epochs: int = 4
+    epochs: int = 5
     batch_size: int = 16
     lr: float = 2e-3
     # masked LM (BERT) for neighbour generation and its training

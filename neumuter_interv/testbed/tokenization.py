@@ -63,6 +63,11 @@ def train_wordpiece_tokenizer(texts: Sequence[str], vocab_size: int, out_dir: Pa
     tokenizer.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
     tokenizer.train_from_iterator(texts, trainer)
+    # The trainer learns the same token set every time but numbers it in hash-map order, which changes
+    # from process to process; renumber (specials first, then sorted) so the MLM's weights are reproducible.
+    learned = sorted(set(tokenizer.get_vocab()) - set(specials))
+    tokenizer.model = models.WordPiece(
+        vocab={token: i for i, token in enumerate(specials + learned)}, unk_token="[UNK]")
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
