@@ -10,13 +10,13 @@ import hashlib
 import json
 import threading
 import time
-from statistics import mean
 
 import pytest
 import torch
 
 from neumuter_interv.errors import NeuMuterError
-from neumuter_interv.testbed import TestbedConfig, build_testbed, default_cache_dir, memorization_accuracy
+from neumuter_interv.metrics import memorization_accuracy
+from neumuter_interv.testbed import TestbedConfig, build_testbed, default_cache_dir
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ def scores(world):
     """Mean memorization accuracy of model and oracle on forget, retain and held-out people."""
     tokenizer = world.load_tokenizer()
     texts = {"forget": world.forget_texts, "retain": world.retain_texts, "heldout": world.heldout_people_texts}
-    return {name: {split: mean(memorization_accuracy(lm, tokenizer, t)) for split, t in texts.items()}
+    return {name: {split: float(memorization_accuracy(lm, tokenizer, t).mean()) for split, t in texts.items()}
             for name, lm in (("model", world.load_model()), ("oracle", world.load_oracle()))}
 
 

@@ -7,7 +7,6 @@ oracle and a masked LM for neighbours, all trained here from offline text and ca
 """
 
 from .config import TestbedConfig
-from .training import memorization_accuracy
 from .world import Testbed, build_testbed, default_cache_dir
 
-__all__ = ["Testbed", "TestbedConfig", "build_testbed", "default_cache_dir", "memorization_accuracy"]
+__all__ = ["Testbed", "TestbedConfig", "build_testbed", "default_cache_dir"]

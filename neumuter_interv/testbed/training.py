@@ -17,6 +17,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import BertConfig, BertForMaskedLM, GPTNeoConfig, GPTNeoForCausalLM, PreTrainedTokenizerBase
 
+from ..data import pad_batch
+
 IGNORE = -100
 
 
@@ -32,16 +34,6 @@ def _batches(sequences: Sequence[list[int]], batch_size: int, rng: random.Random
         batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
     rng.shuffle(batches)
     return batches
-
-
-def _pad_right(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)] = torch.tensor(row)
-        mask[i, :len(row)] = 1
-    return ids, mask
 
 
 def _schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -85,7 +77,8 @@ def train_causal_lm(config: GPTNeoConfig, sequences: Sequence[list[int]], pad_id
     """Train a ``GPTNeoForCausalLM`` from scratch (initialised from ``seed``) on token-id sequences."""
 
     def make_batch(rows, _generator):
-        ids, mask = _pad_right(rows, pad_id)
+        batch = pad_batch(rows, pad_id)
+        ids, mask = batch.input_ids, batch.attention_mask
         return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, IGNORE)}
 
     with torch.random.fork_rng(devices=[]):
@@ -104,7 +97,8 @@ def train_masked_lm(config: BertConfig, sequences: Sequence[list[int]], tokenize
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
 
     def make_batch(rows, generator):
-        ids, mask = _pad_right(rows, tokenizer.pad_token_id)
+        batch = pad_batch(rows, tokenizer.pad_token_id)
+        ids, mask = batch.input_ids, batch.attention_mask
         candidates = (mask == 1) & ~torch.isin(ids, special)
         draw = torch.rand(ids.shape, generator=generator)
         chosen = candidates & (draw < 0.15)
@@ -121,18 +115,3 @@ def train_masked_lm(config: BertConfig, sequences: Sequence[list[int]], tokenize
         _fit(model, make_batch, sequences, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
              progress=progress, desc=desc)
     return model
-
-
-@torch.no_grad()
-def memorization_accuracy(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
-                          batch_size: int = 32) -> list[float]:
-    """Teacher-forced next-token accuracy (the paper's MA) of each text: the share of positions
-    ``t >= 1`` where the greedy prediction from the prefix equals token ``t``."""
-    scores = []
-    for start in range(0, len(texts), batch_size):
-        rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[start:start + batch_size]]
-        ids, mask = _pad_right(rows, tokenizer.pad_token_id)
-        predicted = model(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1)
-        hits = (predicted == ids[:, 1:]) & (mask[:, 1:] == 1)
-        scores += (hits.sum(1) / mask[:, 1:].sum(1).clamp(min=1)).tolist()
-    return scores

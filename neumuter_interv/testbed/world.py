@@ -30,11 +30,12 @@ from transformers import (
 )
 
 from ..errors import NeuMuterError
+from ..metrics import memorization_accuracy
 from .config import TestbedConfig
 from .corpus import general_corpus
 from .people import biography, make_people, qa_document, qa_pairs
 from .tokenization import train_causal_tokenizer, train_wordpiece_tokenizer
-from .training import memorization_accuracy, train_causal_lm, train_masked_lm
+from .training import train_causal_lm, train_masked_lm
 
 _TEXT_LISTS = ("forget_texts", "retain_texts", "heldout_people_texts", "general_train_texts",
                "general_heldout_texts")
@@ -234,8 +235,7 @@ def _build(config: TestbedConfig, out: Path, progress: bool) -> None:
     (out / "texts.json").write_text(json.dumps(texts, indent=1))
 
     def mean_ma(lm, key):
-        scores = memorization_accuracy(lm, tokenizer, texts[key])
-        return round(sum(scores) / len(scores), 4)
+        return round(float(memorization_accuracy(lm, tokenizer, texts[key], batch_size=32).mean()), 4)
 
     probe = ("forget_texts", "retain_texts", "heldout_people_texts", "general_heldout_texts")
     manifest = {
