@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "neumuter_interv.commands.demo",
     "neumuter_interv.commands.eval",
     "neumuter_interv.commands.export",
+    "neumuter_interv.commands.compare",
 ]
 
 

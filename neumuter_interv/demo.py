@@ -13,13 +13,11 @@ import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .evaluation import EvaluationSet, evaluate, thresholds
+from .experiment import prepare_experiment, public_scores
 from .methods.neumuter import CoefficientSchedule, NeuMuter, NeuMuterConfig
-from .neighbours import generate_neighbours
 from .output import check_writable, output_directory, write_json
 from .report import markdown_table, plot_distributions, plot_muted_per_layer
-from .stopping import ForgettingCriterion
-from .testbed import TestbedConfig, build_testbed
+from .testbed import TestbedConfig
 
 # The issue's success criteria for the demo; the report states each one with its numbers.
 TARGETS = {"forgotten_fraction_at_least": 0.9, "heldout_ppl_increase_at_most": 0.10, "neurons_muted_fraction_at_most": 0.02}
@@ -38,42 +36,28 @@ class DemoConfig:
     @classmethod
     def tiny(cls) -> DemoConfig:
         """The reduced size the tests run (well under two minutes on 2 cores)."""
-        return cls(testbed=TestbedConfig.tiny(), schedule=CoefficientSchedule(stage_epochs=10, max_stages=6, check_every=5),
-                   el_prefix_stride=2)
+        return cls(testbed=TestbedConfig.tiny(), neumuter=NeuMuterConfig(batch_size=2, progress=False),
+                   schedule=CoefficientSchedule(stage_epochs=25, max_stages=6, check_every=5), el_prefix_stride=8)
 
 
 def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool = False, progress: bool = True,
              log=print) -> dict:
     config = config or DemoConfig()
     check_writable(out, overwrite)
-    testbed = build_testbed(config.testbed, progress=progress)
-    tokenizer = testbed.load_tokenizer()
-    model, oracle = testbed.load_model(), testbed.load_oracle()
-    log(f"testbed: {len(testbed.forget_texts)} forget / {len(testbed.retain_texts)} retain / "
-        f"{len(testbed.heldout_people_texts)} held-out people at {testbed.root}")
-
-    grouped = generate_neighbours(testbed.forget_texts, str(testbed.mlm_dir), k=config.neighbours_per_sample,
-                                  ratio=config.replacement_ratio, seed=config.neumuter.seed,
-                                  cache_dir=testbed.root / "neighbours")
-    neighbours = [text for group in grouped for text in group]
-
-    data = EvaluationSet.from_testbed(testbed, el_prefix_stride=config.el_prefix_stride)
-    limits = thresholds(model, tokenizer, data)
-    log(f"Eq. 17 thresholds from held-out people: MA {limits['ma']:.3f}, EL10 {limits['el10']:.3f}")
-    oracle_scores = evaluate(oracle, tokenizer, data, limits)
-    oracle_losses = oracle_scores["per_sample"]["forget_loss"]
-    before = evaluate(model, tokenizer, data, limits, oracle_losses)
-
-    criterion = ForgettingCriterion(tokenizer, testbed.forget_texts, limits, config.target_fraction,
-                                    el_prefix_stride=config.el_prefix_stride)
+    experiment = prepare_experiment(config.testbed, target_fraction=config.target_fraction,
+                                    el_prefix_stride=config.el_prefix_stride, progress=progress, log=log)
+    testbed, limits = experiment.testbed, experiment.thresholds
+    before, oracle_scores = experiment.original, experiment.oracle
+    neighbours = experiment.neighbours(testbed.forget_texts, config.neighbours_per_sample, config.replacement_ratio,
+                                       config.neumuter.seed)
     neumuter_config = copy.deepcopy(config.neumuter)
     neumuter_config.progress = progress
-    run = NeuMuter(neumuter_config, stop_when=criterion, schedule=config.schedule, log=log).run(
-        model, tokenizer, testbed.forget_texts, neighbours)
-    after = evaluate(run.frozen, tokenizer, data, limits, oracle_losses)
+    run = NeuMuter(neumuter_config, stop_when=experiment.criterion, schedule=config.schedule, log=log).run(
+        testbed.load_model(), experiment.tokenizer, testbed.forget_texts, neighbours)
+    after = experiment.evaluate(run.frozen)
 
     summary = {
-        "before": _public(before), "after": _public(after), "oracle": _public(oracle_scores),
+        "before": public_scores(before), "after": public_scores(after), "oracle": public_scores(oracle_scores),
         "neurons_muted_fraction": run.selection.neurons_muted_fraction,
         "neurons_muted": run.selection.neurons_muted,
         "thresholds": {"ma": limits["ma"], "el10": limits["el10"]},
@@ -97,10 +81,6 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
                  run_info={"model": str(testbed.model_dir), "forget_samples": len(testbed.forget_texts)})
     log(f"wrote {out}/ (metrics.json, report.md, muted_per_layer.png, forget_loss.png, run/)")
     return summary
-
-
-def _public(scores: dict) -> dict:
-    return {key: value for key, value in scores.items() if key != "per_sample"}
 
 
 def _targets(before: dict, after: dict, muted_fraction: float) -> dict:

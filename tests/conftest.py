@@ -14,6 +14,11 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per xdist worker (and per subprocess a test starts): 2 workers x 2 threads on 2 cores thrash
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 # Sequences the memorized model learns. FORGET and RETAIN are trained; HELDOUT never is.

@@ -77,15 +77,14 @@ def localize(
     pad_id: int,
     on_epoch_end: EpochCallback | None = None,
     log: Callable[[str], None] = print,
-    init_log_alpha: dict[int, torch.Tensor] | None = None,
     first_epoch: int = 1,
 ) -> tuple[pv.IntervenableModel, LocalizationResult]:
     """Train the gates on token-id sequences of the forget set and its neighbours.
 
     ``neighbours`` holds ``k`` neighbours per forget sample, sample-major (sample i's neighbours at
     ``i*k .. i*k+k-1``); an empty list disables the KL term. ``on_epoch_end(epoch, record, pv_model)``
-    may return True to stop (used for the Eq. 17 stopping rule). ``init_log_alpha`` warm-starts the
-    gates (a later stage of a coefficient schedule); epochs are then numbered from ``first_epoch``.
+    may return True to stop (used for the Eq. 17 stopping rule). Epochs are numbered from
+    ``first_epoch`` (a later stage of a coefficient schedule continues the count).
     """
     if not forget:
         raise NeuMuterError("the forget set is empty")
@@ -99,9 +98,6 @@ def localize(
     log(f"NeuMuter: gating the FFN activation of layers {describe_layers(list(gates))}")
     optimizer_params = []
     for layer, gate in gates.items():
-        if init_log_alpha is not None:
-            with torch.no_grad():
-                gate.log_alpha.copy_(init_log_alpha[layer])
         gate.generator = torch.Generator(device=device).manual_seed(config.seed * 100_003 + layer * 101 + first_epoch)
         optimizer_params.append(gate.log_alpha)
     optimizer = torch.optim.Adam(optimizer_params, lr=config.learning_rate)

@@ -9,8 +9,10 @@ The schedule keeps the objective of Eq. 13 and only re-weights it:
    neurons only, as deployed) against the stopping criterion every ``check_every`` epochs;
 2. if it is not met, multiply ``kl_weight`` by ``kl_relax`` (never below ``min_kl_weight``: below
    ~0.1 the mask collapses onto a large share of neurons) and ``sparsity_weight`` by ``sparsity_relax``
-   and continue from the current gates. The L0 weight relaxes faster: Adam normalises each gate's
-   gradient, so on a saturated model (tiny ascent gradients) any L0 pull decides the direction;
+   and train again from freshly initialised gates. The L0 weight relaxes faster: Adam normalises each
+   gate's gradient, so on a saturated model (tiny ascent gradients) any L0 pull decides the direction.
+   Stages do not warm-start: a strong L0 stage drives log_alpha far above its initial value, which
+   would only delay the next stage;
 3. stop at the first mask that meets the criterion: along this path the weights only ever relax, so the
    first passing mask is the least damaging one the schedule finds; or stop when the budget is spent.
 
@@ -73,8 +75,7 @@ def localize_until_forgotten(model, forget, neighbours, config: NeuMuterConfig, 
             return met
 
         log(f"NeuMuter stage {stage}: kl_weight={kl_weight:g}, sparsity_weight={sparsity_weight:g}")
-        pv_model, result = localize(model, forget, neighbours, stage_config, pad_id, check, log,
-                                    init_log_alpha=total.log_alpha or None, first_epoch=epoch)
+        pv_model, result = localize(model, forget, neighbours, stage_config, pad_id, check, log, first_epoch=epoch)
         total.history += result.history
         total.steps += result.steps
         total.seconds += result.seconds

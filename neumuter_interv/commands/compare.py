@@ -1,0 +1,41 @@
+"""``neumuter compare``: every unlearning method on the embedded testbed, one Table-2-shaped report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..comparison import ComparisonConfig, parse_methods, run_comparison
+from ..methods.registry import METHODS
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("compare", help="run NeuMuter and the other unlearning methods on the testbed, "
+                                                   "with one stop rule, and report them side by side")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated method names (default: all of {','.join(METHODS)})")
+    parser.add_argument("--size", choices=["default", "tiny"], default="default",
+                        help="'tiny' is the reduced world (and budgets) the tests use")
+    parser.add_argument("--max-epochs", type=int, help="epoch budget of every fine-tuning method "
+                                                       "(default: 100; 20 with --size tiny)")
+    parser.add_argument("--el-prefix-stride", type=int,
+                        help="evaluate EL10 on every k-th prefix (default: the size preset's; 1 = exact)")
+    parser.add_argument("--out", help="output directory (default: a fresh comparison-YYYYmmdd-HHMMSS directory)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    config = ComparisonConfig.tiny() if args.size == "tiny" else ComparisonConfig()
+    config.methods = parse_methods(args.methods)
+    if args.max_epochs is not None:
+        for budget in config.budgets.values():
+            if "max_epochs" in budget:
+                budget["max_epochs"] = args.max_epochs
+    if args.el_prefix_stride is not None:
+        config.el_prefix_stride = args.el_prefix_stride
+    out = Path(args.out or time.strftime("comparison-%Y%m%d-%H%M%S"))
+    run_comparison(out, config, overwrite=args.overwrite, progress=not args.no_progress)
+    print((out / "comparison.md").read_text())
+    return 0

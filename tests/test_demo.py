@@ -1,0 +1,61 @@
+"""The main job at a reduced size: every effect the demo reports points the right way."""
+
+import json
+
+import pytest
+
+from neumuter_interv.cli import main
+from neumuter_interv.demo import DemoConfig, run_demo
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    summary = run_demo(out, DemoConfig.tiny(), progress=False, log=lambda message: None)
+    return out, summary
+
+
+def test_the_original_model_memorized_the_forget_people_and_the_oracle_did_not(demo):
+    _, summary = demo
+    assert summary["before"]["forget_ma"] > summary["thresholds"]["ma"] + 0.1
+    assert summary["before"]["forget_ma"] > summary["oracle"]["forget_ma"] + 0.1
+    assert summary["oracle"]["forgotten_fraction"] >= 0.75
+
+
+def test_neumuter_lowers_memorization_of_the_forget_people(demo):
+    _, summary = demo
+    before, after = summary["before"], summary["after"]
+    assert after["forget_ma"] < before["forget_ma"]
+    assert after["forget_loss"] > before["forget_loss"]
+    assert after["forgotten_fraction"] >= before["forgotten_fraction"]
+    assert after["mia_distance"] < before["mia_distance"]
+    assert 0 < summary["neurons_muted_fraction"] < 0.5
+
+
+def test_the_report_states_every_target_with_its_number(demo):
+    out, summary = demo
+    report = (out / "report.md").read_text()
+    for name, target in summary["targets"].items():
+        assert name in report
+        assert isinstance(target["met"], bool)
+    assert summary["calibration"]["stages"], "the coefficient schedule ran"
+
+
+def test_the_demo_writes_metrics_report_plots_and_a_loadable_run(demo):
+    out, _ = demo
+    assert {p.name for p in out.iterdir()} >= {"metrics.json", "report.md", "muted_per_layer.png", "forget_loss.png", "run"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    for name in ("before", "after", "oracle"):
+        assert {"forget_ma", "forget_el10", "retain_ma", "heldout_ppl", "mia_distance"} <= set(metrics[name])
+        assert all(0 <= metrics[name][key] <= 1 for key in ("forget_ma", "forget_el10", "retain_ma", "forgotten_fraction"))
+    assert set(metrics["thresholds"]) == {"ma", "el10"}
+    assert 0 <= metrics["neurons_muted_fraction"] <= 1
+    assert (out / "run" / "intervention" / "interventions.safetensors").exists()
+
+
+def test_the_demo_command_refuses_to_overwrite_its_output(demo, capsys):
+    out, _ = demo
+    assert main(["demo", "--size", "tiny", "--out", str(out), "--no-progress"]) == 2
+    assert "not empty" in capsys.readouterr().err
