@@ -122,15 +122,18 @@ def main() -> None:
         return official_epoch(make_model(args.shape, len(tokenizer)).to(device), [torch.tensor(f).tolist() for f in forget],
                               neighbours, pad, config)
 
-    def ours(batch_size, dtype="float32"):
+    def ours(batch_size, dtype="float32", reference_cache_bytes=NeuMuterConfig.reference_cache_bytes):
         def run():
-            cfg = NeuMuterConfig(epochs=1, progress=False, device=str(device), batch_size=batch_size, dtype=dtype)
+            cfg = NeuMuterConfig(epochs=1, progress=False, device=str(device), batch_size=batch_size, dtype=dtype,
+                                 reference_cache_bytes=reference_cache_bytes)
             _, result = localize(make_model(args.shape, len(tokenizer)), forget, neighbours, cfg, pad, log=lambda s: None)
             return result.steps
         return run
 
     variants = [("official (batch 1, weight mask, model copy)", official),
-                ("ours, batch 1", ours(1)), ("ours, batch 8", ours(8)), ("ours, batch 32", ours(32))]
+                ("ours, batch 1", ours(1)), ("ours, batch 1, no reference cache", ours(1, reference_cache_bytes=0)),
+                ("ours, batch 8", ours(8)), ("ours, batch 8, no reference cache", ours(8, reference_cache_bytes=0)),
+                ("ours, batch 32", ours(32))]
     if device.type == "cuda":
         variants.append(("ours, batch 32, bf16 autocast", ours(32, "bfloat16")))
     rows = []
