@@ -8,6 +8,7 @@ files). Every problem is reported as a ``NeuMuterError`` naming the file, line o
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,6 +64,11 @@ def _read_csv(path: Path, column: str) -> list[str]:
             found = ", ".join(reader.fieldnames or []) or "none"
             raise NeuMuterError(f"{path}: missing {column!r} column (columns found: {found})")
         return [row[column] or "" for row in reader]
+
+
+def texts_sha256(texts: Sequence[str]) -> str:
+    """A fingerprint of a forget set (one text per line), recorded with every run and export."""
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()
 
 
 @dataclass

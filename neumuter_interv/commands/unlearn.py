@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from ..architectures import describe_layers, num_layers, parse_layers
-from ..data import read_texts
+from ..data import read_texts, texts_sha256
 from ..loading import load_causal_lm
 from ..methods.neumuter import NeuMuter, NeuMuterConfig
 from ..output import check_writable
@@ -62,7 +61,7 @@ def run(args) -> int:
         "model": args.model,
         "forget_file": str(Path(args.forget)),
         "forget_samples": len(forget),
-        "forget_sha256": hashlib.sha256("\n".join(forget).encode()).hexdigest(),
+        "forget_sha256": texts_sha256(forget),
     }
     result.save(out, overwrite=args.overwrite, run_info=run_info)
     print(f"wrote {out}/ (intervention/, selection.json, metrics.json, history.json, config.json)")
