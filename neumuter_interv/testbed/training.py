@@ -17,9 +17,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import BertConfig, BertForMaskedLM, GPTNeoConfig, GPTNeoForCausalLM, PreTrainedTokenizerBase
 
-from ..data import pad_batch
-
-IGNORE = -100
+from ..data import IGNORE_INDEX, pad_batch
 
 
 def _batches(sequences: Sequence[list[int]], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -78,8 +76,7 @@ def train_causal_lm(config: GPTNeoConfig, sequences: Sequence[list[int]], pad_id
 
     def make_batch(rows, _generator):
         batch = pad_batch(rows, pad_id)
-        ids, mask = batch.input_ids, batch.attention_mask
-        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, IGNORE)}
+        return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "labels": batch.labels}
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -102,7 +99,7 @@ def train_masked_lm(config: BertConfig, sequences: Sequence[list[int]], tokenize
         candidates = (mask == 1) & ~torch.isin(ids, special)
         draw = torch.rand(ids.shape, generator=generator)
         chosen = candidates & (draw < 0.15)
-        labels = ids.masked_fill(~chosen, IGNORE)
+        labels = ids.masked_fill(~chosen, IGNORE_INDEX)
         inputs = ids.clone()
         inputs[chosen & (draw < 0.12)] = tokenizer.mask_token_id
         randomize = chosen & (draw >= 0.12) & (draw < 0.135)
