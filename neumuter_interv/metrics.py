@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import ks_2samp
 
+from .data import pad_batch
 from .errors import NeuMuterError
 from .lm import LanguageModel, as_language_model
 
@@ -73,25 +74,14 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start:start + size]
 
 
-def _pad(sequences: Sequence[Sequence[int]], device: torch.device, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad with id 0 under a zero attention mask: right for teacher forcing, left for generation."""
-    width = max(len(s) for s in sequences)
-    ids = torch.zeros(len(sequences), width, dtype=torch.long)
-    mask = torch.zeros(len(sequences), width, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        span = slice(width - len(seq), width) if left else slice(0, len(seq))
-        ids[row, span] = torch.tensor(seq, dtype=torch.long)
-        mask[row, span] = 1
-    return ids.to(device), mask.to(device)
-
-
 @torch.no_grad()
 def _teacher_forced(lm: LanguageModel, sequences: Sequence[Sequence[int]], batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per sequence of T tokens: (token losses, argmax hits), each of length T - 1, where entry j is
     about predicting token j + 1 from tokens 0..j. One right-padded forward per batch."""
     results = []
     for batch in _chunks(sequences, batch_size):
-        ids, mask = _pad(batch, lm.device, left=False)
+        padded = pad_batch(batch, 0).to(lm.device)  # pads sit under a zero attention mask
+        ids, mask = padded.input_ids, padded.attention_mask
         logits = lm.logits(ids, mask)[:, :-1].float()
         targets = ids[:, 1:]
         losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
@@ -111,7 +101,8 @@ def _greedy_continuations(lm: LanguageModel, prompts: Sequence[Sequence[int]], l
     order = sorted(range(len(prompts)), key=lambda i: (lengths[i], -len(prompts[i])), reverse=True)
     out: list[list[int]] = [[] for _ in prompts]
     for batch in _chunks(order, batch_size):
-        ids, mask = _pad([prompts[i] for i in batch], lm.device, left=True)
+        padded = pad_batch([prompts[i] for i in batch], 0, side="left").to(lm.device)
+        ids, mask = padded.input_ids, padded.attention_mask
         new = lm.greedy(ids, mask, max(lengths[i] for i in batch)).tolist()
         for i, tokens in zip(batch, new):
             out[i] = tokens[:lengths[i]]

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data import pad_batch
 from .errors import NeuMuterError
 
 CACHE_VERSION = 1
@@ -148,14 +149,8 @@ class _MaskedLM:
     def predict(self, inputs: Sequence[tuple[list[int], int]]) -> list[int]:
         """Argmax at each mask position, special tokens banned; one right-padded forward."""
         device = next(self.model.parameters()).device
-        width = max(len(ids) for ids, _ in inputs)
-        pad = self.tokenizer.pad_token_id or 0
-        input_ids = torch.full((len(inputs), width), pad, dtype=torch.long)
-        attention = torch.zeros(len(inputs), width, dtype=torch.long)
-        for row, (ids, _) in enumerate(inputs):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            attention[row, :len(ids)] = 1
-        logits = self.model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+        batch = pad_batch([ids for ids, _ in inputs], self.tokenizer.pad_token_id or 0).to(device)
+        logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         rows = torch.arange(len(inputs), device=device)
         at_mask = logits[rows, torch.tensor([m for _, m in inputs], device=device)].float()
         at_mask[:, self.banned.to(device)] = -torch.inf

@@ -73,30 +73,32 @@ def measured(record: UnlearningRecord, device: torch.device | str = "cpu"):
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        yield record
-        torch.cuda.synchronize(device)
-        record.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device) - base)
-        record.memory_kind = "cuda-allocated"
-    else:
-        process = psutil.Process()
-        base = process.memory_info().rss
-        peak = [base]
-        done = threading.Event()
-
-        def sample():
-            while not done.wait(0.02):
-                peak[0] = max(peak[0], process.memory_info().rss)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
         try:
             yield record
         finally:
-            done.set()
-            sampler.join()
+            torch.cuda.synchronize(device)
+            record.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device) - base)
+            record.memory_kind = "cuda-allocated"
+            record.seconds = time.perf_counter() - start
+        return
+    process = psutil.Process()
+    base = process.memory_info().rss
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.02):
             peak[0] = max(peak[0], process.memory_info().rss)
-            record.peak_memory_bytes = int(peak[0] - base)
-    record.seconds = time.perf_counter() - start
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield record
+    finally:
+        done.set()
+        sampler.join()
+        record.peak_memory_bytes = int(max(peak[0], process.memory_info().rss) - base)
+        record.seconds = time.perf_counter() - start
 
 
 def count_parameters(model: torch.nn.Module) -> int:
