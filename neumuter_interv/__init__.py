@@ -1,6 +1,13 @@
 """neumuter_interv: NeuMuter machine unlearning (Hou et al., ACL Findings 2025) as pyvene interventions."""
 
-from .architectures import (
+import contextlib
+import io
+
+# pyvene 0.1.8 prints an install hint for its optional nnsight backend on import; keep our output clean.
+with contextlib.redirect_stdout(io.StringIO()):
+    import pyvene  # noqa: F401
+
+from .architectures import (  # noqa: E402
     ARCHITECTURES,
     FFNArchitecture,
     describe_layers,

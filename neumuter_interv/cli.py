@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     transformers_logging.disable_progress_bar()  # our own progress bars only: errors stay one line
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they happen, also in a log file
     try:
         return int(args.func(args) or 0)
     except NeuMuterError as error:

@@ -59,3 +59,20 @@ def test_the_demo_command_refuses_to_overwrite_its_output(demo, capsys):
     out, _ = demo
     assert main(["demo", "--size", "tiny", "--out", str(out), "--no-progress"]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_a_warm_run_reads_the_thresholds_and_reference_scores_from_the_world_cache(demo, monkeypatch):
+    from neumuter_interv import experiment as experiment_module
+
+    settings = dict(el_prefix_stride=DemoConfig.tiny().el_prefix_stride, progress=False, log=lambda message: None)
+    first = experiment_module.prepare_experiment(DemoConfig.tiny().testbed, **settings)
+    assert list((first.testbed.root / "scores").glob("reference-*.json"))
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("reference scores recomputed on a warm run")
+
+    monkeypatch.setattr(experiment_module, "evaluate", must_not_run)
+    monkeypatch.setattr(experiment_module, "thresholds", must_not_run)
+    second = experiment_module.prepare_experiment(DemoConfig.tiny().testbed, **settings)
+    assert second.thresholds == first.thresholds
+    assert second.original == first.original and second.oracle == first.oracle
