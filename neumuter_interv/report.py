@@ -62,3 +62,24 @@ def plot_tradeoff(points: Mapping[str, tuple[float, float]], path: str | Path, x
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def plot_grouped_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, ylabel: str, title: str,
+                      line: float = 0.0) -> None:
+    """One group of bars per key of ``groups`` (e.g. a world variant), one bar per inner key (e.g. a
+    mask), and a horizontal reference line at ``line`` (e.g. 1 = no specificity)."""
+    names = list(groups)
+    series = list(dict.fromkeys(key for group in groups.values() for key in group))
+    width = 0.8 / max(1, len(series))
+    figure, axis = plt.subplots(figsize=(max(6, 0.9 * len(names) + 2), 3.6))
+    for index, key in enumerate(series):
+        axis.bar([i + (index - (len(series) - 1) / 2) * width for i in range(len(names))],
+                 [groups[name].get(key, 0.0) for name in names], width, label=key)
+    axis.axhline(line, color="black", linewidth=0.8)
+    axis.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

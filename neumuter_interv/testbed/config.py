@@ -13,6 +13,8 @@ from ..errors import NeuMuterError
 # Bump when the build recipe changes in a way the config does not capture: old caches become stale.
 RECIPE_VERSION = 1
 _VERSIONED_PACKAGES = ("torch", "transformers", "tokenizers", "faker")
+# Fields added after worlds were cached, with the default that reproduces those worlds.
+_ADDED_LATER = {"inject_epochs": 0}
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,11 @@ class TestbedConfig:
     Memorization depth is set by ``repeats`` (copies of each person's texts per epoch, like duplicated
     documents in web corpora) times ``epochs``. ``general_share`` is the share of training sequences that
     are general text; the harvested chunks are used once each and cycled if the share asks for more.
+
+    ``inject_epochs`` > 0 builds the model as TOFU does (Maini et al., 2024: a pretrained model fine-tuned
+    on the new, fictitious people): first trained on general text + retain people, i.e. exactly the retrain
+    oracle, then fine-tuned ``inject_epochs`` epochs on the forget people (``repeats`` copies) mixed 1:1
+    with a replay of the oracle's own training sequences. 0 trains on everything at once.
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -51,6 +58,7 @@ class TestbedConfig:
     epochs: int = 5
     batch_size: int = 16
     lr: float = 2e-3
+    inject_epochs: int = 0  # > 0: pretrain without the forget people, then inject them (see above)
     # masked LM (BERT) for neighbour generation and its training
     mlm_hidden_size: int = 128
     mlm_layers: int = 2
@@ -67,6 +75,8 @@ class TestbedConfig:
             raise NeuMuterError("n_forget, n_retain and n_heldout must each be at least 1")
         if min(self.repeats, self.epochs, self.mlm_epochs, self.n_templates) < 1:
             raise NeuMuterError("repeats, epochs, mlm_epochs and n_templates must each be at least 1")
+        if self.inject_epochs < 0:
+            raise NeuMuterError(f"inject_epochs must be 0 (no injection) or more, got {self.inject_epochs}")
         if self.hidden_size % self.n_heads:
             raise NeuMuterError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
 
@@ -91,8 +101,12 @@ class TestbedConfig:
     def cache_key(self) -> str:
         """Hash of the config, the recipe version and the versions of everything that shapes the output
         (Python's docs are the corpus; Faker, tokenizers and torch shape people, vocabularies and weights)."""
+        config = asdict(self)
+        for name, default in _ADDED_LATER.items():  # worlds built before a field existed keep their keys
+            if config[name] == default:
+                del config[name]
         payload = {
-            "config": asdict(self),
+            "config": config,
             "recipe": RECIPE_VERSION,
             "python": sys.version.split()[0],
             "packages": {name: version(name) for name in _VERSIONED_PACKAGES},

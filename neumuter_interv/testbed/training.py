@@ -9,6 +9,7 @@ memorization, and it keeps the weights a pure function of the seed.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from collections.abc import Sequence
@@ -71,8 +72,10 @@ def _fit(model: torch.nn.Module, make_batch, sequences: Sequence[list[int]], *, 
 
 
 def train_causal_lm(config: GPTNeoConfig, sequences: Sequence[list[int]], pad_id: int, *, epochs: int,
-                    batch_size: int, lr: float, seed: int, progress: bool, desc: str) -> GPTNeoForCausalLM:
-    """Train a ``GPTNeoForCausalLM`` from scratch (initialised from ``seed``) on token-id sequences."""
+                    batch_size: int, lr: float, seed: int, progress: bool, desc: str,
+                    start_from: GPTNeoForCausalLM | None = None) -> GPTNeoForCausalLM:
+    """Train a ``GPTNeoForCausalLM`` on token-id sequences: from scratch (initialised from ``seed``), or,
+    with ``start_from``, a copy of that model (left untouched) trained further."""
 
     def make_batch(rows, _generator):
         batch = pad_batch(rows, pad_id)
@@ -80,7 +83,7 @@ def train_causal_lm(config: GPTNeoConfig, sequences: Sequence[list[int]], pad_id
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = GPTNeoForCausalLM(config)
+        model = GPTNeoForCausalLM(config) if start_from is None else copy.deepcopy(start_from)
         _fit(model, make_batch, sequences, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
              progress=progress, desc=desc)
     return model

@@ -70,7 +70,8 @@ class Testbed:
 
     @property
     def model_dir(self) -> Path:
-        """The memorizing GPT-Neo (trained on general text + forget + retain people)."""
+        """The memorizing GPT-Neo (trained on general text + forget + retain people; with
+        ``inject_epochs``, the oracle fine-tuned on the forget people)."""
         return self.root / "model"
 
     @property
@@ -197,15 +198,22 @@ def _build(config: TestbedConfig, out: Path, progress: bool) -> None:
         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    train_kwargs = dict(epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, seed=c.seed, progress=progress)
-    model = train_causal_lm(
-        gpt_config, _tokenize(tokenizer, general_seq + (forget_seq + retain_seq) * c.repeats, c.max_seq_len, True),
-        tokenizer.pad_token_id, desc="testbed model", **train_kwargs)
-    model.save_pretrained(out / "model")
-    oracle = train_causal_lm(
-        gpt_config, _tokenize(tokenizer, general_seq + retain_seq * c.repeats, c.max_seq_len, True),
-        tokenizer.pad_token_id, desc="testbed oracle", **train_kwargs)
+    train_kwargs = dict(batch_size=c.batch_size, lr=c.lr, seed=c.seed, progress=progress)
+    oracle_seq = general_seq + retain_seq * c.repeats
+    oracle = train_causal_lm(gpt_config, _tokenize(tokenizer, oracle_seq, c.max_seq_len, True),
+                             tokenizer.pad_token_id, epochs=c.epochs, desc="testbed oracle", **train_kwargs)
     oracle.save_pretrained(out / "oracle")
+    if c.inject_epochs:  # TOFU-like: the oracle is the pretrained model; inject the forget people with replay
+        injected = forget_seq * c.repeats
+        replay = random.Random(c.seed).sample(oracle_seq, min(len(injected), len(oracle_seq)))
+        model = train_causal_lm(gpt_config, _tokenize(tokenizer, injected + replay, c.max_seq_len, True),
+                                tokenizer.pad_token_id, epochs=c.inject_epochs, desc="testbed model (injection)",
+                                start_from=oracle, **train_kwargs)
+    else:
+        model = train_causal_lm(
+            gpt_config, _tokenize(tokenizer, general_seq + (forget_seq + retain_seq) * c.repeats, c.max_seq_len, True),
+            tokenizer.pad_token_id, epochs=c.epochs, desc="testbed model", **train_kwargs)
+    model.save_pretrained(out / "model")
 
     bert_config = BertConfig(
         vocab_size=len(mlm_tokenizer), hidden_size=c.mlm_hidden_size, num_hidden_layers=c.mlm_layers,
@@ -242,7 +250,7 @@ def _build(config: TestbedConfig, out: Path, progress: bool) -> None:
         "config": asdict(c),
         "cache_key": c.cache_key(),
         "sequences": {"general": len(general_seq), "people_per_copy": len(forget_seq) + len(retain_seq),
-                      "repeats": c.repeats, "epochs": c.epochs},
+                      "repeats": c.repeats, "epochs": c.epochs, "inject_epochs": c.inject_epochs},
         "parameters": {"model": model.num_parameters(), "mlm": mlm.num_parameters()},
         "memorization_accuracy": {name: {key: mean_ma(lm, key) for key in probe}
                                   for name, lm in (("model", model), ("oracle", oracle))},
