@@ -136,3 +136,10 @@ def test_bad_settings_are_user_errors():
         TestbedConfig().with_(width=3)
     with pytest.raises(NeuMuterError):
         build_testbed("tiny")
+
+
+def test_people_texts_longer_than_the_training_window_are_refused_before_training(tmp_path):
+    # unique biographies run to ~250 tokens: cut at 128 they would be memorized only in part
+    with pytest.raises(NeuMuterError, match="longer than max_seq_len 128"):
+        build_testbed(TestbedConfig.tiny(bio_style="unique", max_seq_len=128), cache_dir=tmp_path, progress=False)
+    assert not [path for path in tmp_path.rglob("*") if path.is_file() and path.suffix != ".lock"]
