@@ -85,7 +85,7 @@ class TestbedConfig:
         """A world small enough for unit tests (builds in ~15 s on 2 cores) that still memorizes."""
         settings = dict(
             n_forget=8, n_retain=16, n_heldout=8, repeats=10, general_share=0.3, general_heldout_chunks=40,
-            vocab_size=1000, mlm_vocab_size=1000, hidden_size=64, n_layers=2, n_heads=2, ffn_size=256,
+            vocab_size=1000, mlm_vocab_size=1000, max_seq_len=192, hidden_size=64, n_layers=2, n_heads=2, ffn_size=256,
             epochs=8, mlm_hidden_size=64, mlm_ffn_size=128, mlm_epochs=1,
         )
         settings.update(overrides)

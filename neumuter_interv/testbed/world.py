@@ -189,9 +189,12 @@ def _build(config: TestbedConfig, out: Path, progress: bool) -> None:
     # Tokenizers never see forget or held-out people: forget names then tokenize like unseen names.
     tokenizer = train_causal_tokenizer(general_train + retain_seq, c.vocab_size, out / "tokenizer")
     mlm_tokenizer = train_wordpiece_tokenizer(general_train + retain_seq, c.mlm_vocab_size, out / "mlm")
-    longest = max(len(ids) + 1 for ids in tokenizer(forget_seq + retain_seq, add_special_tokens=False)["input_ids"])
-    if longest > c.max_seq_len:  # a cut-off person text would be memorized only in part, and scored whole
-        raise NeuMuterError(f"the people's texts are up to {longest} tokens (with EOS), longer than max_seq_len "
+    # The scored texts (biographies) must fit the training window, or they would be memorized only in part
+    # and scored whole. QA documents may be longer: their last pairs are then cut from training.
+    bio_lengths = tokenizer(list(bios.values()), add_special_tokens=False)["input_ids"]
+    longest = max(len(ids) + 1 for ids in bio_lengths)
+    if longest > c.max_seq_len:
+        raise NeuMuterError(f"the biographies are up to {longest} tokens (with EOS), longer than max_seq_len "
                             f"{c.max_seq_len}: raise max_seq_len (unique biographies need about 256)")
 
     gpt_config = GPTNeoConfig(
