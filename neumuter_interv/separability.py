@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .architectures import activation_module, ffn_width, num_layers, parse_layers
 from .data import IGNORE_INDEX, batches, model_context_length, pad_id_of, tokenize
-from .methods.neumuter.selection import NeuronSet, Selection
+from .methods.neumuter.selection import Selection, flatten_by_layer, neuron_sets
 
 
 def neuron_attribution(model, tokenizer, texts: Sequence[str], layers: str | Sequence[int] = "all",
@@ -137,14 +137,9 @@ def specificity(before: Mapping, after: Mapping, min_retain_drop: float = 0.01) 
 def top_fraction_selection(model, scores: Mapping[int, torch.Tensor], fraction: float) -> Selection:
     """The ``fraction`` of all FFN neurons of ``model`` with the highest ``scores`` (over the scored
     layers), muted to 0, as a ``Selection`` that ``methods.neumuter.selection.freeze`` deploys."""
-    layers = sorted(scores)
-    flat = torch.cat([scores[layer].float() for layer in layers])
-    width = ffn_width(model)
-    k = min(flat.numel(), round(fraction * width * num_layers(model)))
-    chosen = torch.sort(flat, descending=True, stable=True).indices[:k]
-    selected = {}
-    for position, layer in enumerate(layers):
-        indices = sorted(int(i) - position * width for i in chosen if position * width <= i < (position + 1) * width)
-        selected[layer] = NeuronSet(indices, [0.0] * len(indices))
-    return Selection(selected, width, num_layers(model), model.config.model_type,
-                     {"rule": "top_fraction_of_scores", "fraction": fraction, "k": k})
+    layers, flat, owner, offsets = flatten_by_layer(scores)
+    k = min(flat.numel(), round(fraction * ffn_width(model) * num_layers(model)))
+    chosen = torch.zeros_like(flat, dtype=torch.bool)
+    chosen[torch.sort(flat, descending=True, stable=True).indices[:k]] = True
+    return Selection(neuron_sets(chosen, torch.zeros_like(flat), layers, owner, offsets), ffn_width(model),
+                     num_layers(model), model.config.model_type, {"rule": "top_fraction_of_scores", "fraction": fraction, "k": k})

@@ -62,43 +62,54 @@ class UnlearningMethod(ABC):
 
 @contextmanager
 def measured(record: UnlearningRecord, device: torch.device | str = "cpu"):
-    """Fill ``record.seconds`` and ``record.peak_memory_bytes`` for the enclosed block.
+    """Fill ``record.seconds`` and ``record.peak_memory_bytes`` for the enclosed block, also when it raises.
 
     On CUDA the peak is ``torch.cuda.max_memory_allocated``; on the CPU it is the peak growth of the
     process's resident memory, sampled every 20 ms.
     """
     device = torch.device(device)
+    probe = _CudaPeak(device) if device.type == "cuda" else _ResidentPeak()
     start = time.perf_counter()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        try:
-            yield record
-        finally:
-            torch.cuda.synchronize(device)
-            record.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device) - base)
-            record.memory_kind = "cuda-allocated"
-            record.seconds = time.perf_counter() - start
-        return
-    process = psutil.Process()
-    base = process.memory_info().rss
-    peak = [base]
-    done = threading.Event()
-
-    def sample():
-        while not done.wait(0.02):
-            peak[0] = max(peak[0], process.memory_info().rss)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     try:
         yield record
     finally:
-        done.set()
-        sampler.join()
-        record.peak_memory_bytes = int(max(peak[0], process.memory_info().rss) - base)
+        record.peak_memory_bytes = probe.stop()
+        record.memory_kind = probe.kind
         record.seconds = time.perf_counter() - start
+
+
+class _CudaPeak:
+    kind = "cuda-allocated"
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        self.base = torch.cuda.memory_allocated(device)
+
+    def stop(self) -> int:
+        torch.cuda.synchronize(self.device)
+        return int(torch.cuda.max_memory_allocated(self.device) - self.base)
+
+
+class _ResidentPeak:
+    kind = "cpu-rss"
+
+    def __init__(self):
+        self.process = psutil.Process()
+        self.base = self.peak = self.process.memory_info().rss
+        self.done = threading.Event()
+        self.sampler = threading.Thread(target=self._sample, daemon=True)
+        self.sampler.start()
+
+    def _sample(self) -> None:
+        while not self.done.wait(0.02):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def stop(self) -> int:
+        self.done.set()
+        self.sampler.join()
+        return int(max(self.peak, self.process.memory_info().rss) - self.base)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

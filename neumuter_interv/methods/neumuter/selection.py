@@ -110,10 +110,7 @@ class Selection:
 
 def select_neurons(model, log_alpha: dict[int, torch.Tensor], params: HardConcreteParams, config: NeuMuterConfig) -> Selection:
     """Apply ``config.selection`` to trained gate locations of ``model``."""
-    layers = sorted(log_alpha)
-    flat_alpha = torch.cat([log_alpha[layer].float() for layer in layers])
-    owner = torch.cat([torch.full_like(log_alpha[layer], layer, dtype=torch.long) for layer in layers])
-    offsets = torch.cat([torch.arange(log_alpha[layer].numel()) for layer in layers])
+    layers, flat_alpha, owner, offsets = flatten_by_layer(log_alpha)
     gate = deterministic_gate(flat_alpha, params)
     probability = torch.sigmoid(flat_alpha)
     rule: dict = {"rule": config.selection}
@@ -131,11 +128,25 @@ def select_neurons(model, log_alpha: dict[int, torch.Tensor], params: HardConcre
         chosen[order] = True
         rule["k"] = k
     chosen &= gate < 1.0
-    selected: dict[int, NeuronSet] = {}
-    for layer in layers:
-        in_layer = chosen & (owner == layer)
-        selected[layer] = NeuronSet(offsets[in_layer].tolist(), gate[in_layer].tolist())
-    return Selection(selected, ffn_width(model), num_layers(model), model.config.model_type, rule)
+    return Selection(neuron_sets(chosen, gate, layers, owner, offsets), ffn_width(model), num_layers(model),
+                     model.config.model_type, rule)
+
+
+def flatten_by_layer(values: dict[int, torch.Tensor]) -> tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-layer neuron values as one vector, so that a rule can rank neurons across layers: the sorted
+    layers, the flat values, and each entry's layer and index within its layer."""
+    layers = sorted(values)
+    flat = torch.cat([values[layer].float() for layer in layers])
+    owner = torch.cat([torch.full((values[layer].numel(),), layer, dtype=torch.long) for layer in layers])
+    offsets = torch.cat([torch.arange(values[layer].numel()) for layer in layers])
+    return layers, flat, owner, offsets
+
+
+def neuron_sets(chosen: torch.Tensor, scales: torch.Tensor, layers: list[int], owner: torch.Tensor,
+                offsets: torch.Tensor) -> dict[int, NeuronSet]:
+    """The chosen entries of a ``flatten_by_layer`` vector, back per layer, with their scales."""
+    return {layer: NeuronSet(offsets[chosen & (owner == layer)].tolist(), scales[chosen & (owner == layer)].tolist())
+            for layer in layers}
 
 
 def _energy_rule(gate: torch.Tensor, share: float) -> tuple[torch.Tensor, float]:
