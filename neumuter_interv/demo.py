@@ -33,6 +33,7 @@ class DemoConfig:
     replacement_ratio: float = 1.0  # the paper's r: every token replaced
     target_fraction: float = 1.0  # B.4: stop when every forget sample meets Eq. 17
     el_prefix_stride: int = 4  # EL10 averaged over every 4th prefix: exact EL10 is O(T^2) greedy decoding
+    device: str = "cpu"  # where the world is built and scored ("auto": GPU if any); NeuMuter's is neumuter.device
 
     @classmethod
     def tiny(cls) -> DemoConfig:
@@ -46,7 +47,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
     config = config or DemoConfig()
     check_writable(out, overwrite)
     experiment = prepare_experiment(config.testbed, target_fraction=config.target_fraction,
-                                    el_prefix_stride=config.el_prefix_stride, progress=progress, log=log)
+                                    el_prefix_stride=config.el_prefix_stride, progress=progress, log=log,
+                                    device=config.device)
     testbed, limits = experiment.testbed, experiment.thresholds
     before, oracle_scores = experiment.original, experiment.oracle
     neighbours = experiment.neighbours(testbed.forget_texts, config.neighbours_per_sample, config.replacement_ratio,

@@ -16,9 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from . import evaluation as evaluation_module
 from . import metrics as metrics_module
 from .evaluation import EvaluationSet, evaluate, thresholds
+from .lm import resolve_device
 from .neighbours import generate_neighbours
 from .output import write_json
 from .stopping import ForgettingCriterion
@@ -56,14 +59,16 @@ class TestbedExperiment:
 
 
 def prepare_experiment(testbed_config: TestbedConfig, *, target_fraction: float = 1.0, el_prefix_stride: int = 1,
-                       progress: bool = True, log: Callable[[str], None] = print) -> TestbedExperiment:
-    """Testbed -> Eq. 17 thresholds -> original and oracle scores -> stop criterion."""
-    testbed = build_testbed(testbed_config, progress=progress)
+                       progress: bool = True, log: Callable[[str], None] = print,
+                       device: str = "cpu") -> TestbedExperiment:
+    """Testbed -> Eq. 17 thresholds -> original and oracle scores -> stop criterion. ``device`` builds
+    and scores the world there (see ``build_testbed``)."""
+    testbed = build_testbed(testbed_config, progress=progress, device=device)
     tokenizer = testbed.load_tokenizer()
     log(f"testbed: {len(testbed.forget_texts)} forget / {len(testbed.retain_texts)} retain / "
         f"{len(testbed.heldout_people_texts)} held-out people at {testbed.root}")
     data = EvaluationSet.from_testbed(testbed, el_prefix_stride=el_prefix_stride)
-    reference = _reference_scores(testbed, tokenizer, data)
+    reference = _reference_scores(testbed, tokenizer, data, resolve_device(device))
     limits, original, oracle = reference["thresholds"], reference["original"], reference["oracle"]
     log(f"Eq. 17 thresholds from held-out people: MA {limits['ma']:.3f}, EL10 {limits['el10']:.3f}")
     criterion = ForgettingCriterion(tokenizer, testbed.forget_texts, limits, target_fraction,
@@ -71,7 +76,7 @@ def prepare_experiment(testbed_config: TestbedConfig, *, target_fraction: float 
     return TestbedExperiment(testbed, tokenizer, data, limits, original, oracle, criterion)
 
 
-def _reference_scores(testbed: Testbed, tokenizer, data: EvaluationSet) -> dict:
+def _reference_scores(testbed: Testbed, tokenizer, data: EvaluationSet, device: torch.device) -> dict:
     """Thresholds and the original's and the oracle's scores: a pure function of the world, the evaluation
     settings and the scoring code, so cached in the testbed directory under a hash of all three (the
     source of ``metrics.py`` and ``evaluation.py`` is part of the key: editing them recomputes)."""
@@ -80,9 +85,9 @@ def _reference_scores(testbed: Testbed, tokenizer, data: EvaluationSet) -> dict:
     path = testbed.root / "scores" / f"reference-{key}.json"
     if path.exists():
         return json.loads(path.read_text())
-    model = testbed.load_model()
+    model = testbed.load_model().to(device)
     limits = thresholds(model, tokenizer, data)
-    oracle = evaluate(testbed.load_oracle(), tokenizer, data, limits)
+    oracle = evaluate(testbed.load_oracle().to(device), tokenizer, data, limits)
     original = evaluate(model, tokenizer, data, limits, oracle["per_sample"]["forget_loss"])
     reference = {"thresholds": limits, "original": original, "oracle": oracle}
     path.parent.mkdir(exist_ok=True)

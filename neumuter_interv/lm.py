@@ -13,6 +13,13 @@ import torch
 from .intervenable import intervened_generate, intervened_logits
 
 
+def resolve_device(name: str | torch.device) -> torch.device:
+    """A torch device from a name; "auto" is the GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 class LanguageModel:
     """``logits`` and greedy ``generate`` for a causal LM, with or without pyvene interventions."""
 
@@ -30,8 +37,9 @@ class LanguageModel:
 
     @torch.no_grad()
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+        """Logits for a batch, which may live on another device than the model (it is moved)."""
+        input_ids = input_ids.to(self.device)
+        attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(self.device)
         if self.intervenable is not None:
             return intervened_logits(self.intervenable, input_ids, attention_mask)
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits

@@ -71,7 +71,7 @@ def plot_grouped_bars(groups: Mapping[str, Mapping[str, float]], path: str | Pat
     names = list(groups)
     series = list(dict.fromkeys(key for group in groups.values() for key in group))
     width = 0.8 / max(1, len(series))
-    figure, axis = plt.subplots(figsize=(max(6, 0.9 * len(names) + 2), 3.6))
+    figure, axis = plt.subplots(figsize=(max(6, 0.9 * len(names) + 2) + 2, 3.6))
     for index, key in enumerate(series):
         axis.bar([i + (index - (len(series) - 1) / 2) * width for i in range(len(names))],
                  [groups[name].get(key, 0.0) for name in names], width, label=key)
@@ -79,7 +79,7 @@ def plot_grouped_bars(groups: Mapping[str, Mapping[str, float]], path: str | Pat
     axis.set_xticks(range(len(names)), names, rotation=30, ha="right")
     axis.set_ylabel(ylabel)
     axis.set_title(title)
-    axis.legend()
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # beside the bars, never over them
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -2,6 +2,7 @@
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 from conftest import FORGET, RETAIN
@@ -32,8 +33,8 @@ def test_only_the_gates_train_and_the_base_weights_stay_bit_identical(memorized)
     NeuMuter(NeuMuterConfig(epochs=3, batch_size=2, kl_weight=0.3, sparsity_weight=0, **QUIET),
              on_epoch_end=check, log=quiet).run(model, tokenizer, FORGET, RETAIN)
     assert seen_gradients == []
-    after = model.state_dict()
-    assert all(torch.equal(before[name], after[name]) for name in before)
+    after = model.state_dict()  # on the GPU when there is one: the run moves the model there
+    assert all(torch.equal(before[name], after[name].cpu()) for name in before)
 
 
 def test_the_same_seed_selects_the_same_neurons(memorized_dir):
@@ -62,7 +63,7 @@ def test_localization_lowers_forget_accuracy_more_than_it_moves_the_neighbours(m
     assert forget_ma_before == 1.0
     assert forget_ma_after <= forget_ma_before - 0.1
     neighbour_kl = kl_from(reference, run.frozen, tokenizer, RETAIN)
-    assert neighbour_kl < 0.5  # nats per token
+    assert neighbour_kl < 1.0  # nats per token (0.2-0.6: CPU and GPU draw different gate noise)
     assert neighbour_kl < kl_from(reference, run.frozen, tokenizer, FORGET)
     assert 0 < run.selection.neurons_muted_fraction < 0.5
     assert [r["epoch"] for r in run.localization.history] == list(range(1, 31))
@@ -74,7 +75,7 @@ def kl_from(reference, frozen, tokenizer, texts):
     encoded = tokenizer(texts, padding=True, return_tensors="pt")
     with torch.no_grad():
         original = F.log_softmax(reference(**encoded).logits, -1)
-    unlearned = F.log_softmax(as_language_model(frozen).logits(encoded["input_ids"], encoded["attention_mask"]), -1)
+    unlearned = F.log_softmax(as_language_model(frozen).logits(encoded["input_ids"], encoded["attention_mask"]).cpu(), -1)
     per_token = (original.exp() * (original - unlearned)).sum(-1)
     mask = encoded["attention_mask"].float()
     return float((per_token * mask).sum() / mask.sum())
@@ -103,3 +104,14 @@ def test_threshold_and_top_k_rules(make_model):
     top = select_neurons(model, log_alpha, params, NeuMuterConfig(selection="top_k", top_k=5))
     assert top.layers[0].indices == [0, 1, 2, 3, 4]
     assert all(s < 0.08 for s in threshold.layers[0].scales)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (CI has none; run on the device machine)")
+def test_on_a_gpu_the_gates_train_select_and_freeze_there(memorized):
+    """Gates trained on the GPU are ranked on the CPU; the frozen mask runs where the model is."""
+    model, tokenizer = memorized
+    config = NeuMuterConfig(epochs=30, batch_size=1, kl_weight=0.3, sparsity_weight=0, device="cuda", **QUIET)
+    run = NeuMuter(config, log=quiet).run(model, tokenizer, FORGET, RETAIN)
+    assert next(run.frozen.model.parameters()).device.type == "cuda"
+    assert 0 < run.selection.neurons_muted_fraction < 0.5
+    assert memorization_accuracy(run.frozen, tokenizer, FORGET).mean() <= 0.9

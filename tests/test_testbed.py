@@ -82,7 +82,7 @@ def test_model_memorized_the_trained_people(scores):
 def test_oracle_never_saw_the_forget_people(scores):
     oracle = scores["oracle"]
     assert abs(oracle["forget"] - oracle["heldout"]) < 0.06
-    assert oracle["retain"] > oracle["heldout"] + 0.15
+    assert oracle["retain"] > oracle["heldout"] + 0.1  # 0.14-0.2 over machines and Python versions
 
 
 def test_masked_lm_training_text_excludes_the_forget_people(world):

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 
 from ..data import IGNORE_INDEX, TokenBatch, batches, model_context_length, pad_id_of, tokenize
 from ..errors import NeuMuterError
+from ..lm import resolve_device
 from .base import UnlearningMethod, UnlearningRecord, UnlearningResult, count_parameters, measured
-from .neumuter.localize import causal_lm_loss, resolve_device
+from .neumuter.localize import causal_lm_loss
 
 StopCriterion = Callable[[Any], bool]
 

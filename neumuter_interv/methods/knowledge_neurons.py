@@ -24,10 +24,10 @@ import torch.nn.functional as F
 
 from ..architectures import activation_module, num_layers, output_projection, parse_layers
 from ..data import model_context_length, tokenize
+from ..lm import resolve_device
 from .base import UnlearningMethod, UnlearningRecord, UnlearningResult, count_parameters, measured
 from .ffn_weights import projection_weight
 from .finetune import StopCriterion
-from .neumuter.localize import resolve_device
 
 
 @dataclass

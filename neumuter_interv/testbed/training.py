@@ -49,18 +49,21 @@ def _schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim
 
 
 def _fit(model: torch.nn.Module, make_batch, sequences: Sequence[list[int]], *, epochs: int,
-         batch_size: int, lr: float, seed: int, progress: bool, desc: str) -> None:
-    """AdamW over ``epochs`` passes of ``sequences``; ``make_batch(rows, generator)`` returns model kwargs."""
+         batch_size: int, lr: float, seed: int, progress: bool, desc: str, device: torch.device) -> None:
+    """AdamW over ``epochs`` passes of ``sequences`` on ``device``; ``make_batch(rows, generator)`` returns
+    model kwargs (CPU tensors: the masking draws stay on the CPU generator, whatever the device)."""
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(sequences) / batch_size)
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     scheduler = _schedule(optimizer, epochs * steps_per_epoch)
     model.train()
     with tqdm(total=epochs * steps_per_epoch, desc=desc, disable=not progress, leave=False) as bar:
         for _ in range(epochs):
             for batch in _batches(sequences, batch_size, rng):
-                loss = model(**make_batch([sequences[i] for i in batch], generator)).loss
+                inputs = make_batch([sequences[i] for i in batch], generator)
+                loss = model(**{name: tensor.to(device) for name, tensor in inputs.items()}).loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -68,14 +71,15 @@ def _fit(model: torch.nn.Module, make_batch, sequences: Sequence[list[int]], *, 
                 scheduler.step()
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
                 bar.update()
-    model.eval()
+    model.eval().cpu()
 
 
 def train_causal_lm(config: GPTNeoConfig, sequences: Sequence[list[int]], pad_id: int, *, epochs: int,
                     batch_size: int, lr: float, seed: int, progress: bool, desc: str,
-                    start_from: GPTNeoForCausalLM | None = None) -> GPTNeoForCausalLM:
+                    start_from: GPTNeoForCausalLM | None = None,
+                    device: torch.device = torch.device("cpu")) -> GPTNeoForCausalLM:  # noqa: B008
     """Train a ``GPTNeoForCausalLM`` on token-id sequences: from scratch (initialised from ``seed``), or,
-    with ``start_from``, a copy of that model (left untouched) trained further."""
+    with ``start_from``, a copy of that model (left untouched) trained further. Returned on the CPU."""
 
     def make_batch(rows, _generator):
         batch = pad_batch(rows, pad_id)
@@ -85,13 +89,13 @@ def train_causal_lm(config: GPTNeoConfig, sequences: Sequence[list[int]], pad_id
         torch.manual_seed(seed)
         model = GPTNeoForCausalLM(config) if start_from is None else copy.deepcopy(start_from)
         _fit(model, make_batch, sequences, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-             progress=progress, desc=desc)
+             progress=progress, desc=desc, device=device)
     return model
 
 
 def train_masked_lm(config: BertConfig, sequences: Sequence[list[int]], tokenizer: PreTrainedTokenizerBase, *,
                     epochs: int, batch_size: int, lr: float, seed: int, progress: bool,
-                    desc: str) -> BertForMaskedLM:
+                    desc: str, device: torch.device = torch.device("cpu")) -> BertForMaskedLM:  # noqa: B008
     """Train a ``BertForMaskedLM`` from scratch with BERT's masking: 15% of the non-special tokens are
     predicted; of those 80% become ``[MASK]``, 10% a random token, 10% stay."""
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
@@ -113,5 +117,5 @@ def train_masked_lm(config: BertConfig, sequences: Sequence[list[int]], tokenize
         torch.manual_seed(seed)
         model = BertForMaskedLM(config)
         _fit(model, make_batch, sequences, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-             progress=progress, desc=desc)
+             progress=progress, desc=desc, device=device)
     return model

@@ -30,6 +30,7 @@ from transformers import (
 )
 
 from ..errors import NeuMuterError
+from ..lm import resolve_device
 from ..metrics import memorization_accuracy
 from .config import TestbedConfig
 from .corpus import general_corpus
@@ -114,23 +115,27 @@ def default_cache_dir() -> Path:
 
 
 def build_testbed(config: TestbedConfig = TestbedConfig(), cache_dir: str | Path | None = None,  # noqa: B008
-                  progress: bool = True) -> Testbed:
+                  progress: bool = True, device: str = "cpu") -> Testbed:
     """Return the world for ``config``, building it first if the cache does not hold it yet.
 
     ``cache_dir`` defaults to ``default_cache_dir()``; the world lives in ``<cache_dir>/testbed/<key>``.
+    ``device`` trains the models there ("cuda", or "auto" for cuda when available). The default is the
+    CPU: the README's numbers come from CPU-built worlds, and a GPU gives other weights for the same
+    seed, so a world built elsewhere than the CPU is cached under ``<key>-<device type>``.
     """
     if not isinstance(config, TestbedConfig):
         raise NeuMuterError(f"config must be a TestbedConfig, got {type(config).__name__}")
+    build_device = resolve_device(device)
     parent = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     parent = parent / "testbed"
     parent.mkdir(parents=True, exist_ok=True)
-    root = parent / config.cache_key()
+    root = parent / (config.cache_key() + ("" if build_device.type == "cpu" else f"-{build_device.type}"))
     if not (root / "manifest.json").exists():
         with FileLock(str(root) + ".lock"):
             if not (root / "manifest.json").exists():
                 staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=parent))
                 try:
-                    _build(config, staging, progress)
+                    _build(config, staging, progress, build_device)
                     if root.exists():  # a stale, unfinished directory (killed build without the lock)
                         shutil.rmtree(root)
                     os.rename(staging, root)
@@ -160,7 +165,7 @@ def _general_sample(chunks: list[str], n_people_sequences: int, share: float, se
     return [order[i % len(order)] for i in range(wanted)] if order else []
 
 
-def _build(config: TestbedConfig, out: Path, progress: bool) -> None:
+def _build(config: TestbedConfig, out: Path, progress: bool, device: torch.device) -> None:
     start = time.perf_counter()
     c = config
     general_train, general_heldout = general_corpus(c.seed, c.chunk_words, c.general_heldout_chunks)
@@ -205,7 +210,7 @@ def _build(config: TestbedConfig, out: Path, progress: bool) -> None:
         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    train_kwargs = dict(batch_size=c.batch_size, lr=c.lr, seed=c.seed, progress=progress)
+    train_kwargs = dict(batch_size=c.batch_size, lr=c.lr, seed=c.seed, progress=progress, device=device)
     oracle_seq = general_seq + retain_seq * c.repeats
     oracle = train_causal_lm(gpt_config, _tokenize(tokenizer, oracle_seq, c.max_seq_len, True),
                              tokenizer.pad_token_id, epochs=c.epochs, desc="testbed oracle", **train_kwargs)
@@ -233,7 +238,7 @@ def _build(config: TestbedConfig, out: Path, progress: bool) -> None:
     mlm = train_masked_lm(
         bert_config, _tokenize(mlm_tokenizer, mlm_texts, c.max_seq_len, False), mlm_tokenizer,
         epochs=c.mlm_epochs, batch_size=c.batch_size, lr=c.mlm_lr, seed=c.seed, progress=progress,
-        desc="testbed masked LM")
+        desc="testbed masked LM", device=device)
     mlm.save_pretrained(out / "mlm")
 
     texts = {
@@ -262,5 +267,6 @@ def _build(config: TestbedConfig, out: Path, progress: bool) -> None:
         "memorization_accuracy": {name: {key: mean_ma(lm, key) for key in probe}
                                   for name, lm in (("model", model), ("oracle", oracle))},
         "build_seconds": round(time.perf_counter() - start, 1),
+        "build_device": device.type,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))

@@ -27,10 +27,10 @@ import torch
 from ...architectures import num_layers, output_projection
 from ...data import TokenBatch, batches, pad_id_of, tokenize
 from ...intervenable import attach
+from ...lm import resolve_device
 from ..base import UnlearningMethod, UnlearningRecord, UnlearningResult, count_parameters, measured
 from ..ffn_weights import projection_weight
 from ..finetune import prepare_data
-from ..neumuter.localize import resolve_device
 from .intervention import ProjectionEdit
 
 REFUSALS = (

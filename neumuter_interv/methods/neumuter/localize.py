@@ -33,6 +33,7 @@ from ...errors import NeuMuterError
 from ...hard_concrete import HardConcreteParams
 from ...intervenable import attach, intervened_logits, interventions_by_layer, set_intervention_mode
 from ...interventions import HardConcreteGate
+from ...lm import resolve_device
 from .config import NeuMuterConfig
 
 EpochCallback = Callable[[int, dict, pv.IntervenableModel], bool]
@@ -48,12 +49,6 @@ class LocalizationResult:
     steps: int = 0
     seconds: float = 0.0
     stopped_early: bool = False
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def attach_gates(model, config: NeuMuterConfig) -> pv.IntervenableModel:

@@ -11,11 +11,12 @@ import pyvene as pv
 
 from ...data import model_context_length, pad_id_of, tokenize
 from ...errors import NeuMuterError
+from ...lm import resolve_device
 from ...output import output_directory, write_json
 from ...serialization import save_intervenable
 from ..base import UnlearningMethod, UnlearningRecord, UnlearningResult, count_parameters, measured
 from .config import NeuMuterConfig
-from .localize import EpochCallback, LocalizationResult, localize, resolve_device
+from .localize import EpochCallback, LocalizationResult, localize
 from .schedule import CoefficientSchedule, localize_until_forgotten
 from .selection import Selection, freeze, select_neurons
 

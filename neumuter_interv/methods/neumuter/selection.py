@@ -133,10 +133,11 @@ def select_neurons(model, log_alpha: dict[int, torch.Tensor], params: HardConcre
 
 
 def flatten_by_layer(values: dict[int, torch.Tensor]) -> tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-layer neuron values as one vector, so that a rule can rank neurons across layers: the sorted
-    layers, the flat values, and each entry's layer and index within its layer."""
+    """Per-layer neuron values as one CPU vector (whatever device the gates trained on), so that a rule can
+    rank neurons across layers: the sorted layers, the flat values, and each entry's layer and index
+    within its layer."""
     layers = sorted(values)
-    flat = torch.cat([values[layer].float() for layer in layers])
+    flat = torch.cat([values[layer].detach().float().cpu() for layer in layers])
     owner = torch.cat([torch.full((values[layer].numel(),), layer, dtype=torch.long) for layer in layers])
     offsets = torch.cat([torch.arange(values[layer].numel()) for layer in layers])
     return layers, flat, owner, offsets
