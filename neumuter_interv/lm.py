@@ -10,14 +10,22 @@ from __future__ import annotations
 import pyvene as pv
 import torch
 
+from .errors import NeuMuterError
 from .intervenable import intervened_generate, intervened_logits
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
-    """A torch device from a name; "auto" is the GPU when there is one, else the CPU."""
+    """A torch device from a name; "auto" is the GPU when there is one, else the CPU. An unknown name, or
+    a GPU asked for where there is none, is a ``NeuMuterError``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise NeuMuterError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise NeuMuterError(f"device {name!r} asked for, but torch sees no GPU here: use cpu or auto")
+    return device
 
 
 class LanguageModel:

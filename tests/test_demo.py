@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from neumuter_interv.cli import main
 from neumuter_interv.demo import DemoConfig, run_demo
@@ -59,6 +60,15 @@ def test_the_demo_command_refuses_to_overwrite_its_output(demo, capsys):
     out, _ = demo
     assert main(["demo", "--size", "tiny", "--out", str(out), "--no-progress"]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device", ["tpu7", "cuda:0"])
+def test_the_demo_command_names_a_device_it_cannot_use_and_writes_nothing(device, tmp_path, capsys):
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["demo", "--size", "tiny", "--device", device, "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert repr(device) in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_warm_run_reads_the_thresholds_and_reference_scores_from_the_world_cache(demo, monkeypatch):
