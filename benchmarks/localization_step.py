@@ -51,7 +51,8 @@ class OfficialMaskedProjection(torch.nn.Module):
     def __init__(self, projection: torch.nn.Linear, params: HardConcreteParams):
         super().__init__()
         self.projection, self.params = projection, params
-        self.log_alpha = torch.nn.Parameter(torch.full((projection.in_features,), params.initial_log_alpha()))
+        self.log_alpha = torch.nn.Parameter(torch.full((projection.in_features,), params.initial_log_alpha(),
+                                                       device=projection.weight.device))
 
     def forward(self, x):
         mask = sample_gate(self.log_alpha, self.params)
@@ -72,7 +73,9 @@ def official_epoch(model, forget, neighbours, pad_id, config: NeuMuterConfig) ->
         m.requires_grad_(True)
     optimizer = torch.optim.Adam(masks, lr=config.learning_rate)
     steps = 0
+    device = next(model.parameters()).device
     for forget_batch, neighbour_batch in zip(batches(forget, 1, pad_id), batches(neighbours, 1, pad_id)):
+        forget_batch, neighbour_batch = forget_batch.to(device), neighbour_batch.to(device)
         optimizer.zero_grad()
         forget_ce = causal_lm_loss(model(input_ids=forget_batch.input_ids).logits, forget_batch.labels)
         with torch.no_grad():
