@@ -1,6 +1,8 @@
 """The main job at a reduced size: every effect the demo reports points the right way."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -68,6 +70,15 @@ def test_the_demo_command_names_a_device_it_cannot_use_and_writes_nothing(device
         pytest.skip("this machine has a GPU")
     assert main(["demo", "--size", "tiny", "--device", device, "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     assert repr(device) in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_neumuter_program_runs_in_its_own_process_and_fails_in_one_line(tmp_path):
+    """``python -m neumuter_interv.cli`` is the installed program (``console_main``: allocator tuned)."""
+    result = subprocess.run([sys.executable, "-m", "neumuter_interv.cli", "demo", "--size", "tiny", "--device", "tpu7",
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["neumuter demo: error: unknown device 'tpu7': use cpu, cuda, cuda:N or auto"]
     assert not (tmp_path / "out").exists()
 
 

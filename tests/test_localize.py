@@ -9,7 +9,7 @@ from conftest import FORGET, RETAIN
 
 from neumuter_interv.hard_concrete import HardConcreteParams
 from neumuter_interv.intervenable import interventions_by_layer
-from neumuter_interv.methods.neumuter import NeuMuter, NeuMuterConfig, select_neurons
+from neumuter_interv.methods.neumuter import CoefficientSchedule, NeuMuter, NeuMuterConfig, select_neurons
 from neumuter_interv.metrics import memorization_accuracy
 
 QUIET = dict(progress=False)
@@ -104,6 +104,44 @@ def test_threshold_and_top_k_rules(make_model):
     top = select_neurons(model, log_alpha, params, NeuMuterConfig(selection="top_k", top_k=5))
     assert top.layers[0].indices == [0, 1, 2, 3, 4]
     assert all(s < 0.08 for s in threshold.layers[0].scales)
+
+
+class MutesAnything:
+    """A stand-in stopping rule: met as soon as the frozen mask mutes any neuron; counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, frozen) -> bool:
+        self.calls += 1
+        return any(len(scaling.neuron_indices) for scaling in interventions_by_layer(frozen).values())
+
+
+def test_the_schedule_relaxes_kl_and_l0_stage_by_stage_until_the_rule_is_met(memorized):
+    model, tokenizer = memorized
+    stop_when = MutesAnything()
+    schedule = CoefficientSchedule(stage_epochs=30, max_stages=8, check_every=5)
+    run = NeuMuter(NeuMuterConfig(batch_size=1, **QUIET), stop_when=stop_when, schedule=schedule, log=quiet).run(
+        model, tokenizer, FORGET, RETAIN)
+    stages = run.calibration["stages"]
+    assert run.calibration["met"] and run.selection.neurons_muted > 0
+    assert 1 < len(stages) < 8  # the official 500 / 5 move no gate on a saturated model; a relaxed stage does
+    assert [s["kl_weight"] for s in stages] == [max(5 * 0.5 ** i, 0.1) for i in range(len(stages))]
+    assert [s["sparsity_weight"] for s in stages] == pytest.approx([500 * 0.1 ** i for i in range(len(stages))])
+    assert run.calibration["final_kl_weight"] == stages[-1]["kl_weight"]
+    assert [c["met"] for s in stages for c in s["checks"]][-1] is True
+    assert stop_when.calls == 2  # the empty mask once, then the first mask that mutes a neuron
+
+
+def test_a_mask_checked_before_is_not_checked_again(memorized):
+    model, tokenizer = memorized
+    stop_when = MutesAnything()
+    schedule = CoefficientSchedule(stage_epochs=6, max_stages=2, check_every=1)
+    run = NeuMuter(NeuMuterConfig(batch_size=1, **QUIET), stop_when=stop_when, schedule=schedule, log=quiet).run(
+        model, tokenizer, FORGET, RETAIN)
+    checks = [c for s in run.calibration["stages"] for c in s["checks"]]
+    assert len(checks) == 12 and not run.calibration["met"]  # 500 / 5 and 2.5 / 50 mute nothing here
+    assert stop_when.calls == 1  # twelve checks of the same empty mask, i.e. of the unchanged model
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (CI has none; run on the device machine)")

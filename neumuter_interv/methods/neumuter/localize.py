@@ -7,7 +7,8 @@ Only the gates train; the model is frozen by pyvene. Differences from the offici
 them speed or correctness, none changing the objective:
 
 * the "original" model is the same weights with the interventions off (no deep copy), and its
-  log-probabilities on the neighbours are computed once and cached when they fit in memory;
+  log-probabilities (and probabilities) on the neighbours are computed once and cached when they fit
+  in memory;
 * forget and neighbour samples go through ONE forward per step, sharing one gate sample (the official
   code shares one sample per forward too);
 * pads are excluded from the CE and the KL (the official code counts left-pad EOS tokens);
@@ -145,11 +146,15 @@ def _step(pv_model, gates, optimizer, forget_batch: TokenBatch, neighbour_batch:
     optimizer.zero_grad(set_to_none=True)
     with _autocast(config, device):
         logits = intervened_logits(pv_model, joint.input_ids, joint.attention_mask)
-    forget_ce = causal_lm_loss(logits[:n_forget, : forget_batch.input_ids.shape[1]], forget_batch.labels)
     kl = torch.zeros((), device=device)
-    if neighbour_batch is not None:
-        width = neighbour_batch.input_ids.shape[1]
-        kl = kl_to_reference(logits[n_forget:, :width], references.get(index), neighbour_batch.attention_mask)
+    if neighbour_batch is None:
+        forget_ce = causal_lm_loss(logits, forget_batch.labels)
+    else:
+        forget_logits, neighbour_logits = _JointBlocks.apply(
+            logits, n_forget, forget_batch.input_ids.shape[1] - 1, neighbour_batch.input_ids.shape[1])
+        forget_ce = _next_token_loss(forget_logits, forget_batch.labels)
+        reference_log_probs, reference_probs = references.get(index)
+        kl = kl_to_reference(neighbour_logits, reference_log_probs, neighbour_batch.attention_mask, reference_probs)
     l0 = torch.stack([gate.l0() for gate in gates.values()]).mean()
     coefficient = -config.ascent_weight if forget_ce.item() <= config.stop_loss else config.descent_weight
     loss = coefficient * forget_ce + config.sparsity_weight * l0 + config.kl_weight * kl
@@ -170,29 +175,70 @@ def _concatenate(first: TokenBatch, second: TokenBatch, pad_id: int) -> TokenBat
     return TokenBatch(torch.cat([ids_a, ids_b]), torch.cat([mask_a, mask_b]))
 
 
+class _JointBlocks(torch.autograd.Function):
+    """``(logits[:n_forget, :forget_width], logits[n_forget:, :neighbour_width])`` of the joint forward,
+    whose backward writes both gradients into one buffer of the joint logits' shape.
+
+    Plain slicing gives the same numbers, but each slice's backward allocates and zero-fills a gradient
+    of the whole joint logits (batch x length x vocabulary, the largest tensors of a step) and autograd
+    then adds the two: about a tenth of a CPU step. Here every entry is written once: the gradient of
+    its block, or zero outside both blocks, which is exactly what the slices' sum holds.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, n_forget: int, forget_width: int, neighbour_width: int):
+        ctx.shape, ctx.n_forget, ctx.widths = logits.shape, n_forget, (forget_width, neighbour_width)
+        return logits[:n_forget, :forget_width], logits[n_forget:, :neighbour_width]
+
+    @staticmethod
+    def backward(ctx, forget_grad: torch.Tensor, neighbour_grad: torch.Tensor):
+        n, (forget_width, neighbour_width) = ctx.n_forget, ctx.widths
+        grad = forget_grad.new_empty(ctx.shape)
+        grad[:n, :forget_width] = forget_grad
+        grad[:n, forget_width:] = 0
+        grad[n:, :neighbour_width] = neighbour_grad
+        grad[n:, neighbour_width:] = 0
+        return grad, None, None, None
+
+
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over non-pad targets."""
-    return F.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
-    )
+    return _next_token_loss(logits[:, :-1], labels)
 
 
-def kl_to_reference(logits: torch.Tensor, reference_log_probs: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """KL(P_original || P_gated) per token over the vocabulary, averaged over non-pad positions."""
+def _next_token_loss(predicting_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``causal_lm_loss`` given the logits of positions 0..T-2 only (those that predict a next token)."""
+    return F.cross_entropy(predicting_logits.flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+
+
+def kl_to_reference(logits: torch.Tensor, reference_log_probs: torch.Tensor, attention_mask: torch.Tensor,
+                    reference_probs: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(P_original || P_gated) per token over the vocabulary, averaged over non-pad positions.
+
+    ``reference_probs`` is ``reference_log_probs.exp()`` when the caller keeps it (it is the same for
+    every step on a batch); without it, it is computed here.
+    """
+    if reference_probs is None:
+        reference_probs = reference_log_probs.exp()
     log_probs = F.log_softmax(logits.float(), dim=-1)
-    per_token = (reference_log_probs.exp() * (reference_log_probs - log_probs)).sum(-1)
+    per_token = (reference_probs * (reference_log_probs - log_probs)).sum(-1)
     mask = attention_mask.to(per_token.dtype)
     return (per_token * mask).sum() / mask.sum().clamp(min=1)
 
 
 class _ReferenceLogProbs:
-    """The original model's log-probabilities on each neighbour batch: cached if they fit, else recomputed."""
+    """The original model's log-probabilities and probabilities on each neighbour batch.
+
+    Both are cached when they fit in ``reference_cache_bytes``, else the log-probabilities alone, else
+    neither (recomputed at every step).
+    """
 
     def __init__(self, model, neighbour_batches: list[TokenBatch], config: NeuMuterConfig, device):
         self.model, self.batches, self.config, self.device = model, neighbour_batches, config, device
         vocab = model.get_output_embeddings().weight.shape[0]
         size = sum(b.input_ids.numel() for b in neighbour_batches) * vocab * 4
         self.cache = [self._compute(b) for b in neighbour_batches] if size <= config.reference_cache_bytes else None
+        self.probs = [log_probs.exp() for log_probs in self.cache] if 2 * size <= config.reference_cache_bytes else None
 
     @torch.no_grad()
     def _compute(self, batch: TokenBatch) -> torch.Tensor:
@@ -201,7 +247,9 @@ class _ReferenceLogProbs:
             logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         return F.log_softmax(logits.float(), dim=-1)
 
-    def get(self, index: int) -> torch.Tensor:
-        return self.cache[index] if self.cache is not None else self._compute(self.batches[index])
+    def get(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(log-probabilities, probabilities or None when not cached) of neighbour batch ``index``."""
+        log_probs = self.cache[index] if self.cache is not None else self._compute(self.batches[index])
+        return log_probs, self.probs[index] if self.probs is not None else None
 
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from ...intervenable import interventions_by_layer
 from .config import NeuMuterConfig
 from .localize import LocalizationResult, localize
-from .selection import freeze, select_neurons
+from .selection import Selection, freeze, select_neurons
 
 
 @dataclass
@@ -55,9 +55,15 @@ def localize_until_forgotten(model, forget, neighbours, config: NeuMuterConfig, 
                              stop_when: Callable, schedule: CoefficientSchedule,
                              log: Callable[[str], None] = print):
     """``localize`` in stages until ``stop_when(frozen_model)`` holds; returns the last stage's gated
-    model, the whole run's ``LocalizationResult`` and a calibration report."""
+    model, the whole run's ``LocalizationResult`` and a calibration report.
+
+    ``stop_when`` must be a function of the frozen model (as ``ForgettingCriterion`` is): a mask that
+    was checked before is not checked again, its verdict and ``stop_when.last`` are reused. Early
+    checks of a stage often select no neuron at all, i.e. the unchanged model, again and again.
+    """
     report = {"schedule": schedule.to_dict(), "stages": [], "met": False}
     total = LocalizationResult(log_alpha={}, params=config.hard_concrete)
+    verdicts: dict[tuple, tuple[bool, dict]] = {}  # selection -> (met, stop_when.last)
     epoch = 1
     for stage, (kl_weight, sparsity_weight) in enumerate(schedule.stages(config), start=1):
         stage_config = replace(config, kl_weight=kl_weight, sparsity_weight=sparsity_weight, epochs=schedule.stage_epochs)
@@ -69,9 +75,13 @@ def localize_until_forgotten(model, forget, neighbours, config: NeuMuterConfig, 
                 return False
             gates = {layer: gate.log_alpha.detach() for layer, gate in interventions_by_layer(pv_model).items()}
             selection = select_neurons(model, gates, stage_config.hard_concrete, stage_config)
-            met = bool(stop_when(freeze(model, selection)))
+            key = _mask_key(selection)
+            if key not in verdicts:
+                met = bool(stop_when(freeze(model, selection)))
+                verdicts[key] = met, dict(getattr(stop_when, "last", {}))
+            met, last = verdicts[key]
             checks.append({"epoch": at_epoch, "met": met, "neurons_muted_fraction": selection.neurons_muted_fraction,
-                           **getattr(stop_when, "last", {})})
+                           **last})
             return met
 
         log(f"NeuMuter stage {stage}: kl_weight={kl_weight:g}, sparsity_weight={sparsity_weight:g}")
@@ -91,3 +101,7 @@ def localize_until_forgotten(model, forget, neighbours, config: NeuMuterConfig, 
     total.stopped_early = report["met"]
     return pv_model, total, report
 
+
+def _mask_key(selection: Selection) -> tuple:
+    """What the frozen model of a selection depends on: the muted neurons and their scales per layer."""
+    return tuple((layer, tuple(neurons.indices), tuple(neurons.scales)) for layer, neurons in sorted(selection.layers.items()))
