@@ -117,12 +117,17 @@ class MutesAnything:
         return any(len(scaling.neuron_indices) for scaling in interventions_by_layer(frozen).values())
 
 
-def test_the_schedule_relaxes_kl_and_l0_stage_by_stage_until_the_rule_is_met(memorized):
+def run_schedule(memorized, schedule: CoefficientSchedule):
+    """NeuMuter with the official coefficients in stages of ``schedule``, stopped by ``MutesAnything``."""
     model, tokenizer = memorized
     stop_when = MutesAnything()
-    schedule = CoefficientSchedule(stage_epochs=30, max_stages=8, check_every=5)
     run = NeuMuter(NeuMuterConfig(batch_size=1, **QUIET), stop_when=stop_when, schedule=schedule, log=quiet).run(
         model, tokenizer, FORGET, RETAIN)
+    return run, stop_when
+
+
+def test_the_schedule_relaxes_kl_and_l0_stage_by_stage_until_the_rule_is_met(memorized):
+    run, stop_when = run_schedule(memorized, CoefficientSchedule(stage_epochs=30, max_stages=8, check_every=5))
     stages = run.calibration["stages"]
     assert run.calibration["met"] and run.selection.neurons_muted > 0
     assert 1 < len(stages) < 8  # the official 500 / 5 move no gate on a saturated model; a relaxed stage does
@@ -134,11 +139,7 @@ def test_the_schedule_relaxes_kl_and_l0_stage_by_stage_until_the_rule_is_met(mem
 
 
 def test_a_mask_checked_before_is_not_checked_again(memorized):
-    model, tokenizer = memorized
-    stop_when = MutesAnything()
-    schedule = CoefficientSchedule(stage_epochs=6, max_stages=2, check_every=1)
-    run = NeuMuter(NeuMuterConfig(batch_size=1, **QUIET), stop_when=stop_when, schedule=schedule, log=quiet).run(
-        model, tokenizer, FORGET, RETAIN)
+    run, stop_when = run_schedule(memorized, CoefficientSchedule(stage_epochs=6, max_stages=2, check_every=1))
     checks = [c for s in run.calibration["stages"] for c in s["checks"]]
     assert len(checks) == 12 and not run.calibration["met"]  # 500 / 5 and 2.5 / 50 mute nothing here
     assert stop_when.calls == 1  # twelve checks of the same empty mask, i.e. of the unchanged model
