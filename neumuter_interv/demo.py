@@ -33,7 +33,7 @@ class DemoConfig:
     replacement_ratio: float = 1.0  # the paper's r: every token replaced
     target_fraction: float = 1.0  # B.4: stop when every forget sample meets Eq. 17
     el_prefix_stride: int = 4  # EL10 averaged over every 4th prefix: exact EL10 is O(T^2) greedy decoding
-    device: str = "cpu"  # where the world is built and scored ("auto": GPU if any); NeuMuter's is neumuter.device
+    device: str = "cpu"  # where the world is built and scored and NeuMuter runs ("auto": GPU if any)
 
     @classmethod
     def tiny(cls) -> DemoConfig:
@@ -54,7 +54,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
     neighbours = experiment.neighbours(testbed.forget_texts, config.neighbours_per_sample, config.replacement_ratio,
                                        config.neumuter.seed)
     neumuter_config = copy.deepcopy(config.neumuter)
-    neumuter_config.progress = progress
+    neumuter_config.progress, neumuter_config.device = progress, config.device
     run = NeuMuter(neumuter_config, stop_when=experiment.criterion, schedule=config.schedule, log=log).run(
         testbed.load_model(), experiment.tokenizer, testbed.forget_texts, neighbours)
     after = experiment.evaluate(run.frozen)
@@ -67,7 +67,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
         "calibration": run.calibration,
         "unlearning_seconds": run.record.seconds,
         "targets": _targets(before, after, run.selection.neurons_muted_fraction),
-        "settings": {"testbed": asdict(config.testbed), "neumuter": config.neumuter.to_dict(),
+        "settings": {"testbed": asdict(config.testbed), "neumuter": neumuter_config.to_dict(),
                      "neighbours_per_sample": config.neighbours_per_sample,
                      "replacement_ratio": config.replacement_ratio, "target_fraction": config.target_fraction,
                      "el_prefix_stride": config.el_prefix_stride},

@@ -55,7 +55,6 @@ BUDGET = 0.02
 def study_world(name: str, overrides: dict, work: Path, device: str) -> dict:
     start = time.perf_counter()
     config = DemoConfig(testbed=TestbedConfig().with_(**overrides), device=device)
-    config.neumuter.device = device
     summary = run_demo(work / name, config, overwrite=True, progress=False, log=lambda message: print(f"  [{name}] {message}", flush=True))
     experiment = prepare_experiment(config.testbed, el_prefix_stride=config.el_prefix_stride, progress=False,
                                     log=lambda message: None, device=device)

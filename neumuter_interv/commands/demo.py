@@ -26,7 +26,7 @@ def run(args) -> int:
     config = DemoConfig.tiny() if args.size == "tiny" else DemoConfig()
     config.testbed = config.testbed.with_(seed=args.seed)
     config.neumuter.seed = args.seed
-    config.device = config.neumuter.device = args.device
+    config.device = args.device
     out = Path(args.out or time.strftime("demo-%Y%m%d-%H%M%S"))
     summary = run_demo(out, config, overwrite=args.overwrite, progress=not args.no_progress)
     print((out / "report.md").read_text())
