@@ -19,8 +19,10 @@ unique biographies, memorization depth, TOFU's pretrain-then-inject), this recip
   share (Eq. 17), and the drops of the two retain halves (how far groups of people differ by chance).
 
     OMP_NUM_THREADS=1 python recipes/separability_study.py --out results/separability/ [--variants base,inject]
+        [--keep results/separability/separability.json --overwrite]
 
-Each world builds in about one to three minutes on 2 shared CPU cores (one torch thread: two threads
+``--keep`` reports the variants of an earlier run next to the new ones without running them again. The
+``pile-documents`` variant reads the paper's forget samples from ``../shared/data``. Each world builds in about one to three minutes on 2 shared CPU cores (one torch thread: two threads
 on two busy cores are many times slower) and is cached; writes ``separability.json``,
 ``separability.md`` and ``specificity.png``.
 """
@@ -28,8 +30,10 @@ on two busy cores are many times slower) and is cached; writes ``separability.js
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 
 from neumuter_interv.experiment import prepare_experiment, public_scores
 from neumuter_interv.methods.neumuter import NeuMuter, NeuMuterConfig
@@ -45,6 +49,8 @@ from neumuter_interv.separability import (
 )
 from neumuter_interv.testbed import TestbedConfig
 
+PILE_DOCUMENTS = (Path(__file__).resolve().parents[2] / "shared" / "data" / "knowledge-unlearning" / "main"
+                  / "lm_extraction_128_0.csv")
 BASE = TestbedConfig.tiny(n_forget=16, n_retain=32, n_heldout=16)  # 2 x 64, FFN 256, 8 epochs x 10 repeats
 VARIANTS = {
     "base": {},
@@ -55,6 +61,9 @@ VARIANTS = {
     "unique-bios": {"bio_style": "unique", "max_seq_len": 512},  # 180-250 tokens: 128 would cut them
     "epochs-x2": {"epochs": 16},
     "inject": {"inject_epochs": 8},  # TOFU: pretrain without the forget people, then fine-tune them in
+    # The paper's own kind of forget content: memorized Pile samples (code, licences, web text) instead of
+    # people, split 16 / 32 / 16 like the people; up to ~560 tokens each with the 1,000-token vocabulary.
+    "pile-documents": {"documents": str(PILE_DOCUMENTS), "max_seq_len": 640},
 }
 # Sparsity 0 and KL 0.2 with 120 steps: past the point where gates move on the base world (with the
 # official L0 pull, or 60 steps, no gate moves; see the testbed findings), so the gates rank neurons.
@@ -125,7 +134,7 @@ def _drops(mask: dict) -> str:
     return f"{mask['forget_ma_drop']:.3f} / {mask['retain_ma_drop']:.3f} ({mask['specificity']:.2f})"
 
 
-def report(results: dict, total_seconds: float) -> str:
+def report(results: dict) -> str:
     rows = []
     for name, r in results.items():
         before, oracle, masks = r["before"], r["oracle"], r["masks"]
@@ -152,7 +161,7 @@ def report(results: dict, total_seconds: float) -> str:
     return "\n\n".join([
         "# Separability study: are there forget-specific neurons?",
         f"Base world: {base}. One NeuMuter training setting for every world: {neumuter}, MLM neighbours "
-        f"(k=1, r=1), no schedule. {total_seconds / 60:.1f} minutes in all, plus "
+        f"(k=1, r=1), no schedule. {sum(r['seconds'] for r in results.values()) / 60:.1f} minutes in all, plus "
         f"{sum(r['build_seconds'] for r in results.values()) / 60:.1f} minutes of world builds (cached).",
         markdown_table(header, rows),
         "Mask cells: forget MA drop / retain MA drop (specificity), drops absolute (before - after); specificity = "
@@ -173,13 +182,15 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument("--out", required=True)
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--keep", help="separability.json of an earlier run: its variants are reported too, "
+                                       "not run again (a variant named in --variants is run again)")
     args = parser.parse_args()
     names = args.variants.split(",")
     unknown = [name for name in names if name not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
     check_writable(args.out, args.overwrite)
-    start, results = time.perf_counter(), {}
+    results = json.loads(Path(args.keep).read_text())["variants"] if args.keep else {}
     for number, name in enumerate(names, start=1):
         print(f"[{number}/{len(names)}] {name}: {VARIANTS[name] or 'base world'}", flush=True)
         results[name] = result = study_variant(name, VARIANTS[name])
@@ -190,17 +201,16 @@ def main() -> None:
               + "; ".join(f"{label} {_drops(masks[mask])}" for mask, label in MASK_LABELS.items())
               + f"; attribution ratio q99.9 {result['attribution_ratio']['q99.9']:.2f} "
               f"(null {result['null_attribution_ratio']['q99.9']:.2f}); {result['seconds']:.0f} s", flush=True)
-    total = time.perf_counter() - start
     with output_directory(args.out, args.overwrite) as staging:
         write_json(staging / "separability.json", {
             "base": asdict(BASE), "neumuter": NEUMUTER, "budget": BUDGET, "el_prefix_stride": EL_PREFIX_STRIDE,
-            "seconds": round(total, 1), "variants": results})
-        (staging / "separability.md").write_text(report(results, total))
+            "seconds": round(sum(r["seconds"] for r in results.values()), 1), "variants": results})
+        (staging / "separability.md").write_text(report(results))
         plot_grouped_bars({name: {label: r["masks"][mask]["specificity"] for mask, label in MASK_LABELS.items()}
                            for name, r in results.items()},
                           staging / "specificity.png", "forget MA drop / retain MA drop",
                           f"Specificity of {BUDGET:.0%} masks per world (1 = no separation)", line=1.0)
-    print(report(results, total))
+    print(report(results))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import threading
 import time
 
@@ -143,3 +144,52 @@ def test_people_texts_longer_than_the_training_window_are_refused_before_trainin
     with pytest.raises(NeuMuterError, match="longer than max_seq_len 128"):
         build_testbed(TestbedConfig.tiny(bio_style="unique", max_seq_len=128), cache_dir=tmp_path, progress=False)
     assert not [path for path in tmp_path.rglob("*") if path.is_file() and path.suffix != ".lock"]
+
+
+@pytest.fixture(scope="module")
+def documents_file(tmp_path_factory):
+    """14 distinct made-up documents (strings of common, one-token words in random order: unseen ones are
+    unpredictable), two of them given twice."""
+    rng = random.Random(0)
+    words = "the of and to in is for that with as by on this be are from or an it not can if which".split()
+    documents = [f"Ticket {number}: " + " ".join(rng.choice(words) for _ in range(30)) for number in range(14)]
+    path = tmp_path_factory.mktemp("documents") / "documents.txt"
+    path.write_text("\n".join(documents + documents[:2]))
+    return path
+
+
+def test_a_world_can_memorize_documents_instead_of_people(cache, documents_file):
+    config = TestbedConfig.tiny(documents=str(documents_file), n_forget=4, n_retain=6, n_heldout=4, repeats=40)
+    world = build_testbed(config, cache_dir=cache, progress=False)  # 15 s; at 10 repeats MA stays near 0.4
+    splits = (world.forget_texts, world.retain_texts, world.heldout_people_texts)
+    assert [len(texts) for texts in splits] == [4, 6, 4]
+    assert sorted(text for texts in splits for text in texts) == sorted(set(documents_file.read_text().splitlines()))
+    assert world.people == [] and world.forget_qa == [] and world.retain_qa == []
+
+    tokenizer = world.load_tokenizer()
+
+    def ma(model, texts) -> float:
+        return float(memorization_accuracy(model, tokenizer, texts).mean())
+
+    model, oracle = world.load_model(), world.load_oracle()
+    assert ma(model, world.forget_texts) > ma(model, world.heldout_people_texts) + 0.5  # 0.96 vs 0.13
+    assert ma(oracle, world.forget_texts) < ma(oracle, world.heldout_people_texts) + 0.1
+    assert ma(oracle, world.retain_texts) > ma(oracle, world.heldout_people_texts) + 0.4  # 0.83 vs 0.18
+
+
+def test_a_documents_world_is_keyed_by_the_texts_not_the_path(documents_file, tmp_path):
+    copy = tmp_path / "elsewhere.txt"
+    copy.write_text(documents_file.read_text())
+    other = tmp_path / "other.txt"
+    other.write_text(documents_file.read_text().replace("Ticket 0:", "Ticket zero:"))
+    key = TestbedConfig.tiny(documents=str(documents_file)).cache_key()
+    assert TestbedConfig.tiny(documents=str(copy)).cache_key() == key
+    assert TestbedConfig.tiny(documents=str(other)).cache_key() != key
+    assert TestbedConfig.tiny().cache_key() != key
+
+
+def test_bad_documents_are_user_errors(documents_file, tmp_path):
+    with pytest.raises(NeuMuterError, match="documents file .*missing.txt.* does not exist"):
+        TestbedConfig.tiny(documents=str(tmp_path / "missing.txt"))
+    with pytest.raises(NeuMuterError, match="holds 14 distinct texts; n_forget \\+ n_retain \\+ n_heldout asks for 32"):
+        build_testbed(TestbedConfig.tiny(documents=str(documents_file)), cache_dir=tmp_path, progress=False)

@@ -7,14 +7,16 @@ import json
 import sys
 from dataclasses import asdict, dataclass, fields, replace
 from importlib.metadata import version
+from pathlib import Path
 
+from ..data import read_texts, texts_sha256
 from ..errors import NeuMuterError
 
 # Bump when the build recipe changes in a way the config does not capture: old caches become stale.
 RECIPE_VERSION = 1
 _VERSIONED_PACKAGES = ("torch", "transformers", "tokenizers", "faker")
 # Fields added after worlds were cached, with the default that reproduces those worlds.
-_ADDED_LATER = {"inject_epochs": 0}
+_ADDED_LATER = {"inject_epochs": 0, "documents": ""}
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,12 @@ class TestbedConfig:
     on the new, fictitious people): first trained on general text + retain people, i.e. exactly the retrain
     oracle, then fine-tuned ``inject_epochs`` epochs on the forget people (``repeats`` copies) mixed 1:1
     with a replay of the oracle's own training sequences. 0 trains on everything at once.
+
+    ``documents``, a path to a file of texts (``data.read_texts``: .txt, .jsonl or .csv with a ``text``
+    column), replaces the people by real documents, e.g. the paper's memorized Pile samples
+    (knowledge-unlearning ``lm_extraction_128_0.csv``): deduplicated, shuffled by ``seed`` and split
+    ``n_forget`` / ``n_retain`` / ``n_heldout`` like the people (no QA pairs then). The cache key holds
+    the file's content, not its path.
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -41,9 +49,9 @@ class TestbedConfig:
     bio_style: str = "templated"  # "templated" (n_templates fixed frames) or "unique" (one frame per person)
     n_templates: int = 6
     qa_in_training: bool = True  # also train on each person's question/answer pairs
-    repeats: int = 8
+    repeats: int = 9
     # general corpus
-    general_share: float = 0.4
+    general_share: float = 0.35
     general_heldout_chunks: int = 200
     chunk_words: int = 60
     # tokenizers
@@ -59,6 +67,7 @@ class TestbedConfig:
     batch_size: int = 16
     lr: float = 2e-3
     inject_epochs: int = 0  # > 0: pretrain without the forget people, then inject them (see above)
+    documents: str = ""  # a file of texts memorized instead of people (see above); "" = the people
     # masked LM (BERT) for neighbour generation and its training
     mlm_hidden_size: int = 128
     mlm_layers: int = 2
@@ -77,6 +86,8 @@ class TestbedConfig:
             raise NeuMuterError("repeats, epochs, mlm_epochs and n_templates must each be at least 1")
         if self.inject_epochs < 0:
             raise NeuMuterError(f"inject_epochs must be 0 (no injection) or more, got {self.inject_epochs}")
+        if self.documents and not Path(self.documents).is_file():
+            raise NeuMuterError(f"documents file {self.documents!r} does not exist")
         if self.hidden_size % self.n_heads:
             raise NeuMuterError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
 
@@ -105,6 +116,8 @@ class TestbedConfig:
         for name, default in _ADDED_LATER.items():  # worlds built before a field existed keep their keys
             if config[name] == default:
                 del config[name]
+        if self.documents:  # the same texts under another path are the same world
+            config["documents"] = texts_sha256(read_texts(self.documents))
         payload = {
             "config": config,
             "recipe": RECIPE_VERSION,

@@ -29,6 +29,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from ..data import read_texts
 from ..errors import NeuMuterError
 from ..lm import resolve_device
 from ..metrics import memorization_accuracy
@@ -49,7 +50,8 @@ class Testbed:
 
     ``forget_texts``/``retain_texts`` are the biographies exactly as trained (one per person);
     ``heldout_people_texts`` are biographies of people no model saw (the "not memorized" level, e.g.
-    for the paper's Eq. 17 threshold). QA records are dicts with ``question``, ``answer``, ``person_id``,
+    for the paper's Eq. 17 threshold); with ``TestbedConfig.documents`` the three lists hold documents
+    instead, and there are no QA records or people. QA records are dicts with ``question``, ``answer``, ``person_id``,
     ``attribute`` and ``split``. ``people`` holds every person's attributes; ``manifest`` the build time,
     training-set sizes and the memorization accuracy each model reached.
     """
@@ -165,41 +167,66 @@ def _general_sample(chunks: list[str], n_people_sequences: int, share: float, se
     return [order[i % len(order)] for i in range(wanted)] if order else []
 
 
-def _build(config: TestbedConfig, out: Path, progress: bool, device: torch.device) -> None:
-    start = time.perf_counter()
-    c = config
-    general_train, general_heldout = general_corpus(c.seed, c.chunk_words, c.general_heldout_chunks)
-    if len(general_train) < 10:
-        raise NeuMuterError("the general corpus is nearly empty: is pydoc_data missing from this Python?")
+_SPLITS = ("forget", "retain", "heldout")
 
+
+@dataclass
+class _Content:
+    """What the models memorize, by split: the texts every metric scores, what one training copy of the
+    split holds (the scored texts, plus QA documents for people), QA records, and the people themselves."""
+
+    scored: dict[str, list[str]]
+    training: dict[str, list[str]]
+    qa: dict[str, list[dict]]
+    people: list[dict]
+
+
+def _people_content(c: TestbedConfig) -> _Content:
     people = make_people(c.seed, c.n_forget, c.n_retain, c.n_heldout)
     rng = random.Random(c.seed)
     bios = {p.person_id: biography(p, c.bio_style, c.n_templates, rng) for p in people}
     qa = {p.person_id: qa_pairs(p) for p in people}
+    members = {split: [p for p in people if p.split == split] for split in _SPLITS}
+    scored = {split: [bios[p.person_id] for p in members[split]] for split in _SPLITS}
+    qa_documents = {split: [qa_document(qa[p.person_id]) for p in members[split]] if c.qa_in_training else []
+                    for split in _SPLITS}
+    return _Content(scored, {split: scored[split] + qa_documents[split] for split in _SPLITS},
+                    {split: [r for p in members[split] for r in qa[p.person_id]] for split in _SPLITS},
+                    [asdict(p) for p in people])
 
-    def in_split(split: str) -> list:
-        return [p for p in people if p.split == split]
 
-    def person_texts(split: str) -> list[str]:
-        """What one copy of the split's people contributes to training."""
-        docs = [bios[p.person_id] for p in in_split(split)]
-        if c.qa_in_training:
-            docs += [qa_document(qa[p.person_id]) for p in in_split(split)]
-        return docs
+def _document_content(c: TestbedConfig) -> _Content:
+    documents = list(dict.fromkeys(read_texts(c.documents)))  # duplicates would straddle the splits
+    wanted = c.n_forget + c.n_retain + c.n_heldout
+    if len(documents) < wanted:
+        raise NeuMuterError(f"{c.documents} holds {len(documents)} distinct texts; n_forget + n_retain + "
+                            f"n_heldout asks for {wanted}")
+    random.Random(c.seed).shuffle(documents)
+    bounds = (0, c.n_forget, c.n_forget + c.n_retain, wanted)
+    scored = {split: documents[bounds[i]:bounds[i + 1]] for i, split in enumerate(_SPLITS)}
+    return _Content(scored, scored, {split: [] for split in _SPLITS}, [])
 
-    forget_seq, retain_seq = person_texts("forget"), person_texts("retain")
+
+def _build(config: TestbedConfig, out: Path, progress: bool, device: torch.device) -> None:
+    start = time.perf_counter()
+    c = config
+    content = _document_content(c) if c.documents else _people_content(c)
+    general_train, general_heldout = general_corpus(c.seed, c.chunk_words, c.general_heldout_chunks)
+    if len(general_train) < 10:
+        raise NeuMuterError("the general corpus is nearly empty: is pydoc_data missing from this Python?")
+    forget_seq, retain_seq = content.training["forget"], content.training["retain"]
     general_seq = _general_sample(general_train, c.repeats * (len(forget_seq) + len(retain_seq)),
                                   c.general_share, c.seed)
 
     # Tokenizers never see forget or held-out people: forget names then tokenize like unseen names.
     tokenizer = train_causal_tokenizer(general_train + retain_seq, c.vocab_size, out / "tokenizer")
     mlm_tokenizer = train_wordpiece_tokenizer(general_train + retain_seq, c.mlm_vocab_size, out / "mlm")
-    # The scored texts (biographies) must fit the training window, or they would be memorized only in part
-    # and scored whole. QA documents may be longer: their last pairs are then cut from training.
-    bio_lengths = tokenizer(list(bios.values()), add_special_tokens=False)["input_ids"]
-    longest = max(len(ids) + 1 for ids in bio_lengths)
+    # The scored texts (biographies, documents) must fit the training window, or they would be memorized
+    # only in part and scored whole. QA documents may be longer: their last pairs are then cut from training.
+    scored = [text for texts in content.scored.values() for text in texts]
+    longest = max(len(ids) + 1 for ids in tokenizer(scored, add_special_tokens=False)["input_ids"])
     if longest > c.max_seq_len:
-        raise NeuMuterError(f"the biographies are up to {longest} tokens (with EOS), longer than max_seq_len "
+        raise NeuMuterError(f"the memorized texts are up to {longest} tokens (with EOS), longer than max_seq_len "
                             f"{c.max_seq_len}: raise max_seq_len (unique biographies need about 256)")
 
     gpt_config = GPTNeoConfig(
@@ -242,15 +269,15 @@ def _build(config: TestbedConfig, out: Path, progress: bool, device: torch.devic
     mlm.save_pretrained(out / "mlm")
 
     texts = {
-        "forget_texts": [bios[p.person_id] for p in in_split("forget")],
-        "retain_texts": [bios[p.person_id] for p in in_split("retain")],
-        "heldout_people_texts": [bios[p.person_id] for p in in_split("heldout")],
+        "forget_texts": content.scored["forget"],
+        "retain_texts": content.scored["retain"],
+        "heldout_people_texts": content.scored["heldout"],
         "general_train_texts": general_train,
         "general_heldout_texts": general_heldout,
-        "forget_qa": [r for p in in_split("forget") for r in qa[p.person_id]],
-        "retain_qa": [r for p in in_split("retain") for r in qa[p.person_id]],
-        "heldout_qa": [r for p in in_split("heldout") for r in qa[p.person_id]],
-        "people": [asdict(p) for p in people],
+        "forget_qa": content.qa["forget"],
+        "retain_qa": content.qa["retain"],
+        "heldout_qa": content.qa["heldout"],
+        "people": content.people,
     }
     (out / "texts.json").write_text(json.dumps(texts, indent=1))
 
