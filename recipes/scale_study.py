@@ -1,6 +1,6 @@
 """Does NeuMuter meet the demo's targets on larger testbed worlds? The scale study of issue 3 (needs a GPU).
 
-On the default world (4 x 128, FFN 512, 2 CPU cores) the demo forgets no one at 3% of neurons muted,
+On the default world (4 x 128, FFN 512, 2 CPU cores) the demo forgets no one at 3-5% of neurons muted,
 and the separability study finds no forget-specific neurons in any small world. The testbed findings
 saw some forget-specific attribution appear at 18M parameters. This recipe runs the demo unchanged
 (``run_demo``: MLM neighbours, Eq. 17 stopping, the coefficient schedule) on worlds that differ from the

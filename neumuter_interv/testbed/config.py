@@ -21,11 +21,13 @@ _ADDED_LATER = {"inject_epochs": 0, "documents": ""}
 
 @dataclass(frozen=True)
 class TestbedConfig:
-    """What world to build. The defaults build in about 4 minutes on 2 CPU cores; ``tiny()`` in seconds.
+    """What world to build. The defaults build in under 4 minutes on 2 CPU cores; ``tiny()`` in seconds.
 
     Memorization depth is set by ``repeats`` (copies of each person's texts per epoch, like duplicated
-    documents in web corpora) times ``epochs``. ``general_share`` is the share of training sequences that
-    are general text; the harvested chunks are used once each and cycled if the share asks for more.
+    documents in web corpora) times ``epochs``. The defaults memorize the forget people to MA 0.85, the
+    depth of real memorized samples (0.8-0.9); 8 copies gave 0.74, 10 gave 0.90-0.92 (2-core CPU).
+    ``general_share`` is the share of training sequences that are general text; the harvested chunks are
+    used once each and cycled if the share asks for more.
 
     ``inject_epochs`` > 0 builds the model as TOFU does (Maini et al., 2024: a pretrained model fine-tuned
     on the new, fictitious people): first trained on general text + retain people, i.e. exactly the retrain
