@@ -90,6 +90,7 @@ class TokenBatch:
 
 
 def model_context_length(model) -> int | None:
+    """The most positions the model has (``max_position_embeddings`` or its older names); None if unknown."""
     config = model.config
     for name in ("max_position_embeddings", "n_positions", "seq_length"):
         value = getattr(config, name, None)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import ks_2samp
 
-from .data import pad_batch
+from .data import model_context_length, pad_batch
 from .errors import NeuMuterError
 from .lm import LanguageModel, as_language_model
 
@@ -67,9 +67,22 @@ def _token_lists(tokenizer, samples: Samples, min_tokens: int, max_length: int |
     return sequences
 
 
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+def _check_context(lm: LanguageModel, lengths: Sequence[int]) -> None:
+    """Refuse samples longer than the model's context in one line (positions past it do not exist)."""
+    context = model_context_length(lm)
+    too_long = [i for i, length in enumerate(lengths) if context is not None and length > context]
+    if too_long:
+        raise NeuMuterError(f"sample {too_long[0]} is {lengths[too_long[0]]} tokens long, longer than the model's "
+                            f"context of {context} ({len(too_long)} such sample(s)): cut them with max_length")
+
+
+def _check_batch_size(size: int) -> None:
     if size < 1:
         raise NeuMuterError(f"batch_size must be at least 1, got {size}")
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    _check_batch_size(size)
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
@@ -78,6 +91,7 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
 def _teacher_forced(lm: LanguageModel, sequences: Sequence[Sequence[int]], batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per sequence of T tokens: (token losses, argmax hits), each of length T - 1, where entry j is
     about predicting token j + 1 from tokens 0..j. One right-padded forward per batch."""
+    _check_context(lm, [len(seq) for seq in sequences])
     results = []
     for batch in _chunks(sequences, batch_size):
         padded = pad_batch(batch, 0).to(lm.device)  # pads sit under a zero attention mask
@@ -97,10 +111,24 @@ def _greedy_continuations(lm: LanguageModel, prompts: Sequence[Sequence[int]], l
 
     Greedy decoding is deterministic, so decoding a batch to its longest length and cutting each row
     gives every row its own result. ``LanguageModel.greedy`` forces the length (EOS cannot end it).
+    A batch's longest prompt plus its longest continuation stays within the model's context: a row
+    decoded past its own length must not run past the last position the model has.
     """
+    _check_batch_size(batch_size)
+    _check_context(lm, [len(prompt) + length for prompt, length in zip(prompts, lengths)])
+    context = model_context_length(lm)
     order = sorted(range(len(prompts)), key=lambda i: (lengths[i], -len(prompts[i])), reverse=True)
+    batches, batch, widest = [], [], (0, 0)
+    for i in order:
+        grown = (max(widest[0], len(prompts[i])), max(widest[1], lengths[i]))
+        if batch and (len(batch) == batch_size or (context is not None and sum(grown) > context)):
+            batches.append(batch)
+            batch, grown = [], (len(prompts[i]), lengths[i])
+        batch.append(i)
+        widest = grown
+    batches += [batch] if batch else []
     out: list[list[int]] = [[] for _ in prompts]
-    for batch in _chunks(order, batch_size):
+    for batch in batches:
         padded = pad_batch([prompts[i] for i in batch], 0, side="left").to(lm.device)
         ids, mask = padded.input_ids, padded.attention_mask
         new = lm.greedy(ids, mask, max(lengths[i] for i in batch)).tolist()
@@ -150,6 +178,7 @@ def extraction_likelihood(model, tokenizer, samples: Samples, n: int = 10, *, ba
         raise NeuMuterError(f"n and prefix_stride must be at least 1, got n={n}, prefix_stride={prefix_stride}")
     lm = as_language_model(model)
     sequences = _token_lists(tokenizer, samples, min_tokens=n + 1, max_length=max_length)
+    _check_context(lm, [len(seq) for seq in sequences])
     jobs = [(i, t) for i, seq in enumerate(sequences) for t in range(1, len(seq) - n + 1, prefix_stride)]
     generations = _greedy_continuations(
         lm, [sequences[i][:t] for i, t in jobs], [len(sequences[i]) - t for i, t in jobs], batch_size
@@ -198,15 +227,6 @@ def sample_losses(model, tokenizer, samples: Samples, *, batch_size: int = 8, ma
     return torch.stack([losses.mean() for losses, _ in _teacher_forced(lm, sequences, batch_size)])
 
 
-def _context_length(lm: LanguageModel) -> int | None:
-    config = lm.config
-    for name in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 def perplexity(model, tokenizer, texts: Samples, *, batch_size: int = 8, context_length: int | None = None) -> float:
     """Token-weighted perplexity exp(sum of token losses / number of predicted tokens) over all texts.
 
@@ -215,7 +235,7 @@ def perplexity(model, tokenizer, texts: Samples, *, batch_size: int = 8, context
     dropped since they predict nothing.
     """
     lm = as_language_model(model)
-    window = context_length or _context_length(lm)
+    window = context_length or model_context_length(lm)
     sequences = _token_lists(tokenizer, texts, min_tokens=1)
     pieces = []
     for seq in sequences:

@@ -210,6 +210,25 @@ def test_el_equals_slow_reference(tiny_neo, neo_samples):
     assert max(slow) > 0.3
 
 
+def test_el_decodes_texts_as_long_as_the_context_in_mixed_batches():
+    """A batch decodes every row to its longest continuation: beside short prompts with long continuations,
+    a long prompt must not be decoded past the model's last position. Texts filling the 16-position context
+    score as the one-prefix-at-a-time reference does; a longer text is refused in one line."""
+    torch.manual_seed(0)
+    config = GPTNeoConfig(vocab_size=40, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                          attention_types=[[["global"], 2]], max_position_embeddings=16,
+                          bos_token_id=39, eos_token_id=39, pad_token_id=39)
+    model = GPTNeoForCausalLM(config).double().eval()
+    g = torch.Generator().manual_seed(2)
+    samples = [torch.randint(0, 39, (length,), generator=g).tolist() for length in (16, 16, 5, 12)]
+    fast = metrics.extraction_likelihood(model, None, samples, n=3, batch_size=7)
+    assert fast.tolist() == pytest.approx([_reference_el(model, seq, 3) for seq in samples])
+    with pytest.raises(NeuMuterError, match="sample 1 is 17 tokens long, longer than the model's context of 16"):
+        metrics.memorization_accuracy(model, None, [samples[2], samples[0] + [1]])
+    with pytest.raises(NeuMuterError, match="longer than the model's context of 16"):
+        metrics.extraction_likelihood(model, None, [samples[0] + [1]], n=3)
+
+
 def test_intervened_model_scores_like_the_equivalent_weight_edit(tiny_neo, neo_samples):
     """Zeroing FFN neurons through a pyvene intervention == zeroing their c_proj columns."""
     import copy
