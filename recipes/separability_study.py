@@ -64,6 +64,9 @@ VARIANTS = {
     # The paper's own kind of forget content: memorized Pile samples (code, licences, web text) instead of
     # people, split 16 / 32 / 16 like the people; up to ~560 tokens each with the 1,000-token vocabulary.
     "pile-documents": {"documents": str(PILE_DOCUMENTS), "max_seq_len": 640},
+    # The base model memorizes them only shallowly (MA 0.23 vs 0.15 unseen): the default model size, 16 epochs.
+    "pile-documents-4x128": {"documents": str(PILE_DOCUMENTS), "max_seq_len": 640, "hidden_size": 128,
+                             "n_layers": 4, "n_heads": 4, "ffn_size": 512, "epochs": 16},
 }
 # Sparsity 0 and KL 0.2 with 120 steps: past the point where gates move on the base world (with the
 # official L0 pull, or 60 steps, no gate moves; see the testbed findings), so the gates rank neurons.
