@@ -193,3 +193,17 @@ def test_bad_documents_are_user_errors(documents_file, tmp_path):
         TestbedConfig.tiny(documents=str(tmp_path / "missing.txt"))
     with pytest.raises(NeuMuterError, match="holds 14 distinct texts; n_forget \\+ n_retain \\+ n_heldout asks for 32"):
         build_testbed(TestbedConfig.tiny(documents=str(documents_file)), cache_dir=tmp_path, progress=False)
+
+
+def test_texts_longer_than_the_masked_lms_context_still_build_a_world(tmp_path):
+    """The masked LM has 512 positions; it trains on the first 512 tokens of longer texts (its neighbour
+    generation windows them), while the causal LM learns them whole."""
+    rng = random.Random(1)
+    words = "the of and to in is for that with as by on this be are from or an it not can if which".split()
+    path = tmp_path / "long.txt"
+    path.write_text("\n".join(" ".join(rng.choice(words) for _ in range(600)) for _ in range(6)))
+    config = TestbedConfig.tiny(documents=str(path), n_forget=2, n_retain=2, n_heldout=2, max_seq_len=1024,
+                                repeats=1, epochs=1)
+    world = build_testbed(config, cache_dir=tmp_path, progress=False)
+    assert world.load_mlm()[0].config.max_position_embeddings == 512
+    assert max(len(ids) for ids in world.load_tokenizer()(world.forget_texts)["input_ids"]) > 512

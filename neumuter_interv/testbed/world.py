@@ -263,7 +263,8 @@ def _build(config: TestbedConfig, out: Path, progress: bool, device: torch.devic
     mlm_texts = general_train + retain_seq
     (out / "mlm" / "training_texts.json").write_text(json.dumps(mlm_texts))
     mlm = train_masked_lm(
-        bert_config, _tokenize(mlm_tokenizer, mlm_texts, c.max_seq_len, False), mlm_tokenizer,
+        bert_config, _tokenize(mlm_tokenizer, mlm_texts, min(c.max_seq_len, bert_config.max_position_embeddings),
+                               False), mlm_tokenizer,
         epochs=c.mlm_epochs, batch_size=c.batch_size, lr=c.mlm_lr, seed=c.seed, progress=progress,
         desc="testbed masked LM", device=device)
     mlm.save_pretrained(out / "mlm")
