@@ -118,15 +118,14 @@ def _greedy_continuations(lm: LanguageModel, prompts: Sequence[Sequence[int]], l
     _check_context(lm, [len(prompt) + length for prompt, length in zip(prompts, lengths)])
     context = model_context_length(lm)
     order = sorted(range(len(prompts)), key=lambda i: (lengths[i], -len(prompts[i])), reverse=True)
-    batches, batch, widest = [], [], (0, 0)
-    for i in order:
-        grown = (max(widest[0], len(prompts[i])), max(widest[1], lengths[i]))
-        if batch and (len(batch) == batch_size or (context is not None and sum(grown) > context)):
-            batches.append(batch)
-            batch, grown = [], (len(prompts[i]), lengths[i])
-        batch.append(i)
-        widest = grown
-    batches += [batch] if batch else []
+    batches: list[list[int]] = []
+    for i in order:  # lengths fall along ``order``: a batch's longest continuation is its first row's
+        batch = batches[-1] if batches else []
+        if batch and len(batch) < batch_size and (
+                context is None or max(len(prompts[j]) for j in batch + [i]) + lengths[batch[0]] <= context):
+            batch.append(i)
+        else:
+            batches.append([i])
     out: list[list[int]] = [[] for _ in prompts]
     for batch in batches:
         padded = pad_batch([prompts[i] for i in batch], 0, side="left").to(lm.device)
