@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "neumuter_interv.commands.eval",
     "neumuter_interv.commands.export",
     "neumuter_interv.commands.compare",
+    "neumuter_interv.commands.scan",
 ]
 
 

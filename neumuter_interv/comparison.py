@@ -22,13 +22,13 @@ from pathlib import Path
 
 from .demo import DemoConfig
 from .errors import NeuMuterError
-from .experiment import TestbedExperiment, prepare_experiment, public_scores
 from .methods.base import UnlearningMethod
 from .methods.finetune import FineTuneSettings
 from .methods.neumuter import NeuMuter
 from .methods.registry import METHODS, make_method
 from .output import check_writable, output_directory, write_json
 from .report import markdown_table, plot_tradeoff
+from .worlds import World, prepare_people_world, public_scores
 
 DISPLAY_NAMES = {"neumuter": "NeuMuter", "grun": "GRUN-like", "lunar": "LUNAR-like"}
 RETAIN_MARK = "†"
@@ -85,18 +85,18 @@ def run_comparison(out: str | Path, config: ComparisonConfig | None = None, over
     methods = parse_methods(config.methods)
     check_writable(out, overwrite)
     start = time.perf_counter()
-    experiment = prepare_experiment(config.testbed, target_fraction=config.target_fraction,
+    world = prepare_people_world(config.testbed, target_fraction=config.target_fraction,
                                     el_prefix_stride=config.el_prefix_stride, progress=progress, log=log)
     setup_seconds = time.perf_counter() - start
     entries = {}
     for index, name in enumerate(methods, start=1):
-        log(f"[{index}/{len(methods)}] {name}: unlearning {len(experiment.testbed.forget_texts)} forget samples ...")
-        entries[name] = run_method(name, experiment, config, log)
+        log(f"[{index}/{len(methods)}] {name}: unlearning {len(world.forget_texts)} forget samples ...")
+        entries[name] = run_method(name, world, config, log)
         log(f"[{index}/{len(methods)}] {name}: {_progress_summary(entries[name])}")
     summary = {
-        "thresholds": experiment.thresholds,
-        "original": public_scores(experiment.original),
-        "retrain_oracle": public_scores(experiment.oracle),
+        "thresholds": world.thresholds,
+        "original": public_scores(world.original),
+        "retrain_oracle": public_scores(world.oracle),
         "methods": entries,
         "settings": _settings(config),
         "setup_seconds": setup_seconds,  # testbed (building it when not cached), thresholds, reference scores
@@ -111,34 +111,33 @@ def run_comparison(out: str | Path, config: ComparisonConfig | None = None, over
     return summary
 
 
-def build_method(name: str, experiment: TestbedExperiment, config: ComparisonConfig,
+def build_method(name: str, world: World, config: ComparisonConfig,
                  log: Callable[[str], None] = print) -> UnlearningMethod:
-    """The method with its budget and the experiment's stop criterion; NeuMuter as the demo runs it."""
+    """The method with its budget and the world's stop criterion; NeuMuter as the demo runs it."""
     if name == "neumuter":
         neumuter_config = copy.deepcopy(config.neumuter)
 
         def mlm_neighbours(texts):
-            return experiment.neighbours(texts, config.neighbours_per_sample, config.replacement_ratio, neumuter_config.seed)
+            return world.neighbours(texts, config.neighbours_per_sample, config.replacement_ratio, neumuter_config.seed)
 
-        return NeuMuter(neumuter_config, log=log, stop_when=experiment.criterion, schedule=config.schedule,
+        return NeuMuter(neumuter_config, log=log, stop_when=world.criterion, schedule=config.schedule,
                         make_neighbours=mlm_neighbours)
     overrides = dict(config.budgets.get(name, {}))
     if "stop_when" in {f.name for f in fields(METHODS[name].settings)}:
-        overrides["stop_when"] = experiment.criterion
+        overrides["stop_when"] = world.criterion
     return make_method(name, **overrides)
 
 
-def run_method(name: str, experiment: TestbedExperiment, config: ComparisonConfig,
+def run_method(name: str, world: World, config: ComparisonConfig,
                log: Callable[[str], None] = print) -> dict:
     """One method on a fresh copy of the model, evaluated; any exception is recorded, not raised."""
     entry: dict = {"uses_retain_set": METHODS[name].method.needs_retain, "budget": budget_text(name, config)}
     try:
-        method = build_method(name, experiment, config, log)
+        method = build_method(name, world, config, log)
         entry["settings"] = method_settings(method)
-        testbed = experiment.testbed
-        retain = testbed.retain_texts if method.needs_retain else None
-        result = method.unlearn(testbed.load_model(), experiment.tokenizer, testbed.forget_texts, retain)
-        scores = experiment.evaluate(result.model)
+        retain = world.retain_texts if method.needs_retain else None
+        result = method.unlearn(world.load_model(), world.tokenizer, world.forget_texts, retain)
+        scores = world.evaluate(result.model)
         entry.update(evaluation=public_scores(scores), record=result.record.to_dict(),
                      eq17_met=scores["forgotten_fraction"] >= config.target_fraction,
                      per_sample=scores["per_sample"])
@@ -150,7 +149,7 @@ def run_method(name: str, experiment: TestbedExperiment, config: ComparisonConfi
 
 
 def method_settings(method: UnlearningMethod) -> dict:
-    """A method's settings as JSON-able values (the stop criterion is the experiment's, not a setting)."""
+    """A method's settings as JSON-able values (the stop criterion is the world's, not a setting)."""
     if isinstance(method, NeuMuter):
         return {"neumuter": method.config.to_dict(), "schedule": method.schedule.to_dict()}
     settings = method.settings

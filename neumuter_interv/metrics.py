@@ -150,6 +150,16 @@ def memorization_accuracy(model, tokenizer, samples: Samples, *, batch_size: int
     return torch.stack([hits.float().mean() for _, hits in _teacher_forced(lm, sequences, batch_size)])
 
 
+def teacher_forced_scores(model, tokenizer, samples: Samples, *, batch_size: int = 8,
+                          max_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(MA, mean loss) per sample from the same single forward: what a memorization scan needs."""
+    lm = as_language_model(model)
+    sequences = _token_lists(tokenizer, samples, min_tokens=2, max_length=max_length)
+    scored = _teacher_forced(lm, sequences, batch_size)
+    return (torch.stack([hits.float().mean() for _, hits in scored]),
+            torch.stack([losses.mean() for losses, _ in scored]))
+
+
 def ngrams(tokens: Sequence[int], n: int) -> list[tuple[int, ...]]:
     """All contiguous n-grams, in order and with repeats."""
     return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]

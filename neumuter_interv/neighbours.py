@@ -17,6 +17,13 @@ Procedure (official code, which the paper's r = 1 setting matches):
 
 K neighbours per sample: the paper uses K = 5 (B.4), the official code K = 1 (our default).
 
+Self-neighbours (``self_neighbours``): no pretrained masked LM installs offline, so for a real model the
+default neighbours are written by the causal LM itself: a share r of positions, left to right, each
+replaced by a sample from the model's top-k given the already rewritten left context, never the
+original token. This departs from the paper (an MLM that never saw the forget data): the model has
+seen the forget data, but sampling outside the original token keeps the neighbour fluent and on topic
+while changing its specific content, which is what the KL term needs.
+
 Texts longer than the MLM's context are not truncated: each prediction sees a window of the context
 size centred on the masked position (clamped to the text). The random order of neighbour j of a text
 depends only on (seed, text, j), so the result is the same whether texts are processed one at a time
@@ -96,6 +103,114 @@ def random_replacement_neighbours(token_ids: Sequence[Sequence[int]] | torch.Ten
             group.append(neighbour)
         out.append(group)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Self-neighbours: written by the causal LM itself (no masked LM needed)
+# ---------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def self_neighbours(token_ids: Sequence[Sequence[int]], model: torch.nn.Module, *, k: int = 1, ratio: float = 0.5,
+                    top_k: int = 50, seed: int = 0, batch_size: int = 8,
+                    special_ids: Sequence[int] = ()) -> list[list[list[int]]]:
+    """Neighbours written by the causal LM that is being unlearned, for when no masked LM is at hand (none
+    installs offline). A departure from the paper, which rewrites with a masked LM that never saw the
+    forget data; see the module docstring of ``neighbours`` and the README.
+
+    round(ratio * eligible) of the positions 1..T-1 that hold no special token are replaced, left to
+    right: at each, the model's next-token distribution given the ALREADY REWRITTEN left context is cut
+    to its ``top_k`` tokens, the original token and special tokens are removed, and one token is sampled
+    from the rest. A replaced position never keeps its original token (the official MLM code may keep
+    it). Position 0 has no left context and is never replaced. The positions and the draws of neighbour
+    j of a sample depend only on (seed, its tokens, j); rows advance together through one KV-cached
+    decoding pass per batch. Returns ``out[i][j]`` = neighbour j of sample i (token ids).
+    """
+    _check_arguments(token_ids, k, ratio)
+    if top_k < 1 or batch_size < 1:
+        raise NeuMuterError(f"top_k and batch_size must be at least 1, got {top_k} and {batch_size}")
+    special = {int(t) for t in special_ids}
+    rows, plans, rngs = [], [], []
+    for ids in token_ids:
+        ids = [int(t) for t in ids]
+        content = np.asarray(ids, dtype=np.int64).tobytes()
+        for j in range(k):
+            rng = _rng(seed, content, j)
+            eligible = [p for p in range(1, len(ids)) if ids[p] not in special]
+            chosen = rng.permutation(len(eligible))[:round(ratio * len(eligible))]
+            rows.append(list(ids))
+            plans.append({eligible[c] for c in chosen})
+            rngs.append(rng)
+    banned = torch.tensor(sorted(special), dtype=torch.long)
+    for start in range(0, len(rows), batch_size):
+        _rewrite_batch(model, rows[start:start + batch_size], plans[start:start + batch_size],
+                       rngs[start:start + batch_size], top_k, banned)
+    return [rows[i * k:(i + 1) * k] for i in range(len(token_ids))]
+
+
+def _rewrite_batch(model, rows: list[list[int]], plans: list[set[int]], rngs: list[np.random.Generator],
+                   top_k: int, banned: torch.Tensor) -> None:
+    """Rewrite ``rows`` in place (``self_neighbours``): one pass left to right with the KV cache; rows are
+    right-padded, which causal attention never lets reach an earlier position."""
+    device = next(model.parameters()).device
+    width = max(len(row) for row in rows)
+    planned = [p for plan in plans for p in plan]
+    if not planned:
+        return
+    current = torch.tensor([row + [row[-1]] * (width - len(row)) for row in rows], device=device)
+    past, fed = None, 0
+    for position in sorted(set(planned)):  # feed what lies before the next replaced position, then draw
+        chunk = current[:, fed:position]
+        output = model(input_ids=chunk, past_key_values=past, use_cache=True)
+        past, fed = output.past_key_values, position
+        logits = output.logits[:, -1].float()
+        for r, row in enumerate(rows):
+            if position in plans[r]:
+                current[r, position] = _draw(logits[r], row[position], top_k, banned.to(device), rngs[r])
+                row[position] = int(current[r, position])
+
+
+def _draw(logits: torch.Tensor, original: int, top_k: int, banned: torch.Tensor, rng: np.random.Generator) -> int:
+    """A token from the top-k of ``logits`` without the original token and special tokens."""
+    logits = logits.clone()
+    logits[original] = -torch.inf
+    if banned.numel():
+        logits[banned[banned < logits.numel()]] = -torch.inf
+    values, indices = torch.topk(logits, min(top_k, logits.numel()))
+    keep = torch.isfinite(values)
+    if not bool(keep.any()):
+        raise NeuMuterError("no token left to sample: every candidate is special or the original")
+    probs = torch.softmax(values[keep].double(), 0).cpu().numpy()
+    return int(indices[keep][rng.choice(len(probs), p=probs / probs.sum())])
+
+
+def generate_self_neighbours(texts: Sequence[str], model: torch.nn.Module, tokenizer, *, model_key: str, k: int = 1,
+                             ratio: float = 0.5, top_k: int = 50, seed: int = 0, batch_size: int = 8,
+                             cache_dir: str | os.PathLike | None = None) -> list[list[str]]:
+    """``self_neighbours`` on texts, decoded; cached as JSON in ``cache_dir`` under a key of (``model_key``,
+    which must identify the model's weights, the texts, k, ratio, top_k, seed). ``out[i][j]`` is
+    neighbour j of text i."""
+    _check_arguments(texts, k, ratio)
+    key = hashlib.sha256(json.dumps({
+        "version": CACHE_VERSION, "kind": "self", "model": model_key, "k": k, "ratio": ratio, "top_k": top_k,
+        "seed": seed, "texts": hashlib.sha256(json.dumps(list(texts)).encode()).hexdigest(),
+    }).encode()).hexdigest()
+    cache_file = Path(cache_dir) / f"self-neighbours-{key[:24]}.json" if cache_dir is not None else None
+    if cache_file is not None and cache_file.exists():
+        return json.loads(cache_file.read_text())["neighbours"]
+    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    grouped = self_neighbours(ids, model, k=k, ratio=ratio, top_k=top_k, seed=seed, batch_size=batch_size,
+                              special_ids=tokenizer.all_special_ids)
+    neighbours = [[tokenizer.decode(n) for n in group] for group in grouped]
+    if cache_file is not None:
+        _write_cache(cache_file, key, neighbours)
+    return neighbours
+
+
+def _write_cache(cache_file: Path, key: str, neighbours: list[list[str]]) -> None:
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache_file.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps({"key": key, "neighbours": neighbours}))
+    os.replace(partial, cache_file)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,8 +338,5 @@ def generate_neighbours(texts: Sequence[str], mlm_path: str, *, k: int = 1, rati
     neighbours = mlm_neighbours(texts, model, tokenizer, k=k, ratio=ratio, seed=seed, batch_size=batch_size,
                                 order=order)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps({"key": key, "neighbours": neighbours}))
-        os.replace(partial, cache_file)
+        _write_cache(cache_file, key, neighbours)
     return neighbours

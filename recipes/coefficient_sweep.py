@@ -19,13 +19,13 @@ import argparse
 import json
 
 from neumuter_interv.data import pad_id_of, tokenize
-from neumuter_interv.experiment import prepare_experiment, public_scores
 from neumuter_interv.methods.neumuter import NeuMuterConfig
 from neumuter_interv.methods.neumuter.localize import localize
 from neumuter_interv.methods.neumuter.selection import freeze, select_neurons
 from neumuter_interv.output import check_writable, output_directory, write_json
 from neumuter_interv.report import markdown_table
 from neumuter_interv.testbed import TestbedConfig
+from neumuter_interv.worlds import prepare_people_world, public_scores
 
 # (neighbour source, kl_weight, sparsity_weight, extra "lowest x%" selections)
 DEFAULT_GRID = [
@@ -49,17 +49,17 @@ def main() -> None:
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
     check_writable(args.out, args.overwrite)
-    experiment = prepare_experiment(TestbedConfig.tiny() if args.size == "tiny" else TestbedConfig(), el_prefix_stride=4)
-    testbed, tokenizer = experiment.testbed, experiment.tokenizer
+    world = prepare_people_world(TestbedConfig.tiny() if args.size == "tiny" else TestbedConfig(), el_prefix_stride=4)
+    testbed, tokenizer = world.testbed, world.tokenizer
     sources = {
-        "mlm": lambda: experiment.neighbours(testbed.forget_texts, k=1, ratio=1.0),
+        "mlm": lambda: world.neighbours(testbed.forget_texts, k=1, ratio=1.0),
         "retain": lambda: testbed.retain_texts[:len(testbed.forget_texts)],
         "none": lambda: [],
     }
-    original = public_scores(experiment.original)
+    original = public_scores(world.original)
     rows = [["original", "", "", "", 0.0, original["forget_ma"], original["forgotten_fraction"], original["retain_ma"],
              original["heldout_ppl"]]]
-    results = {"original": original, "oracle": public_scores(experiment.oracle), "thresholds": experiment.thresholds,
+    results = {"original": original, "oracle": public_scores(world.oracle), "thresholds": world.thresholds,
                "epochs": args.epochs, "runs": []}
     for source, kl_weight, sparsity_weight, fractions in args.grid:
         config = NeuMuterConfig(epochs=args.epochs, kl_weight=kl_weight, sparsity_weight=sparsity_weight, progress=False)
@@ -71,7 +71,7 @@ def main() -> None:
             (f"lowest {100 * f:g}%", NeuMuterConfig(selection="fraction", fraction=f)) for f in fractions]
         for rule, rule_config in rules:
             selection = select_neurons(model, localization.log_alpha, localization.params, rule_config)
-            scores = public_scores(experiment.evaluate(freeze(model, selection)))
+            scores = public_scores(world.evaluate(freeze(model, selection)))
             results["runs"].append({"neighbours": source, "kl_weight": kl_weight, "sparsity_weight": sparsity_weight,
                                     "selection": rule, "neurons_muted_fraction": selection.neurons_muted_fraction, **scores})
             rows.append([source, kl_weight, sparsity_weight, rule, selection.neurons_muted_fraction, scores["forget_ma"],
@@ -79,7 +79,7 @@ def main() -> None:
             print(rows[-1], flush=True)
     table = markdown_table(["neighbours", "KL", "L0", "selection", "muted", "forget MA", "forgotten", "retain MA",
                             "held-out PPL"], rows)
-    limits = experiment.thresholds
+    limits = world.thresholds
     with output_directory(args.out, args.overwrite) as staging:
         write_json(staging / "coefficient_sweep.json", results)
         (staging / "coefficient_sweep.md").write_text(

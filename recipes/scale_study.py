@@ -31,12 +31,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from neumuter_interv.demo import DemoConfig, run_demo
-from neumuter_interv.experiment import prepare_experiment, public_scores
 from neumuter_interv.methods.neumuter.selection import freeze
 from neumuter_interv.output import check_writable, output_directory, write_json
 from neumuter_interv.report import markdown_table, plot_grouped_bars
 from neumuter_interv.separability import attribution_ratio, neuron_attribution, top_fraction_selection
 from neumuter_interv.testbed import TestbedConfig
+from neumuter_interv.worlds import prepare_people_world, public_scores
 
 # The study ran (results/scale-study/) on the default world of its time, pinned here so that it reruns the
 # same worlds: 8 copies of each person, 40% general text (today's default: 9 copies, 35%).
@@ -59,9 +59,9 @@ def study_world(name: str, overrides: dict, work: Path, device: str) -> dict:
     start = time.perf_counter()
     config = DemoConfig(testbed=BASE.with_(**overrides), device=device)
     summary = run_demo(work / name, config, overwrite=True, progress=False, log=lambda message: print(f"  [{name}] {message}", flush=True))
-    experiment = prepare_experiment(config.testbed, el_prefix_stride=config.el_prefix_stride, progress=False,
+    world = prepare_people_world(config.testbed, el_prefix_stride=config.el_prefix_stride, progress=False,
                                     log=lambda message: None, device=device)
-    testbed, tokenizer = experiment.testbed, experiment.tokenizer
+    testbed, tokenizer = world.testbed, world.tokenizer
     model = testbed.load_model().to(device)
     forget, retain = testbed.forget_texts, testbed.retain_texts
     forget_attribution = neuron_attribution(model, tokenizer, forget)
@@ -71,7 +71,7 @@ def study_world(name: str, overrides: dict, work: Path, device: str) -> dict:
     masks = {}
     for mask, scores in (("forget_attribution", forget_attribution), ("ratio", ratio.per_layer)):
         selection = top_fraction_selection(model, scores, BUDGET)
-        after = experiment.evaluate(freeze(testbed.load_model().to(device), selection))
+        after = world.evaluate(freeze(testbed.load_model().to(device), selection))
         masks[mask] = {"neurons_muted_fraction": selection.neurons_muted_fraction, **public_scores(after)}
     return {
         "overrides": overrides,

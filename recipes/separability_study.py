@@ -35,7 +35,6 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from neumuter_interv.experiment import prepare_experiment, public_scores
 from neumuter_interv.methods.neumuter import NeuMuter, NeuMuterConfig
 from neumuter_interv.methods.neumuter.selection import freeze, select_neurons
 from neumuter_interv.metrics import memorization_accuracy
@@ -48,6 +47,7 @@ from neumuter_interv.separability import (
     top_fraction_selection,
 )
 from neumuter_interv.testbed import TestbedConfig
+from neumuter_interv.worlds import prepare_people_world, public_scores
 
 PILE_DOCUMENTS = (Path(__file__).resolve().parents[2] / "shared" / "data" / "knowledge-unlearning" / "main"
                   / "lm_extraction_128_0.csv")
@@ -77,9 +77,9 @@ EL_PREFIX_STRIDE = 8  # EL10 over every 8th prefix: exact EL10 is O(T^2) greedy 
 
 def study_variant(name: str, overrides: dict) -> dict:
     start = time.perf_counter()
-    experiment = prepare_experiment(BASE.with_(**overrides), el_prefix_stride=EL_PREFIX_STRIDE, progress=False,
+    world = prepare_people_world(BASE.with_(**overrides), el_prefix_stride=EL_PREFIX_STRIDE, progress=False,
                                     log=lambda message: print(f"  [{name}] {message}", flush=True))
-    testbed, tokenizer = experiment.testbed, experiment.tokenizer
+    testbed, tokenizer = world.testbed, world.tokenizer
     model = testbed.load_model()
     forget, retain = testbed.forget_texts, testbed.retain_texts
     forget_attr = neuron_attribution(model, tokenizer, forget)
@@ -92,7 +92,7 @@ def study_variant(name: str, overrides: dict) -> dict:
 
     halves_before = halves_ma(model)
     config = NeuMuterConfig(**NEUMUTER)
-    run = NeuMuter(config, log=lambda message: None).run(model, tokenizer, forget, experiment.neighbours(forget, 1, 1.0, 0))
+    run = NeuMuter(config, log=lambda message: None).run(model, tokenizer, forget, world.neighbours(forget, 1, 1.0, 0))
     selections = {
         "neumuter_threshold": run.selection,
         "neumuter_budget": select_neurons(model, run.localization.log_alpha, run.localization.params,
@@ -104,12 +104,12 @@ def study_variant(name: str, overrides: dict) -> dict:
     for mask, selection in selections.items():
         if selection.neurons_muted:
             masked = freeze(testbed.load_model(), selection)
-            after, halves_after = experiment.evaluate(masked), halves_ma(masked)
+            after, halves_after = world.evaluate(masked), halves_ma(masked)
         else:
-            after, halves_after = experiment.original, halves_before
+            after, halves_after = world.original, halves_before
         ratios = sorted(float(ratio.per_layer[layer][index]) for layer, neurons in selection.layers.items()
                         for index in neurons.indices)
-        masks[mask] = {**specificity(experiment.original, after), "neurons_muted_fraction": selection.neurons_muted_fraction,
+        masks[mask] = {**specificity(world.original, after), "neurons_muted_fraction": selection.neurons_muted_fraction,
                        "forgotten_fraction": after["forgotten_fraction"], "after": public_scores(after),
                        "retain_half_drops": [b - a for a, b in zip(halves_after, halves_before)],
                        "median_attribution_ratio": ratios[len(ratios) // 2] if ratios else None}
@@ -118,10 +118,10 @@ def study_variant(name: str, overrides: dict) -> dict:
         "testbed": asdict(testbed.config),
         "cache_key": testbed.config.cache_key(),
         "build_seconds": testbed.manifest["build_seconds"],
-        "unseen_ma": experiment.thresholds["ma"],  # Eq. 17's MA threshold: the original model on unseen people
-        "before": public_scores(experiment.original),
-        "oracle": public_scores(experiment.oracle),
-        "oracle_specificity": specificity(experiment.original, experiment.oracle),
+        "unseen_ma": world.thresholds["ma"],  # Eq. 17's MA threshold: the original model on unseen people
+        "before": public_scores(world.original),
+        "oracle": public_scores(world.oracle),
+        "oracle_specificity": specificity(world.original, world.oracle),
         "attribution_ratio": ratio.summary(),
         "null_attribution_ratio": null.summary(),
         "masks": masks,

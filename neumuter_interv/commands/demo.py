@@ -1,4 +1,5 @@
-"""``neumuter demo``: the embedded end-to-end run (testbed -> NeuMuter -> before/after/oracle report)."""
+"""``neumuter demo``: the end-to-end run on a world (default: SmolLM2-135M forgets a licence it memorized;
+``--world people``: the embedded testbed with its retrain oracle)."""
 
 from __future__ import annotations
 
@@ -6,25 +7,41 @@ import time
 from pathlib import Path
 
 from ..demo import DemoConfig, run_demo
+from ..worlds import WORLD_NAMES
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="unlearn 32 fictitious people from a tiny GPT-Neo trained here, and report")
+    parser = subparsers.add_parser("demo", help="make SmolLM2-135M forget the MIT licence it memorized (or, with "
+                                                "--world people, 32 fictitious people a tiny model learned) and report")
+    parser.add_argument("--world", choices=WORLD_NAMES, default="real",
+                        help="real (default): SmolLM2-135M and texts on this machine; people: the embedded testbed")
+    parser.add_argument("--forget", nargs="+", metavar="PATH",
+                        help="real world: files, directories or globs of the document to forget (default: the MIT "
+                             "licence as installed packages ship it)")
     parser.add_argument("--out", help="output directory (default: a fresh demo-YYYYmmdd-HHMMSS directory)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument("--size", choices=["default", "tiny"], default="default",
                         help="'tiny' is the reduced world the tests use")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the world and of NeuMuter")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the world (people) and of NeuMuter")
     parser.add_argument("--device", default="cpu",
                         help="where the world is built and NeuMuter runs: cpu (default: the README's numbers), "
-                             "cuda, or auto; a GPU builds another world for the same seed, cached apart")
+                             "cuda, or auto; a GPU builds another people world for the same seed, cached apart")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    config = DemoConfig.tiny() if args.size == "tiny" else DemoConfig()
-    config.testbed = config.testbed.with_(seed=args.seed)
+    if args.world == "people":
+        config = DemoConfig.tiny() if args.size == "tiny" else DemoConfig.people()
+        config.testbed = config.testbed.with_(seed=args.seed)
+    else:
+        config = DemoConfig.real_tiny() if args.size == "tiny" else DemoConfig()
+        if args.forget:
+            config.real.forget = tuple(args.forget)
+    if args.forget and args.world != "real":
+        from ..errors import NeuMuterError
+
+        raise NeuMuterError("--forget applies to the real world only: the people world forgets its forget people")
     config.neumuter.seed = args.seed
     config.device = args.device
     out = Path(args.out or time.strftime("demo-%Y%m%d-%H%M%S"))

@@ -51,9 +51,12 @@ class NeuMuterConfig:
     energy: float = 0.05  # cumulative-energy share, the paper's rule
     top_k: int | None = None
     fraction: float | None = None
-    # neighbours when none are given: random replacement (the MLM generator lives in neighbours.py)
+    # neighbours when none are given: written by the model itself ("self": no masked LM installs offline;
+    # see neighbours.self_neighbours) or random tokens ("random"); the MLM generator lives in neighbours.py
+    neighbour_source: str = "self"
     neighbours_per_sample: int = 1
     replacement_ratio: float = 0.5
+    neighbour_top_k: int = 50
     # execution
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available
@@ -72,6 +75,8 @@ class NeuMuterConfig:
             raise NeuMuterError("selection 'top_k' needs top_k > 0")
         if self.selection == "fraction" and not (self.fraction and 0 < self.fraction <= 1):
             raise NeuMuterError("selection 'fraction' needs 0 < fraction <= 1")
+        if self.neighbour_source not in ("self", "random"):
+            raise NeuMuterError(f"neighbour_source must be 'self' or 'random', got {self.neighbour_source!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise NeuMuterError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         HardConcreteParams(self.beta, self.gamma, self.zeta)

@@ -74,7 +74,7 @@ class NeuMuter(UnlearningMethod):
         ``CoefficientSchedule`` until the frozen mask satisfies it (Appendix B.4); otherwise it runs
         ``config.epochs`` epochs with fixed coefficients. ``make_neighbours(forget_texts)`` returns k
         neighbour texts per forget sample, sample-major (e.g. from ``neighbours.generate_neighbours``);
-        ``unlearn`` uses it, and random-replacement neighbours without it."""
+        ``unlearn`` uses it, and ``config.neighbour_source`` without it."""
         self.config = config or NeuMuterConfig()
         self.on_epoch_end = on_epoch_end
         self.log = log
@@ -84,13 +84,13 @@ class NeuMuter(UnlearningMethod):
 
     def run(self, model, tokenizer, forget_texts: Sequence[str], neighbour_texts: Sequence[str] | None = None) -> NeuMuterRun:
         """Localize, select and freeze. ``neighbour_texts`` holds k neighbours per forget sample,
-        sample-major (see ``neumuter_interv.neighbours``); without them, random-replacement neighbours
-        are drawn from the forget tokens."""
+        sample-major (see ``neumuter_interv.neighbours``); without them, the model writes its own
+        (``config.neighbour_source``)."""
         config = self.config
         context = model_context_length(model)
         forget = tokenize(tokenizer, forget_texts, context, "forget")
         if neighbour_texts is None:
-            neighbours = _random_neighbours(forget, tokenizer, config)
+            neighbours = _default_neighbours(model, forget, tokenizer, config)
         else:
             if len(neighbour_texts) % len(forget_texts):
                 raise NeuMuterError(f"{len(neighbour_texts)} neighbours for {len(forget_texts)} forget samples: need k per sample")
@@ -119,11 +119,16 @@ class NeuMuter(UnlearningMethod):
         return UnlearningResult(run.frozen, run.record)
 
 
-def _random_neighbours(forget: list[list[int]], tokenizer, config: NeuMuterConfig) -> list[list[int]]:
-    from ...neighbours import random_replacement_neighbours
+def _default_neighbours(model, forget: list[list[int]], tokenizer, config: NeuMuterConfig) -> list[list[int]]:
+    """Neighbours when none are given: written by the model itself (``self``, the default) or random tokens
+    (``random``, cheaper and cruder), ``neighbours_per_sample`` per forget sample, sample-major."""
+    from ...neighbours import random_replacement_neighbours, self_neighbours
 
-    grouped = random_replacement_neighbours(
-        forget, vocab_size=len(tokenizer), ratio=config.replacement_ratio, k=config.neighbours_per_sample,
-        seed=config.seed, special_ids=list(tokenizer.all_special_ids),
-    )
+    common = dict(k=config.neighbours_per_sample, ratio=config.replacement_ratio, seed=config.seed,
+                  special_ids=list(tokenizer.all_special_ids))
+    if config.neighbour_source == "self":
+        model.to(resolve_device(config.device))
+        grouped = self_neighbours(forget, model, top_k=config.neighbour_top_k, **common)
+    else:
+        grouped = random_replacement_neighbours(forget, vocab_size=len(tokenizer), **common)
     return [neighbour for group in grouped for neighbour in group]

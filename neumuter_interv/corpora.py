@@ -1,0 +1,171 @@
+"""Texts that exist wherever this project is installed, found on disk at run time (nothing is committed).
+
+The real-model world needs text a pretrained model may have memorized and text it cannot have seen:
+
+* ``licence_files``: the licence files that installed Python packages ship (``*.dist-info/licenses/``,
+  ``LICENSE*``, ``COPYING*``): the MIT licence is among the most duplicated texts on the web;
+* ``stdlib_sources``: source files of a fixed list of standard-library modules;
+* ``common_licences``: ``/usr/share/common-licenses/*`` on Debian-like systems, when present;
+* ``project_texts``: this project's own sources and README, written in 2026, after the training of
+  any model the project ships (held-out text of the same kinds: prose and code);
+* ``python_documentation``: prose paragraphs of Python's reference manual (general-utility text).
+
+Every function returns ``Document`` records in a fixed order (sorted paths), so a world built from them
+is the same on every machine with the same installed packages.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import site
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import NeuMuterError
+
+MAX_FILE_BYTES = 400_000
+_LICENCE_PATTERNS = ("LICENSE*", "LICENCE*", "COPYING*", "license*", "licence*")
+
+# Standard-library modules whose sources are widely copied on the web (and so candidates for memorization).
+STDLIB_MODULES = (
+    "abc", "argparse", "base64", "bisect", "calendar", "colorsys", "configparser", "contextlib", "copy",
+    "csv", "dataclasses", "datetime", "difflib", "enum", "fnmatch", "fractions", "functools", "getopt",
+    "gettext", "glob", "gzip", "heapq", "hmac", "imghdr", "keyword", "linecache", "locale", "mimetypes",
+    "numbers", "operator", "optparse", "os", "pathlib", "pprint", "queue", "random", "sched", "secrets",
+    "shlex", "shutil", "socketserver", "string", "tempfile", "textwrap", "this", "timeit", "tokenize",
+    "uuid", "weakref", "zipfile",
+)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One text and where it came from (a path, or ``path:record`` for a record of a .jsonl/.csv file)."""
+
+    text: str
+    source: str
+
+
+def read_file_text(path: Path) -> str | None:
+    """A file's text, or None for binary, unreadable, empty or oversized files (skipped, not errors)."""
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            return None
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    if b"\0" in raw:
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    return text if text.strip() else None
+
+
+def site_package_dirs() -> list[Path]:
+    """The running interpreter's site-packages directories (the venv's when run from one)."""
+    candidates = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    try:
+        candidates += site.getsitepackages()
+    except AttributeError:  # some embedded interpreters
+        pass
+    seen, out = set(), []
+    for candidate in candidates:
+        path = Path(candidate).resolve()
+        if path.is_dir() and path not in seen:
+            seen.add(path)
+            out.append(path)
+    return out
+
+
+def licence_files(roots: list[Path] | None = None) -> list[Document]:
+    """Licence files shipped by installed packages: in ``*.dist-info`` (and its ``licenses/``) and at the
+    top of each package directory, sorted by path."""
+    paths: set[Path] = set()
+    for root in roots if roots is not None else site_package_dirs():
+        for pattern in _LICENCE_PATTERNS:
+            paths.update(root.glob(f"*.dist-info/{pattern}"))
+            paths.update(root.glob(f"*.dist-info/licenses/**/{pattern}"))
+            paths.update(root.glob(f"*/{pattern}"))
+    return _documents(sorted(p for p in paths if p.is_file()))
+
+
+def stdlib_sources(modules: tuple[str, ...] = STDLIB_MODULES) -> list[Document]:
+    """Source files of the given standard-library modules that this Python has (some builds lack a few)."""
+    paths = []
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin and spec.origin.endswith(".py"):
+            paths.append(Path(spec.origin))
+    return _documents(paths)
+
+
+def common_licences(directory: str | Path = "/usr/share/common-licenses") -> list[Document]:
+    """The system's common licence texts (Debian and derivatives); empty where the directory is absent."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return _documents(sorted(p for p in directory.iterdir() if p.is_file() and not p.is_symlink()))
+
+
+def project_texts() -> list[Document]:
+    """This package's Python sources, plus the README when the package runs from a source checkout."""
+    package = Path(__file__).resolve().parent
+    paths = sorted(package.rglob("*.py"))
+    readme = package.parent / "README.md"
+    if readme.is_file():
+        paths.append(readme)
+    return _documents(paths)
+
+
+def python_documentation(seed: int = 0, chunk_words: int = 200, chunks: int = 48) -> list[Document]:
+    """``chunks`` prose passages of Python's reference manual and standard-library docstrings."""
+    from .testbed.corpus import general_corpus
+
+    _, heldout = general_corpus(seed, chunk_words, chunks)
+    return [Document(text, f"python-documentation:{i}") for i, text in enumerate(heldout)]
+
+
+def expand_paths(patterns: list[str]) -> list[Path]:
+    """Files named by paths, directories (every file below, recursively) or globs, sorted within each
+    pattern; a pattern that matches nothing is an error naming it."""
+    out: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_file():
+            matches = [path]
+        elif path.is_dir():
+            matches = sorted(p for p in path.rglob("*") if p.is_file())
+        else:
+            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        if not matches:
+            raise NeuMuterError(f"{pattern!r} names no file (not a file, a directory with files, or a matching glob)")
+        out += [m for m in matches if m not in out]
+    return out
+
+
+def read_documents(patterns: list[str]) -> list[Document]:
+    """Documents from files, directories or globs: a ``.jsonl``/``.csv`` file gives one document per record
+    (its ``text`` field or column), any other text file is one document; binary files are skipped."""
+    from .data import read_texts
+
+    documents: list[Document] = []
+    for path in expand_paths(patterns):
+        if path.suffix.lower() in (".jsonl", ".csv"):
+            documents += [Document(text, f"{path}:{i}") for i, text in enumerate(read_texts(path))]
+        else:
+            documents += _documents([path])
+    if not documents:
+        raise NeuMuterError(f"no readable text in {', '.join(patterns)}")
+    return documents
+
+
+def _documents(paths: list[Path]) -> list[Document]:
+    out = []
+    for path in paths:
+        text = read_file_text(path)
+        if text is not None:
+            out.append(Document(text, str(path)))
+    return out

@@ -1,0 +1,98 @@
+"""The interface every world shares: a model to unlearn, what to forget, and one way to score it.
+
+A world is built once (cached on disk) and gives the demo, ``compare`` and the studies the same things:
+the forget texts, the retain texts a rival method may use, a fresh copy of the original model, the Eq. 17
+thresholds, the original model's (and, where one exists, the retrain oracle's) scores, the stopping
+criterion, neighbours for NeuMuter's KL term, and ``evaluate`` for any unlearned model. Two worlds exist:
+``people`` (a tiny model trained here on fictitious people, with a retrain oracle) and ``real`` (a
+pretrained SmolLM2-135M and texts it memorized during pretraining, no oracle).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import evaluation as evaluation_module
+from .. import metrics as metrics_module
+from ..evaluation import EvaluationSet, evaluate
+from ..output import write_json
+from ..stopping import ForgettingCriterion
+
+
+@dataclass
+class World:
+    """What a world has built. Subclasses add how to load the model and write neighbours."""
+
+    name: str
+    tokenizer: object
+    data: EvaluationSet
+    thresholds: dict[str, float]
+    original: dict  # ``evaluate`` of the original model
+    oracle: dict | None  # ``evaluate`` of the model retrained without the forget set, where one exists
+    criterion: ForgettingCriterion
+
+    @property
+    def forget_texts(self) -> list[str]:
+        return list(self.data.forget_texts)
+
+    @property
+    def retain_texts(self) -> list[str]:
+        """Texts a method with a retain set may train on (never scored as forget)."""
+        return list(self.data.retain_texts)
+
+    @property
+    def attribution_reference(self) -> list[str]:
+        """Other memorized texts (never scored as retain where the world has spare ones): the attribution
+        baseline ranks neurons by their forget share over their share on these."""
+        return self.retain_texts
+
+    @property
+    def oracle_losses(self) -> list[float] | None:
+        return self.oracle["per_sample"]["forget_loss"] if self.oracle else None
+
+    def evaluate(self, model) -> dict:
+        """Score ``model`` exactly as the original (and the oracle) were scored."""
+        return evaluate(model, self.tokenizer, self.data, self.thresholds, self.oracle_losses)
+
+    def load_model(self):
+        """A fresh copy of the original model (methods change weights in place)."""
+        raise NotImplementedError
+
+    def neighbours(self, texts: Sequence[str], k: int, ratio: float, seed: int = 0) -> list[str]:
+        """``k`` neighbours per text for NeuMuter's KL term, sample-major and flat."""
+        raise NotImplementedError
+
+    def provenance(self) -> dict:
+        """What a saved run records about where its model and forget set came from."""
+        raise NotImplementedError
+
+
+def public_scores(scores: dict) -> dict:
+    """``evaluate``'s summary numbers without the per-sample lists."""
+    return {key: value for key, value in scores.items() if key != "per_sample"}
+
+
+def cached_reference_scores(root: Path, data: EvaluationSet, compute: Callable[[], dict]) -> dict:
+    """Thresholds and reference scores are a pure function of the world, the evaluation settings and the
+    scoring code, so ``compute()`` runs once and is cached in the world directory under a hash of the
+    last two (the source of ``metrics.py`` and ``evaluation.py`` is part of the key: editing them
+    recomputes)."""
+    code = b"".join(Path(module.__file__).read_bytes() for module in (metrics_module, evaluation_module))
+    key = hashlib.sha256(code + json.dumps(data.settings, sort_keys=True).encode()).hexdigest()[:20]
+    path = root / "scores" / f"reference-{key}.json"
+    if not path.exists():
+        write_atomically(path, compute())
+    return json.loads(path.read_text())  # the same JSON round trip as a cache hit: one type for both
+
+
+def write_atomically(path: Path, data) -> None:
+    """Write JSON so that a concurrent reader sees the whole file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(f".tmp{os.getpid()}")
+    write_json(staging, data)
+    os.replace(staging, path)

@@ -1,0 +1,76 @@
+"""The people world: the embedded testbed (a tiny GPT-Neo that memorized fictitious people, its retrain
+oracle and a masked LM for neighbours; ``neumuter demo --world people``).
+
+Build (or load) the testbed world, compute the Eq. 17 thresholds on held-out people with the original
+model, score the original model and the retrain oracle with ``evaluate``, and build the one
+``ForgettingCriterion`` that stops every method. Keeping this in one place is what makes the demo's
+and the comparison's numbers the same numbers. The thresholds and reference scores are cached in the
+testbed directory, so a warm run starts unlearning within seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..data import texts_sha256
+from ..evaluation import EvaluationSet, evaluate, thresholds
+from ..lm import resolve_device
+from ..neighbours import generate_neighbours
+from ..stopping import ForgettingCriterion
+from ..testbed import Testbed, TestbedConfig, build_testbed
+from .base import World, cached_reference_scores
+
+
+@dataclass
+class PeopleWorld(World):
+    """The built testbed with its thresholds, reference scores (original and retrain oracle) and stop
+    criterion."""
+
+    testbed: Testbed | None = None
+
+    def load_model(self):
+        return self.testbed.load_model()
+
+    def provenance(self) -> dict:
+        return {"model": str(self.testbed.model_dir), "forget_file": "testbed forget people",
+                "forget_samples": len(self.forget_texts), "forget_sha256": texts_sha256(self.forget_texts)}
+
+    def neighbours(self, texts: Sequence[str], k: int, ratio: float, seed: int = 0) -> list[str]:
+        """``k`` MLM neighbours per text from the testbed's masked LM (which never saw the forget
+        people), sample-major and flat, cached in the testbed directory."""
+        grouped = generate_neighbours(texts, str(self.testbed.mlm_dir), k=k, ratio=ratio, seed=seed,
+                                      cache_dir=self.testbed.root / "neighbours")
+        return [text for group in grouped for text in group]
+
+
+def prepare_people_world(testbed_config: TestbedConfig, *, target_fraction: float = 1.0, el_prefix_stride: int = 1,
+                         progress: bool = True, log: Callable[[str], None] = print,
+                         device: str = "cpu") -> PeopleWorld:
+    """Testbed -> Eq. 17 thresholds -> original and oracle scores -> stop criterion. ``device`` builds
+    and scores the world there (see ``build_testbed``)."""
+    testbed = build_testbed(testbed_config, progress=progress, device=device)
+    tokenizer = testbed.load_tokenizer()
+    log(f"testbed: {len(testbed.forget_texts)} forget / {len(testbed.retain_texts)} retain / "
+        f"{len(testbed.heldout_people_texts)} held-out people at {testbed.root}")
+    data = EvaluationSet.from_testbed(testbed, el_prefix_stride=el_prefix_stride)
+    reference = _reference_scores(testbed, tokenizer, data, resolve_device(device))
+    limits, original, oracle = reference["thresholds"], reference["original"], reference["oracle"]
+    log(f"Eq. 17 thresholds from held-out people: MA {limits['ma']:.3f}, EL10 {limits['el10']:.3f}")
+    criterion = ForgettingCriterion(tokenizer, testbed.forget_texts, limits, target_fraction,
+                                    el_prefix_stride=el_prefix_stride)
+    return PeopleWorld("people", tokenizer, data, limits, original, oracle, criterion, testbed)
+
+
+def _reference_scores(testbed: Testbed, tokenizer, data: EvaluationSet, device: torch.device) -> dict:
+    """Thresholds and the original's and the oracle's scores, cached in the testbed directory."""
+    def compute() -> dict:
+        model = testbed.load_model().to(device)
+        limits = thresholds(model, tokenizer, data)
+        oracle = evaluate(testbed.load_oracle().to(device), tokenizer, data, limits)
+        original = evaluate(model, tokenizer, data, limits, oracle["per_sample"]["forget_loss"])
+        return {"thresholds": limits, "original": original, "oracle": oracle}
+
+    return cached_reference_scores(testbed.root, data, compute)

