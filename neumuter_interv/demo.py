@@ -18,14 +18,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import metrics
+from .errors import NeuMuterError
 from .lm import resolve_device
 from .methods.neumuter import CoefficientSchedule, NeuMuter, NeuMuterConfig, freeze
 from .output import check_writable, output_directory, write_json
 from .report import markdown_table, plot_distributions, plot_grouped_bars, plot_muted_per_layer
 from .separability import attribution_ratio, neuron_attribution, top_fraction_selection
 from .testbed import TestbedConfig
-from .worlds import WORLD_NAMES, RealWorldConfig, World, prepare_people_world, prepare_real_world, public_scores
-from .errors import NeuMuterError
+from .worlds import (
+    WORLD_NAMES,
+    RealWorldConfig,
+    World,
+    prepare_people_world,
+    prepare_real_world,
+    public_scores,
+)
 
 # The success criteria of the issues that set each world's demo; the report states each with its numbers.
 TARGETS = {

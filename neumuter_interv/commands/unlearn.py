@@ -19,7 +19,8 @@ def register(subparsers) -> None:
     parser.add_argument("--model", required=True, help="local directory or Hub id of a causal LM")
     parser.add_argument("--gguf-file", help="a GGUF file inside --model to load (dequantized)")
     parser.add_argument("--forget", required=True, help=".txt (one sample per line), .jsonl or .csv with a 'text' column")
-    parser.add_argument("--neighbours", help="k neighbour texts per forget sample, sample-major (same formats)")
+    parser.add_argument("--neighbours", help="k neighbour texts per forget sample, sample-major (same formats); "
+                                             "without it the model writes its own (--neighbour-source)")
     parser.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument("--column", default="text", help="text column of .csv/.jsonl files")
@@ -36,9 +37,13 @@ def register(subparsers) -> None:
     parser.add_argument("--energy", type=float, default=defaults.energy)
     parser.add_argument("--top-k", type=int)
     parser.add_argument("--fraction", type=float)
+    parser.add_argument("--neighbour-source", default=defaults.neighbour_source, choices=["self", "random"],
+                        help="self: the model rewrites a share of the forget tokens from its top-k (default); "
+                             "random: random tokens")
+    parser.add_argument("--replacement-ratio", type=float, default=defaults.replacement_ratio)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=defaults.device)
-    parser.add_argument("--dtype", default=defaults.dtype, choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--dtype", default=defaults.dtype, choices=["float32", "bfloat16", "float16", "auto"])
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
 
@@ -51,7 +56,8 @@ def run(args) -> int:
         layers=args.layers, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         stop_loss=args.stop_loss, sparsity_weight=args.sparsity_weight, kl_weight=args.kl_weight,
         selection=args.selection, threshold=args.threshold, energy=args.energy, top_k=args.top_k,
-        fraction=args.fraction, seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.no_progress,
+        fraction=args.fraction, neighbour_source=args.neighbour_source,
+        replacement_ratio=args.replacement_ratio, seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.no_progress,
     )
     model, tokenizer = load_causal_lm(args.model, gguf_file=args.gguf_file)
     layers = parse_layers(config.layers, num_layers(model))  # fail before training, not after

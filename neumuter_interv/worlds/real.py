@@ -63,7 +63,7 @@ class RealWorldConfig:
     copy_overlap: float = 0.5
     unrelated_overlap: float = 0.2
     scan: ScanConfig = field(default_factory=lambda: ScanConfig(max_windows_per_document=3, fold_threshold=0.95))
-    el_prefix_stride: int = 16  # EL10 over every 16th prefix of a 128-token window (about 8 prefixes)
+    el_prefix_stride: int = 32  # EL10 over prefixes 1, 33, 65, 97 of a 128-token window (an estimate)
     batch_size: int = 8
 
     @classmethod
@@ -118,7 +118,9 @@ def prepare_real_world(config: RealWorldConfig | None = None, *, target_fraction
     model_key = Path(model_dir).name if gguf else _directory_key(model_dir)
     model.to(resolve_device(device))
     documents = _documents(config)
-    key = hashlib.sha256(json.dumps({"version": BUILD_VERSION, "model": model_key, "config": asdict(config), "texts": {
+    scoring_only = {"el_prefix_stride", "batch_size"}  # they change the reference scores (keyed apart), not the texts
+    settings = {name: value for name, value in asdict(config).items() if name not in scoring_only}
+    key = hashlib.sha256(json.dumps({"version": BUILD_VERSION, "model": model_key, "config": settings, "texts": {
         name: texts_sha256([d.text + "\0" + d.source for d in docs]) for name, docs in documents.items()}},
         sort_keys=True, default=str).encode()).hexdigest()[:20]
     root = cache / "real-world" / key
@@ -168,7 +170,7 @@ def _build_groups(model, tokenizer, documents: dict, config: RealWorldConfig, pr
                                       scan.fold_threshold) for name in ("forget", "candidates", "heldout")}
     cut["heldout"] = _evenly(cut["heldout"], config.max_heldout_windows)
     for name in ("heldout", "forget", "candidates"):
-        score_windows(model, tokenizer, cut[name], scan.batch_size, progress, f"scoring {name} windows")
+        score_windows(model, tokenizer, cut[name], scan.batch_size, progress, f"scoring {name} windows", scan.dtype)
     apply_thresholds(cut["forget"] + cut["candidates"], cut["heldout"], scan)
     forget = sorted((w for w in cut["forget"] if w.memorized), key=lambda w: -w.excess)[:config.max_forget_windows]
     if not forget:

@@ -60,7 +60,7 @@ class NeuMuterConfig:
     # execution
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available
-    dtype: str = "float32"  # autocast dtype for the model's forward: float32, bfloat16 or float16
+    dtype: str = "float32"  # autocast dtype for the model's forward: float32, bfloat16, float16 or auto
     reference_cache_bytes: int = 2 << 30  # keep the original model's neighbour log-probs if they fit
     progress: bool = True
 
@@ -77,8 +77,8 @@ class NeuMuterConfig:
             raise NeuMuterError("selection 'fraction' needs 0 < fraction <= 1")
         if self.neighbour_source not in ("self", "random"):
             raise NeuMuterError(f"neighbour_source must be 'self' or 'random', got {self.neighbour_source!r}")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise NeuMuterError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.dtype not in ("float32", "bfloat16", "float16", "auto"):
+            raise NeuMuterError(f"dtype must be float32, bfloat16, float16 or auto, got {self.dtype!r}")
         HardConcreteParams(self.beta, self.gamma, self.zeta)
 
     @property

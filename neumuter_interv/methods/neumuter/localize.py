@@ -17,7 +17,6 @@ them speed or correctness, none changing the objective:
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from ...errors import NeuMuterError
 from ...hard_concrete import HardConcreteParams
 from ...intervenable import attach, intervened_logits, interventions_by_layer, set_intervention_mode
 from ...interventions import HardConcreteGate
-from ...lm import resolve_device
+from ...lm import autocast, resolve_device
 from .config import NeuMuterConfig
 
 EpochCallback = Callable[[int, dict, pv.IntervenableModel], bool]
@@ -133,18 +132,13 @@ def localize(
     return pv_model, result
 
 
-def _autocast(config: NeuMuterConfig, device: torch.device):
-    if config.dtype == "float32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=getattr(torch, config.dtype))
-
 
 def _step(pv_model, gates, optimizer, forget_batch: TokenBatch, neighbour_batch: TokenBatch | None,
           references: _ReferenceLogProbs, index: int, config: NeuMuterConfig, device, pad_id: int) -> dict[str, float]:
     n_forget = len(forget_batch)
     joint = forget_batch if neighbour_batch is None else _concatenate(forget_batch, neighbour_batch, pad_id)
     optimizer.zero_grad(set_to_none=True)
-    with _autocast(config, device):
+    with autocast(config.dtype, device):
         logits = intervened_logits(pv_model, joint.input_ids, joint.attention_mask)
     kl = torch.zeros((), device=device)
     if neighbour_batch is None:
@@ -243,7 +237,7 @@ class _ReferenceLogProbs:
     @torch.no_grad()
     def _compute(self, batch: TokenBatch) -> torch.Tensor:
         batch = batch.to(self.device)
-        with _autocast(self.config, self.device):
+        with autocast(self.config.dtype, self.device):
             logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         return F.log_softmax(logits.float(), dim=-1)
 
