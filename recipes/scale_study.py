@@ -57,7 +57,8 @@ BUDGET = 0.02
 
 def study_world(name: str, overrides: dict, work: Path, device: str) -> dict:
     start = time.perf_counter()
-    config = DemoConfig(testbed=BASE.with_(**overrides), device=device)
+    config = DemoConfig.people()
+    config.testbed, config.device = BASE.with_(**overrides), device
     summary = run_demo(work / name, config, overwrite=True, progress=False, log=lambda message: print(f"  [{name}] {message}", flush=True))
     world = prepare_people_world(config.testbed, el_prefix_stride=config.el_prefix_stride, progress=False,
                                     log=lambda message: None, device=device)

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    config = ComparisonConfig.tiny() if args.size == "tiny" else ComparisonConfig()
+    config = ComparisonConfig.tiny() if args.size == "tiny" else ComparisonConfig.people()
     config.methods = parse_methods(args.methods)
     if args.max_epochs is not None:
         for budget in config.budgets.values():

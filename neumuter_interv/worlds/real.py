@@ -57,7 +57,7 @@ class RealWorldConfig:
     max_forget_windows: int = 16
     max_other_copy_windows: int = 16
     max_retain_windows: int = 32
-    max_heldout_windows: int = 64
+    max_heldout_windows: int = 48
     max_attribution_windows: int = 16  # memorized windows beyond the retain ones, for the attribution baseline
     general_passages: int = 32
     copy_overlap: float = 0.5
@@ -94,6 +94,11 @@ class RealWorld(World):
         grouped = generate_self_neighbours(texts, self.load_model(), self.tokenizer, model_key=self.model_key, k=k,
                                            ratio=ratio, seed=seed, cache_dir=self.root / "neighbours")
         return [text for group in grouped for text in group]
+
+    @property
+    def example_texts(self) -> list[str]:
+        """Forget windows that open their document first (its first line is the prompt), then the rest."""
+        return [w["text"] for w in sorted(self.groups["forget"], key=lambda w: (w["start"] != 0, w["start"]))]
 
     @property
     def attribution_reference(self) -> list[str]:
@@ -148,7 +153,7 @@ def prepare_real_world(config: RealWorldConfig | None = None, *, target_fraction
 
 def _documents(config: RealWorldConfig) -> dict[str, list[corpora.Document]]:
     licences = corpora.licence_files()
-    candidates = licences + corpora.stdlib_sources() + corpora.common_licences()
+    candidates = corpora.installed_candidates(licences)
     if config.forget:
         forget = corpora.read_documents(list(config.forget))
     else:

