@@ -97,3 +97,11 @@ def test_a_warm_run_reads_the_thresholds_and_reference_scores_from_the_world_cac
     second = people.prepare_people_world(DemoConfig.tiny().testbed, **settings)
     assert second.thresholds == first.thresholds
     assert second.original == first.original and second.oracle == first.oracle
+
+
+def test_the_demo_refuses_a_missing_forget_document_before_any_work(tmp_path, capsys):
+    code = main(["demo", "--forget", str(tmp_path / "no-such-licence.txt"), "--out", str(tmp_path / "out"),
+                 "--no-progress"])
+    assert code == 2
+    assert "no-such-licence.txt" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

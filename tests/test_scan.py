@@ -92,3 +92,4 @@ def test_bad_settings_are_refused():
         ScanConfig(window=16, min_tokens=32)
     with pytest.raises(NeuMuterError, match="max_windows_per_document"):
         ScanConfig(max_windows_per_document=0)
+

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ..demo import DemoConfig, run_demo
+from ..errors import NeuMuterError
 from ..worlds import WORLD_NAMES
 
 
@@ -31,6 +32,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    if args.forget and args.world != "real":
+        raise NeuMuterError("--forget applies to the real world only: the people world forgets its forget people")
     if args.world == "people":
         config = DemoConfig.tiny() if args.size == "tiny" else DemoConfig.people()
         config.testbed = config.testbed.with_(seed=args.seed)
@@ -38,10 +41,6 @@ def run(args) -> int:
         config = DemoConfig.real_tiny() if args.size == "tiny" else DemoConfig()
         if args.forget:
             config.real.forget = tuple(args.forget)
-    if args.forget and args.world != "real":
-        from ..errors import NeuMuterError
-
-        raise NeuMuterError("--forget applies to the real world only: the people world forgets its forget people")
     config.neumuter.seed = args.seed
     config.device = args.device
     out = Path(args.out or time.strftime("demo-%Y%m%d-%H%M%S"))

@@ -70,8 +70,9 @@ class RealWorldConfig:
     def tiny(cls, **overrides) -> RealWorldConfig:
         """The reduced size of the slow test: a few windows per group."""
         return cls(**{"forget_documents": 2, "max_forget_windows": 3, "max_other_copy_windows": 3,
-                      "max_retain_windows": 4, "max_heldout_windows": 8, "max_attribution_windows": 4, "general_passages": 4,
-                      "scan": ScanConfig(max_windows_per_document=1, fold_threshold=0.95), **overrides})
+                      "max_retain_windows": 4, "max_heldout_windows": 8, "max_attribution_windows": 4,
+                      "general_passages": 4, "scan": ScanConfig(max_windows_per_document=1, fold_threshold=0.95),
+                      **overrides})
 
 
 @dataclass
@@ -117,12 +118,12 @@ def prepare_real_world(config: RealWorldConfig | None = None, *, target_fraction
     model's scores, and the stopping criterion."""
     config = config or RealWorldConfig()
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    documents = _documents(config)  # a missing forget file fails here, before the model loads
     directory, gguf = (config.model, config.gguf_file) if config.model else packaged_smollm2()
     model, tokenizer = load_causal_lm(directory, gguf_file=gguf, cache_dir=cache)
     model_dir = str(model.name_or_path)
     model_key = Path(model_dir).name if gguf else _directory_key(model_dir)
     model.to(resolve_device(device))
-    documents = _documents(config)
     scoring_only = {"el_prefix_stride", "batch_size"}  # they change the reference scores (keyed apart), not the texts
     settings = {name: value for name, value in asdict(config).items() if name not in scoring_only}
     key = hashlib.sha256(json.dumps({"version": BUILD_VERSION, "model": model_key, "config": settings, "texts": {
