@@ -61,9 +61,17 @@ def evaluate(model, tokenizer, data: EvaluationSet, forgetting_thresholds: Mappi
     """Every metric of the report for one model; per-sample values are kept under ``per_sample``."""
     n, batch, stride = data.settings["el_n"], data.settings["batch_size"], data.settings["el_prefix_stride"]
     forget = list(data.forget_texts)
-    ma = metrics.memorization_accuracy(model, tokenizer, forget, batch_size=batch)
+    scored: dict[tuple, tuple] = {}  # texts -> (MA, losses): one forward per text list, whatever uses it
+
+    def teacher_forced(texts) -> tuple:
+        key = tuple(texts)
+        if key not in scored:
+            scored[key] = metrics.teacher_forced_scores(model, tokenizer, list(texts), batch_size=batch)
+        return scored[key]
+
+    ma, forget_losses = teacher_forced(forget)
     el = metrics.extraction_likelihood(model, tokenizer, forget, n, batch_size=batch, prefix_stride=stride)
-    mia = metrics.loss_mia(model, tokenizer, forget, list(data.heldout_texts), batch_size=batch)
+    mia = metrics.mia_from_losses(forget_losses, teacher_forced(data.heldout_texts)[1])
     result = {
         "forget_ma": float(ma.mean()),
         f"forget_{data.el_key}": float(el.mean()),
@@ -72,10 +80,10 @@ def evaluate(model, tokenizer, data: EvaluationSet, forgetting_thresholds: Mappi
         "forget_loss": float(mia["forget_losses"].mean()),
     }
     if data.retain_texts:
-        result["retain_ma"] = float(metrics.memorization_accuracy(model, tokenizer, list(data.retain_texts), batch_size=batch).mean())
+        result["retain_ma"] = float(teacher_forced(data.retain_texts)[0].mean())
     for name, texts in data.ma_groups.items():
         if texts:
-            result[f"{name}_ma"] = float(metrics.memorization_accuracy(model, tokenizer, list(texts), batch_size=batch).mean())
+            result[f"{name}_ma"] = float(teacher_forced(texts)[0].mean())
     if data.general_texts:
         result["heldout_ppl"] = metrics.perplexity(model, tokenizer, list(data.general_texts), batch_size=batch)
     if oracle_forget_losses is not None:

@@ -268,10 +268,15 @@ def loss_mia(model, tokenizer, forget_samples: Samples, heldout_samples: Samples
     """
     forget = sample_losses(model, tokenizer, forget_samples, batch_size=batch_size, max_length=max_length)
     heldout = sample_losses(model, tokenizer, heldout_samples, batch_size=batch_size, max_length=max_length)
-    reference = float(heldout.mean())
-    distances = (forget - reference).abs()
+    return mia_from_losses(forget, heldout)
+
+
+def mia_from_losses(forget_losses: torch.Tensor, heldout_losses: torch.Tensor) -> dict[str, torch.Tensor | float]:
+    """``loss_mia`` from per-sample losses already computed (e.g. with MA by ``teacher_forced_scores``)."""
+    reference = float(heldout_losses.mean())
+    distances = (forget_losses - reference).abs()
     return {"distances": distances, "mean_distance": float(distances.mean()),
-            "forget_losses": forget, "heldout_mean_loss": reference}
+            "forget_losses": forget_losses, "heldout_mean_loss": reference}
 
 
 # ---------------------------------------------------------------------------------------------
