@@ -47,12 +47,16 @@ def load_causal_lm(name_or_path: str, dtype: str = "float32", gguf_file: str | N
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **extra)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=getattr(torch, dtype), **extra)
     except (OSError, ValueError, KeyError, ImportError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise NeuMuterError(f"cannot load a causal LM from {name_or_path!r}: {first_line}") from None
+        raise NeuMuterError(f"cannot load a causal LM from {name_or_path!r}: {_first_line(error)}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     architecture_of(model)
     return model.eval(), tokenizer
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def packaged_smollm2() -> tuple[str, str]:
@@ -108,8 +112,7 @@ def _dequantize(path: Path, out: Path, key: str) -> None:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     except (OSError, ValueError, KeyError, ImportError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise NeuMuterError(f"cannot read GGUF file {str(path)!r}: {first_line}") from None
+        raise NeuMuterError(f"cannot read GGUF file {str(path)!r}: {_first_line(error)}") from None
     config = model.config.to_dict()
     config.pop("quantization_config", None)  # the weights written here are plain fp32
     save_model(model, str(out / "model.safetensors"))  # shared (tied) tensors stored once

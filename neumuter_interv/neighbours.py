@@ -21,8 +21,10 @@ Self-neighbours (``self_neighbours``): no pretrained masked LM installs offline,
 default neighbours are written by the causal LM itself: a share r of positions, left to right, each
 replaced by a sample from the model's top-k given the already rewritten left context, never the
 original token. This departs from the paper (an MLM that never saw the forget data): the model has
-seen the forget data, but sampling outside the original token keeps the neighbour fluent and on topic
-while changing its specific content, which is what the KL term needs.
+seen the forget data, but sampling outside the original token keeps the neighbour fluent while changing
+its specific content. At small r the neighbour stays close to the original; at r = 1 it becomes a free
+continuation of the first token that drifts off topic (the real-model demo's neighbour of an MIT-licence
+window is a recipe text): general text of the model's own on which the KL term anchors its behaviour.
 
 Texts longer than the MLM's context are not truncated: each prediction sees a window of the context
 size centred on the masked position (clamped to the text). The random order of neighbour j of a text
@@ -67,9 +69,10 @@ def _rng(seed: int, content: bytes, neighbour: int) -> np.random.Generator:
     return np.random.default_rng([seed, digest, neighbour])
 
 
-def _positions(ids: Sequence[int], special: set[int], ratio: float, rng: np.random.Generator) -> list[int]:
-    """round(ratio * eligible) non-special positions, in a random order."""
-    eligible = [p for p, t in enumerate(ids) if t not in special]
+def _positions(ids: Sequence[int], special: set[int], ratio: float, rng: np.random.Generator,
+               first: int = 0) -> list[int]:
+    """round(ratio * eligible) non-special positions from ``first`` on, in a random order."""
+    eligible = [p for p, t in enumerate(ids) if p >= first and t not in special]
     chosen = rng.permutation(len(eligible))[:round(ratio * len(eligible))]
     return [eligible[c] for c in chosen]
 
@@ -135,10 +138,8 @@ def self_neighbours(token_ids: Sequence[Sequence[int]], model: torch.nn.Module, 
         content = np.asarray(ids, dtype=np.int64).tobytes()
         for j in range(k):
             rng = _rng(seed, content, j)
-            eligible = [p for p in range(1, len(ids)) if ids[p] not in special]
-            chosen = rng.permutation(len(eligible))[:round(ratio * len(eligible))]
             rows.append(list(ids))
-            plans.append({eligible[c] for c in chosen})
+            plans.append(set(_positions(ids, special, ratio, rng, first=1)))
             rngs.append(rng)
     banned = torch.tensor(sorted(special), dtype=torch.long)
     for start in range(0, len(rows), batch_size):
@@ -305,8 +306,8 @@ def mlm_neighbours(texts: Sequence[str], model: torch.nn.Module, tokenizer, *, k
     return [decoded[i * k:(i + 1) * k] for i in range(len(texts))]
 
 
-def _fingerprint(mlm_path: str) -> str:
-    """Identity of an MLM for the cache: a local folder by its files' names, sizes and times; a hub
+def model_fingerprint(mlm_path: str) -> str:
+    """Identity of a model for a cache: a local folder by its files' names, sizes and times; a hub
     name by itself."""
     path = Path(mlm_path)
     if not path.is_dir():
@@ -326,7 +327,7 @@ def generate_neighbours(texts: Sequence[str], mlm_path: str, *, k: int = 1, rati
 
     _check_arguments(texts, k, ratio)
     key = hashlib.sha256(json.dumps({
-        "version": CACHE_VERSION, "mlm": _fingerprint(mlm_path), "k": k, "ratio": ratio, "seed": seed,
+        "version": CACHE_VERSION, "mlm": model_fingerprint(mlm_path), "k": k, "ratio": ratio, "seed": seed,
         "order": order, "texts": hashlib.sha256(json.dumps(list(texts)).encode()).hexdigest(),
     }).encode()).hexdigest()
     cache_file = Path(cache_dir) / f"neighbours-{key[:24]}.json" if cache_dir is not None else None

@@ -141,14 +141,21 @@ def cut_windows(tokenizer, documents: Sequence[Document], config: ScanConfig) ->
         starts = list(range(0, max(len(ids) - config.window, 0) + 1, config.stride))
         if starts[-1] + config.window < len(ids):
             starts.append(len(ids) - config.window)
-        if config.max_windows_per_document and len(starts) > config.max_windows_per_document:
-            picks = np.linspace(0, len(starts) - 1, config.max_windows_per_document).round().astype(int)
-            starts = [starts[i] for i in sorted(set(picks.tolist()))]
+        if config.max_windows_per_document:
+            starts = evenly_spaced(starts, config.max_windows_per_document)
         for start in starts:
             text = tokenizer.decode(ids[start:start + config.window])
             if text.strip():
                 out.append(Window(text, document.source, start))
     return out
+
+
+def evenly_spaced(items: Sequence, limit: int) -> list:
+    """At most ``limit`` items, evenly spaced over the sequence (first and last kept)."""
+    if len(items) <= limit:
+        return list(items)
+    picks = np.linspace(0, len(items) - 1, limit).round().astype(int)
+    return [items[i] for i in sorted(set(picks.tolist()))]
 
 
 def fold_near_duplicates(windows: Sequence[Window], tokenizer, n: int, threshold: float) -> list[Window]:

@@ -28,8 +28,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from .. import corpora
 from .. import metrics as metrics_module
 from ..data import texts_sha256
@@ -37,8 +35,16 @@ from ..errors import NeuMuterError
 from ..evaluation import EvaluationSet, evaluate, thresholds
 from ..lm import resolve_device
 from ..loading import load_causal_lm, packaged_smollm2
-from ..neighbours import generate_self_neighbours
-from ..scan import ScanConfig, Window, apply_thresholds, cut_windows, fold_near_duplicates, score_windows
+from ..neighbours import generate_self_neighbours, model_fingerprint
+from ..scan import (
+    ScanConfig,
+    Window,
+    apply_thresholds,
+    cut_windows,
+    evenly_spaced,
+    fold_near_duplicates,
+    score_windows,
+)
 from ..stopping import ForgettingCriterion
 from ..testbed import default_cache_dir
 from .base import World, cached_reference_scores, write_atomically
@@ -122,7 +128,7 @@ def prepare_real_world(config: RealWorldConfig | None = None, *, target_fraction
     directory, gguf = (config.model, config.gguf_file) if config.model else packaged_smollm2()
     model, tokenizer = load_causal_lm(directory, gguf_file=gguf, cache_dir=cache)
     model_dir = str(model.name_or_path)
-    model_key = Path(model_dir).name if gguf else _directory_key(model_dir)
+    model_key = Path(model_dir).name if gguf else hashlib.sha256(model_fingerprint(model_dir).encode()).hexdigest()[:20]
     model.to(resolve_device(device))
     scoring_only = {"el_prefix_stride", "batch_size"}  # they change the reference scores (keyed apart), not the texts
     settings = {name: value for name, value in asdict(config).items() if name not in scoring_only}
@@ -174,7 +180,7 @@ def _build_groups(model, tokenizer, documents: dict, config: RealWorldConfig, pr
     scan = config.scan
     cut = {name: fold_near_duplicates(cut_windows(tokenizer, documents[name], scan), tokenizer, scan.fold_ngram,
                                       scan.fold_threshold) for name in ("forget", "candidates", "heldout")}
-    cut["heldout"] = _evenly(cut["heldout"], config.max_heldout_windows)
+    cut["heldout"] = evenly_spaced(cut["heldout"], config.max_heldout_windows)
     for name in ("heldout", "forget", "candidates"):
         score_windows(model, tokenizer, cut[name], scan.batch_size, progress, f"scoring {name} windows", scan.dtype)
     apply_thresholds(cut["forget"] + cut["candidates"], cut["heldout"], scan)
@@ -194,10 +200,10 @@ def _build_groups(model, tokenizer, documents: dict, config: RealWorldConfig, pr
         f"windows memorized")
     general = [{"text": d.text, "source": d.source} for d in documents["general"]]
     return {"forget": [_record(w) for w in forget],
-            "other_copies": [_record(w) for w in _evenly(copies, config.max_other_copy_windows)],
+            "other_copies": [_record(w) for w in evenly_spaced(copies, config.max_other_copy_windows)],
             "retain_memorized": [_record(w) for w in retain],
             "heldout": [_record(w) for w in cut["heldout"]],
-            "attribution_reference": [_record(w) for w in _evenly(spare, config.max_attribution_windows)],
+            "attribution_reference": [_record(w) for w in evenly_spaced(spare, config.max_attribution_windows)],
             "general": general,
             "scan": {"forget_windows": len(cut["forget"]), "candidate_windows": len(cut["candidates"]),
                      "candidate_memorized": sum(bool(w.memorized) for w in cut["candidates"]),
@@ -206,14 +212,6 @@ def _build_groups(model, tokenizer, documents: dict, config: RealWorldConfig, pr
 
 def _record(window: Window) -> dict:
     return {key: value for key, value in asdict(window).items() if key != "copies"} | {"copies": len(window.copies)}
-
-
-def _evenly(items: list, limit: int) -> list:
-    """At most ``limit`` items, evenly spaced over the list (first and last kept)."""
-    if len(items) <= limit:
-        return list(items)
-    picks = sorted(set(np.linspace(0, len(items) - 1, limit).round().astype(int).tolist()))
-    return [items[i] for i in picks]
 
 
 def _grams(tokenizer, text: str) -> set:
@@ -225,14 +223,6 @@ def _max_containment(grams: set, others: list[set]) -> float:
     if not grams:
         return 0.0
     return max(len(grams & other) / len(grams) for other in others)
-
-
-def _directory_key(path: str) -> str:
-    directory = Path(path)
-    if not directory.is_dir():
-        return path
-    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in directory.iterdir() if f.is_file())
-    return hashlib.sha256(json.dumps([str(directory.resolve()), files]).encode()).hexdigest()[:20]
 
 
 def _reference_scores(model, tokenizer, data: EvaluationSet, root: Path) -> dict:
