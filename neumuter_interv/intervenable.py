@@ -6,12 +6,13 @@ everything here speaks in 0-based layer indices instead.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Sequence
 
 import pyvene as pv
 import torch
 
-from .architectures import COMPONENT, architecture_of, ffn_width
+from .architectures import COMPONENT, activation_module, architecture_of, ffn_width
 
 
 def attach(model: torch.nn.Module, layers: Sequence[int], make: Callable[[int, int], pv.Intervention]) -> pv.IntervenableModel:
@@ -29,7 +30,31 @@ def attach(model: torch.nn.Module, layers: Sequence[int], make: Callable[[int, i
     ]
     pv_model = pv.IntervenableModel(pv.IntervenableConfig(representations=representations), model=model)
     pv_model.disable_model_gradients()
+    for layer in layers:
+        guard_saved_output(activation_module(model, int(layer)))
     return pv_model
+
+
+def guard_saved_output(module: torch.nn.Module) -> None:
+    """Let pyvene write into ``module``'s output without breaking the backward pass.
+
+    pyvene's setter scatters the intervened activation INTO the module's output tensor, in place. An
+    activation whose backward reads its own output (ReLU, as in OPT; tanh, sigmoid) then fails with
+    "modified by an inplace operation". A guarded module returns a copy whenever the operation that made
+    its output saved that output for backward; GELU and SiLU (which save their input) pay nothing.
+    pyvene removes every forward hook of the model on each call, so the guard is the module's own
+    ``forward`` (bound to the module, so a deep copy guards its copy). Idempotent.
+    """
+    if not getattr(module, "_neumuter_output_guard", False):
+        module.forward = types.MethodType(_forward_with_unsaved_output, module)
+        module._neumuter_output_guard = True
+
+
+def _forward_with_unsaved_output(self, *args, **kwargs):
+    output = type(self).forward(self, *args, **kwargs)
+    if isinstance(output, torch.Tensor) and hasattr(output.grad_fn, "_saved_result"):
+        return output.clone()
+    return output
 
 
 def interventions_by_layer(pv_model: pv.IntervenableModel) -> dict[int, pv.Intervention]:

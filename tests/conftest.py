@@ -71,6 +71,27 @@ def tiny_config(architecture: str, vocab_size: int) -> transformers.PretrainedCo
     raise ValueError(architecture)
 
 
+# Settings that make every architecture of the table tiny (2 layers, 32 wide, FFN 64); the keys are each
+# config's own names where the generic ones do not reach (GPT-J's rotary width, GPT-Neo's attention pattern).
+_TINY_OVERRIDES = {
+    "gpt_neo": dict(num_layers=2, attention_types=[[["global", "local"], 1]], window_size=16),
+    "gptj": dict(rotary_dim=8),
+    "opt": dict(ffn_dim=64, word_embed_proj_dim=32),
+    "gpt2": dict(n_inner=64),
+    "falcon": dict(ffn_hidden_size=64),
+    "bloom": dict(n_head=2),
+}
+
+
+def tiny_model_of(model_type: str, vocab_size: int, seed: int = 0, **overrides) -> transformers.PreTrainedModel:
+    """A tiny randomly initialised causal LM of any architecture of the table, in eval mode."""
+    settings = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64, pad_token_id=0,
+                    eos_token_id=1, bos_token_id=1, **_TINY_OVERRIDES.get(model_type, {}), **overrides)
+    torch.manual_seed(seed)
+    return transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(model_type, **settings)).eval()
+
+
 @pytest.fixture
 def make_model(tokenizer):
     """``make_model(architecture, seed=0)``: a tiny randomly initialised causal LM in eval mode."""

@@ -1,10 +1,13 @@
 """The architecture table and layer specifications."""
 
 import pytest
+import torch
 import transformers
+from conftest import FORGET, tiny_model_of
 
 from neumuter_interv import NeuMuterError, describe_layers, parse_layers
-from neumuter_interv.architectures import activation_module, architecture_of, ffn_width
+from neumuter_interv.architectures import ARCHITECTURES, activation_module, architecture_of, ffn_width
+from neumuter_interv.methods.neumuter import NeuMuter, NeuMuterConfig
 
 
 @pytest.mark.parametrize(
@@ -44,3 +47,22 @@ def test_an_unknown_architecture_is_refused_with_a_hint():
                                                                   num_attention_heads=1, intermediate_size=8))
     with pytest.raises(NeuMuterError, match="register_architecture"):
         architecture_of(model)
+
+
+# every family of the table, plus ReLU FFNs (OPT's own, GPT-2 and GPT-Neo configured with relu), whose backward
+# reads the activation's output that pyvene writes into
+TRAINABLE = [(model_type, {}) for model_type in ARCHITECTURES] + [
+    ("gpt_neo", {"activation_function": "relu"}), ("gpt2", {"activation_function": "relu"})]
+
+
+@pytest.mark.parametrize(("model_type", "overrides"), TRAINABLE,
+                         ids=[f"{t}-{o['activation_function']}" if o else t for t, o in TRAINABLE])
+def test_neumuter_trains_the_gates_of_every_architecture_of_the_table(tokenizer, model_type, overrides):
+    model = tiny_model_of(model_type, len(tokenizer), **overrides)
+    before = {name: p.clone() for name, p in model.named_parameters()}
+    config = NeuMuterConfig(epochs=1, batch_size=2, learning_rate=0.5, neighbour_source="random",
+                            selection="fraction", fraction=0.05, progress=False)
+    run = NeuMuter(config).run(model, tokenizer, FORGET)
+    assert run.localization.steps == 2
+    assert all(bool((alpha != alpha.flatten()[0]).any()) for alpha in run.localization.log_alpha.values())
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())  # the model stays frozen
