@@ -132,7 +132,7 @@ def output_projection(model: torch.nn.Module, layer: int) -> torch.nn.Module:
 
 # --- layer specifications -------------------------------------------------------------------------
 
-_RANGE = re.compile(r"^(\d+)?\s*-\s*(\d+)?$")
+_RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)?$")
 
 
 def parse_layers(spec: str | int | Sequence[int], n_layers: int) -> list[int]:
@@ -163,10 +163,16 @@ def _parse_layer_string(spec: str, n_layers: int) -> list[int]:
         if part.isdigit():
             layers.append(int(part))
             continue
+        if part.startswith("-"):
+            raise NeuMuterError(f"layer spec {spec!r}: {part!r} is not a layer; layers are 0-based numbers 0-{n_layers - 1} "
+                                "(negative numbers and ranges without a start are not accepted)")
         match = _RANGE.match(part)
-        if not match or (match.group(1) is None and match.group(2) is None):
+        if not match:
             raise NeuMuterError(f"cannot read layer spec {spec!r}: use 'all', '3', '1-7', '10-16,21' or '1-'")
-        start = int(match.group(1) or 0)
+        start = int(match.group(1))
+        if start >= n_layers:
+            raise NeuMuterError(f"layer {start} is out of range: the model has {n_layers} layers, numbered "
+                                f"0-{n_layers - 1} (0-based)")
         stop = int(match.group(2)) if match.group(2) is not None else n_layers - 1
         if stop < start:
             raise NeuMuterError(f"layer range {part!r} runs backwards")

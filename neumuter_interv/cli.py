@@ -12,6 +12,7 @@ import sys
 from transformers.utils import logging as transformers_logging
 
 from .errors import NeuMuterError
+from .metrics import progress_bars
 
 # modules that define ``register(subparsers)``; each sets ``func`` on its parser
 COMMAND_MODULES = [
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they happen, also in a log file
     try:
-        return int(args.func(args) or 0)
+        with progress_bars(not getattr(args, "no_progress", False)):
+            return int(args.func(args) or 0)
     except NeuMuterError as error:
         print(f"neumuter {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -57,6 +57,13 @@ class ComparisonConfig(DemoConfig):
     methods: tuple[str, ...] = tuple(METHODS)
     budgets: dict[str, dict] = field(default_factory=default_budgets)
 
+    def check(self) -> None:
+        """The demo's checks, the method names, and every budget built into its method's settings."""
+        super().check()
+        for name in parse_methods(self.methods):
+            if name != "neumuter":
+                make_method(name, **self.budgets.get(name, {}))
+
     @classmethod
     def tiny(cls) -> ComparisonConfig:
         """The tiny testbed with small budgets: what the tests run."""
@@ -87,6 +94,7 @@ def run_comparison(out: str | Path, config: ComparisonConfig | None = None, over
     if config.world != "people":
         raise NeuMuterError(f"compare runs on the people world (its retrain oracle is the report's gold standard), "
                             f"not {config.world!r}")
+    config.check()
     methods = parse_methods(config.methods)
     check_writable(out, overwrite)
     start = time.perf_counter()

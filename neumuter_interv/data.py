@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,29 +22,55 @@ from .errors import NeuMuterError
 IGNORE_INDEX = -100
 
 
-def read_texts(path: str | Path, column: str = "text") -> list[str]:
-    """Texts of a ``.txt``, ``.jsonl`` or ``.csv`` file; refuses a missing file, column or an empty set."""
+class Texts(list):
+    """A list of texts that remembers the file it was read from (``source``), so that a later complaint about
+    one sample (too short, too long) can name the file."""
+
+    def __init__(self, texts, source: str | None = None):
+        super().__init__(texts)
+        self.source = source
+
+
+def read_texts(path: str | Path, column: str = "text", what: str = "forget") -> Texts:
+    """Texts of a ``.txt``, ``.jsonl`` or ``.csv`` file (UTF-8, a byte-order mark tolerated); refuses a
+    missing, non-regular, undecodable or empty file and a missing column, naming the file (``what`` says
+    which input it is: forget, held-out, ...)."""
     path = Path(path)
+    label = f"{what} file {str(path)!r}"
+    if not path.exists():
+        raise NeuMuterError(f"{label} does not exist")
+    if path.is_dir():
+        raise NeuMuterError(f"{label} is a directory; give a .txt, .jsonl or .csv file")
     if not path.is_file():
-        raise NeuMuterError(f"forget file {str(path)!r} does not exist")
+        raise NeuMuterError(f"{label} is not a regular file (a device or a pipe); give a .txt, .jsonl or .csv file")
     suffix = path.suffix.lower()
-    if suffix == ".txt":
-        texts = [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines()]
-    elif suffix == ".jsonl":
-        texts = _read_jsonl(path, column)
-    elif suffix == ".csv":
-        texts = _read_csv(path, column)
-    else:
+    if suffix not in (".txt", ".jsonl", ".csv"):
         raise NeuMuterError(f"cannot read {str(path)!r}: use .txt (one sample per line), .jsonl or .csv with a {column!r} column")
+    content = decode_text(path.read_bytes(), label)
+    if suffix == ".txt":
+        texts = content.splitlines()
+    elif suffix == ".jsonl":
+        texts = _read_jsonl(path, content, column)
+    else:
+        texts = _read_csv(path, content, column)
     texts = [t for t in texts if t.strip()]
     if not texts:
-        raise NeuMuterError(f"forget file {str(path)!r} holds no text: the forget set is empty")
-    return texts
+        raise NeuMuterError(f"{label} holds no text: the {what} set is empty")
+    return Texts(texts, str(path))
 
 
-def _read_jsonl(path: Path, column: str) -> list[str]:
+def decode_text(raw: bytes, label: str) -> str:
+    """UTF-8 (with or without a byte-order mark), or one line naming the file, the byte and the fix."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise NeuMuterError(f"{label} is not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start}); "
+                            "convert it, e.g. iconv -f latin1 -t utf-8") from None
+
+
+def _read_jsonl(path: Path, content: str, column: str) -> list[str]:
     texts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -56,14 +83,16 @@ def _read_jsonl(path: Path, column: str) -> list[str]:
     return texts
 
 
-def _read_csv(path: Path, column: str) -> list[str]:
+def _read_csv(path: Path, content: str, column: str) -> list[str]:
     csv.field_size_limit(1 << 30)
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
+    reader = csv.DictReader(io.StringIO(content, newline=""))
+    try:
         if reader.fieldnames is None or column not in reader.fieldnames:
             found = ", ".join(reader.fieldnames or []) or "none"
             raise NeuMuterError(f"{path}: missing {column!r} column (columns found: {found})")
         return [row[column] or "" for row in reader]
+    except csv.Error as error:
+        raise NeuMuterError(f"{path}:{reader.line_num}: not valid CSV ({error})") from None
 
 
 def texts_sha256(texts: Sequence[str]) -> str:
@@ -100,18 +129,37 @@ def model_context_length(model) -> int | None:
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int | None = None, what: str = "forget") -> list[list[int]]:
-    """Token ids per text, refusing (not truncating) any text longer than ``max_length``."""
+    """Token ids per text, refusing (not truncating) any text longer than ``max_length``.
+
+    A text far longer in characters than ``max_length`` is judged on a prefix first (``_PREFIX_CHARS_PER_TOKEN``
+    characters per allowed token), so that a 10 MB line is refused in milliseconds, not tokenized whole.
+    """
     if not texts:
         raise NeuMuterError(f"the {what} set is empty")
-    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-    for index, sample in enumerate(ids):
+    ids = []
+    for index, text in enumerate(texts):
+        where = _sample_name(texts, index, what)
+        if max_length is not None and len(text) > _PREFIX_CHARS_PER_TOKEN * max_length:
+            prefix = tokenizer(text[:_PREFIX_CHARS_PER_TOKEN * max_length], add_special_tokens=False)["input_ids"]
+            if len(prefix) > max_length + 1:  # + 1: the cut may split one token in two
+                raise NeuMuterError(f"{where} is more than {max_length} tokens long ({len(text):,} characters), "
+                                    f"longer than the model's context of {max_length}")
+        sample = tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(sample) < 2:
-            raise NeuMuterError(f"{what} sample {index} has fewer than 2 tokens: nothing to predict")
+            raise NeuMuterError(f"{where} has fewer than 2 tokens: nothing to predict")
         if max_length is not None and len(sample) > max_length:
-            raise NeuMuterError(
-                f"{what} sample {index} is {len(sample)} tokens long, longer than the model's context of {max_length}"
-            )
+            raise NeuMuterError(f"{where} is {len(sample)} tokens long, longer than the model's context of {max_length}")
+        ids.append(sample)
     return ids
+
+
+_PREFIX_CHARS_PER_TOKEN = 16
+
+
+def _sample_name(texts: Sequence[str], index: int, what: str) -> str:
+    """``"forget sample 3 of data/forget.txt"``, or without the file when the texts did not come from one."""
+    source = getattr(texts, "source", None)
+    return f"{what} sample {index} of {source}" if source else f"{what} sample {index}"
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> TokenBatch:

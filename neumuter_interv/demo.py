@@ -25,6 +25,7 @@ from .output import check_writable, output_directory, write_json
 from .report import markdown_table, plot_distributions, plot_grouped_bars, plot_muted_per_layer
 from .separability import attribution_ratio, neuron_attribution, top_fraction_selection
 from .testbed import TestbedConfig
+from .validation import check_number
 from .worlds import (
     WORLD_NAMES,
     RealWorldConfig,
@@ -58,8 +59,17 @@ class DemoConfig:
     device: str = "cpu"  # where the world is built and scored and NeuMuter runs ("auto": GPU if any)
 
     def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Refuse a bad setting in one line; run again before work, since commands set fields after building."""
         if self.world not in WORLD_NAMES:
             raise NeuMuterError(f"unknown world {self.world!r}: choose from {', '.join(WORLD_NAMES)}")
+        check_number("el_prefix_stride", self.el_prefix_stride, minimum=1, integer=True)
+        check_number("neighbours_per_sample", self.neighbours_per_sample, minimum=1, integer=True)
+        check_number("replacement_ratio", self.replacement_ratio, above=0, maximum=1)
+        check_number("target_fraction", self.target_fraction, above=0, maximum=1)
+        NeuMuterConfig.from_dict(self.neumuter.to_dict())
 
     @classmethod
     def people(cls) -> DemoConfig:
@@ -111,7 +121,9 @@ def prepare_world(config: DemoConfig, progress: bool = True, log: Callable[[str]
 def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool = False, progress: bool = True,
              log=print) -> dict:
     config = config or DemoConfig()
-    check_writable(out, overwrite)
+    config.check()
+    check_writable(out, overwrite, {f"--forget {path}": path for path in config.real.forget}
+                   if config.world == "real" else None)
     resolve_device(config.device)
     seconds: dict[str, float] = {}
     start = time.perf_counter()

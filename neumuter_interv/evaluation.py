@@ -44,6 +44,14 @@ class EvaluationSet:
                    testbed.retain_texts, testbed.forget_qa, testbed.retain_qa, {},
                    {"el_n": 10, "el_prefix_stride": 1, "batch_size": 32, **settings})
 
+    def check(self, model, tokenizer) -> None:
+        """Refuse, before any forward pass, a sample too short for EL_n (n + 1 tokens) or MA, or longer than
+        the model's context; the message names the file when the texts came from one (``data.Texts``)."""
+        n = self.settings["el_n"]
+        for texts, min_tokens in ((self.forget_texts, n + 1), (self.heldout_texts, n + 1), (self.retain_texts, 2)):
+            if texts:
+                metrics.check_samples(model, tokenizer, texts, min_tokens)
+
     @property
     def el_key(self) -> str:
         return f"el{self.settings['el_n']}"
@@ -51,7 +59,7 @@ class EvaluationSet:
 
 def thresholds(model, tokenizer, data: EvaluationSet) -> dict[str, float]:
     """Eq. 17: average MA and EL_n of the model on held-out samples."""
-    return metrics.forgetting_thresholds(model, tokenizer, list(data.heldout_texts), n=data.settings["el_n"],
+    return metrics.forgetting_thresholds(model, tokenizer, data.heldout_texts, n=data.settings["el_n"],
                                          batch_size=data.settings["batch_size"],
                                          prefix_stride=data.settings["el_prefix_stride"])
 
@@ -60,13 +68,13 @@ def evaluate(model, tokenizer, data: EvaluationSet, forgetting_thresholds: Mappi
              oracle_forget_losses: Sequence[float] | None = None) -> dict:
     """Every metric of the report for one model; per-sample values are kept under ``per_sample``."""
     n, batch, stride = data.settings["el_n"], data.settings["batch_size"], data.settings["el_prefix_stride"]
-    forget = list(data.forget_texts)
+    forget = data.forget_texts
     scored: dict[tuple, tuple] = {}  # texts -> (MA, losses): one forward per text list, whatever uses it
 
     def teacher_forced(texts) -> tuple:
         key = tuple(texts)
         if key not in scored:
-            scored[key] = metrics.teacher_forced_scores(model, tokenizer, list(texts), batch_size=batch)
+            scored[key] = metrics.teacher_forced_scores(model, tokenizer, texts, batch_size=batch)
         return scored[key]
 
     ma, forget_losses = teacher_forced(forget)
@@ -85,7 +93,7 @@ def evaluate(model, tokenizer, data: EvaluationSet, forgetting_thresholds: Mappi
         if texts:
             result[f"{name}_ma"] = float(teacher_forced(texts)[0].mean())
     if data.general_texts:
-        result["heldout_ppl"] = metrics.perplexity(model, tokenizer, list(data.general_texts), batch_size=batch)
+        result["heldout_ppl"] = metrics.perplexity(model, tokenizer, data.general_texts, batch_size=batch)
     if oracle_forget_losses is not None:
         result["forget_quality"] = metrics.forget_quality(mia["forget_losses"], oracle_forget_losses)
     for name, records in (("forget_qa", data.forget_qa), ("retain_qa", data.retain_qa)):

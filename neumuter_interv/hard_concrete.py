@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import NeuMuterError
+
 UNIFORM_EPS = 1e-4  # the official code samples u in [1e-4, 1 - 1e-4]
 
 
@@ -34,9 +36,9 @@ class HardConcreteParams:
 
     def __post_init__(self):
         if not self.beta > 0:
-            raise ValueError(f"hard-concrete temperature beta must be > 0, got {self.beta}")
+            raise NeuMuterError(f"hard-concrete temperature beta must be > 0, got {self.beta}")
         if not (self.gamma < 0 < 1 < self.zeta):
-            raise ValueError(f"hard-concrete stretch needs gamma < 0 and zeta > 1, got {self.gamma}, {self.zeta}")
+            raise NeuMuterError(f"hard-concrete stretch needs gamma < 0 and zeta > 1, got {self.gamma}, {self.zeta}")
 
     def initial_log_alpha(self, open_probability: float = 1.0) -> float:
         """log_alpha whose deterministic gate equals ``open_probability`` (official ``mask_p``).
@@ -44,7 +46,7 @@ class HardConcreteParams:
         With ``open_probability = 1`` the gate is exactly 1: sigmoid(log_alpha) = (1 - gamma) / (zeta - gamma).
         """
         if not 0.0 < open_probability <= 1.0:
-            raise ValueError(f"initial gate value must lie in (0, 1], got {open_probability}")
+            raise NeuMuterError(f"initial gate value must lie in (0, 1], got {open_probability}")
         p = (open_probability - self.gamma) / (self.zeta - self.gamma)
         return math.log(p / (1.0 - p))
 

@@ -19,6 +19,7 @@ import pyvene as pv
 import torch
 
 from .hard_concrete import HardConcreteParams, deterministic_gate, l0_penalty, sample_gate
+from .validation import check_neuron_mask
 
 
 class FFNIntervention(pv.SourcelessIntervention, pv.TrainableIntervention, pv.DistributedRepresentationIntervention):
@@ -74,28 +75,22 @@ class FrozenScaling(FFNIntervention):
 
     def __init__(self, neuron_indices=None, neuron_scales=None, **kwargs):
         super().__init__(**kwargs)
-        indices = torch.as_tensor([] if neuron_indices is None else neuron_indices, dtype=torch.long)
-        scales = torch.as_tensor([] if neuron_scales is None else neuron_scales, dtype=torch.float32)
-        self._check(indices, scales)
-        self.register_buffer("neuron_indices", indices)
-        self.register_buffer("neuron_scales", scales)
+        indices = [] if neuron_indices is None else neuron_indices
+        scales = [] if neuron_scales is None else neuron_scales
+        check_neuron_mask(indices, scales, self.width, type(self).__name__)
+        self.register_buffer("neuron_indices", torch.as_tensor(indices, dtype=torch.long))
+        self.register_buffer("neuron_scales", torch.as_tensor(scales, dtype=torch.float32))
         self.train(False)  # nothing stochastic: the intervention is in eval mode from birth (and after load)
 
-    def _check(self, indices: torch.Tensor, scales: torch.Tensor) -> None:
-        if indices.shape != scales.shape or indices.dim() != 1:
-            raise ValueError("neuron_indices and neuron_scales must be 1-D and of equal length")
-        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.width):
-            raise ValueError(f"neuron index out of range for an FFN of width {self.width}")
-        if indices.unique().numel() != indices.numel():
-            raise ValueError("neuron_indices repeat a neuron")
-
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # The number of selected neurons is only known from the checkpoint: resize before loading.
+        # The number of selected neurons is only known from the checkpoint: check it, resize, then load.
+        if prefix + "neuron_indices" in state_dict and prefix + "neuron_scales" in state_dict:
+            check_neuron_mask(state_dict[prefix + "neuron_indices"], state_dict[prefix + "neuron_scales"], self.width,
+                              f"{type(self).__name__} {prefix.rstrip('.') or 'buffers'}")
         for name in ("neuron_indices", "neuron_scales"):
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._check(self.neuron_indices, self.neuron_scales)
 
     def dense_scale(self) -> torch.Tensor:
         """The full per-neuron scale vector: ones except at the selected neurons."""

@@ -14,12 +14,15 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import transformers
 from filelock import FileLock
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .architectures import architecture_of
@@ -43,15 +46,34 @@ def load_causal_lm(name_or_path: str, dtype: str = "float32", gguf_file: str | N
     if gguf_file and (Path(name_or_path) / gguf_file).is_file():
         name_or_path, gguf_file = str(dequantized_gguf(Path(name_or_path) / gguf_file, cache_dir)), None
     extra = {"gguf_file": gguf_file} if gguf_file else {}
+    if not os.path.lexists(name_or_path):  # a Hub id: the local cache first, the Hub only when it answers
+        extra["local_files_only"] = not hub_reachable()
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **extra)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=getattr(torch, dtype), **extra)
-    except (OSError, ValueError, KeyError, ImportError) as error:
-        raise NeuMuterError(f"cannot load a causal LM from {name_or_path!r}: {_first_line(error)}") from None
+    except (OSError, ValueError, KeyError, ImportError, RuntimeError, SafetensorError) as error:
+        hint = (" (not a local path; not in the Hugging Face cache, and the Hub cannot be reached from here)"
+                if extra.get("local_files_only") else "")
+        raise NeuMuterError(f"cannot load a causal LM from {name_or_path!r}{hint}: {_first_line(error)}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     architecture_of(model)
     return model.eval(), tokenizer
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connection (False at once when ``HF_HUB_OFFLINE`` is set):
+    offline, a Hub id is looked up in the local cache only, instead of a minute of retries."""
+    import huggingface_hub.constants as hub
+
+    if hub.HF_HUB_OFFLINE:
+        return False
+    endpoint = urlparse(hub.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _first_line(error: Exception) -> str:

@@ -26,10 +26,13 @@ import math
 import re
 import string
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
 from scipy.stats import ks_2samp
+from tqdm.auto import tqdm
 
 from .data import model_context_length, pad_batch
 from .errors import NeuMuterError
@@ -45,6 +48,7 @@ QARecord = tuple[str, str] | Mapping[str, str]
 
 def _token_lists(tokenizer, samples: Samples, min_tokens: int, max_length: int | None = None) -> list[list[int]]:
     """Samples as lists of token ids, optionally cut to ``max_length``; each needs ``min_tokens``."""
+    source = getattr(samples, "source", None)  # data.Texts: the file the samples were read from
     if isinstance(samples, torch.Tensor):
         samples = [samples.tolist()] if samples.dim() == 1 else samples.tolist()
     samples = list(samples)
@@ -60,20 +64,29 @@ def _token_lists(tokenizer, samples: Samples, min_tokens: int, max_length: int |
         sequences = [s[:max_length] for s in sequences]
     short = [i for i, s in enumerate(sequences) if len(s) < min_tokens]
     if short:
+        where = f" of {source}" if source else ""
         raise NeuMuterError(
-            f"{len(short)} sample(s) (first indices {short[:5]}) have fewer than {min_tokens} tokens, "
+            f"{len(short)} sample(s){where} (first indices {short[:5]}) have fewer than {min_tokens} tokens, "
             "which this metric needs"
         )
     return sequences
 
 
-def _check_context(lm: LanguageModel, lengths: Sequence[int]) -> None:
+def check_samples(model, tokenizer, samples: Samples, min_tokens: int) -> None:
+    """What every metric refuses, checked without a forward pass: fewer than ``min_tokens`` tokens, or more
+    than the model's context. Callers check all their inputs up front with it, before minutes of scoring."""
+    sequences = _token_lists(tokenizer, samples, min_tokens)
+    _check_context(as_language_model(model), [len(seq) for seq in sequences], getattr(samples, "source", None))
+
+
+def _check_context(lm: LanguageModel, lengths: Sequence[int], source: str | None = None) -> None:
     """Refuse samples longer than the model's context in one line (positions past it do not exist)."""
     context = model_context_length(lm)
     too_long = [i for i, length in enumerate(lengths) if context is not None and length > context]
     if too_long:
-        raise NeuMuterError(f"sample {too_long[0]} is {lengths[too_long[0]]} tokens long, longer than the model's "
-                            f"context of {context} ({len(too_long)} such sample(s)): cut them with max_length")
+        where = f" of {source}" if source else ""
+        raise NeuMuterError(f"sample {too_long[0]}{where} is {lengths[too_long[0]]} tokens long, longer than the "
+                            f"model's context of {context} ({len(too_long)} such sample(s)): cut them with max_length")
 
 
 def _check_batch_size(size: int) -> None:
@@ -81,10 +94,32 @@ def _check_batch_size(size: int) -> None:
         raise NeuMuterError(f"batch_size must be at least 1, got {size}")
 
 
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+def _chunks(items: Sequence, size: int, desc: str | None = None) -> Iterator[Sequence]:
     _check_batch_size(size)
-    for start in range(0, len(items), size):
+    for start in _progress(range(0, len(items), size), desc):
         yield items[start:start + size]
+
+
+_SHOW_PROGRESS: ContextVar[bool] = ContextVar("neumuter_metrics_progress", default=False)
+
+
+@contextmanager
+def progress_bars(enabled: bool = True) -> Iterator[None]:
+    """Show a progress bar (on stderr) for every batched pass of the metrics inside the block; the CLI
+    turns them on for every command without ``--no-progress``. Library calls stay silent by default."""
+    token = _SHOW_PROGRESS.set(enabled)
+    try:
+        yield
+    finally:
+        _SHOW_PROGRESS.reset(token)
+
+
+def _progress(iterable, desc: str | None):
+    """``iterable``, with a bar named ``desc`` while ``progress_bars`` is on and there is more than one step."""
+    steps = len(iterable)
+    if desc is None or not _SHOW_PROGRESS.get() or steps < 2:
+        return iterable
+    return tqdm(iterable, desc=desc, total=steps, unit="batch", leave=False)
 
 
 @torch.no_grad()
@@ -93,7 +128,7 @@ def _teacher_forced(lm: LanguageModel, sequences: Sequence[Sequence[int]], batch
     about predicting token j + 1 from tokens 0..j. One right-padded forward per batch."""
     _check_context(lm, [len(seq) for seq in sequences])
     results = []
-    for batch in _chunks(sequences, batch_size):
+    for batch in _chunks(sequences, batch_size, f"scoring {len(sequences)} texts"):
         padded = pad_batch(batch, 0).to(lm.device)  # pads sit under a zero attention mask
         ids, mask = padded.input_ids, padded.attention_mask
         logits = lm.logits(ids, mask)[:, :-1].float()
@@ -127,7 +162,7 @@ def _greedy_continuations(lm: LanguageModel, prompts: Sequence[Sequence[int]], l
         else:
             batches.append([i])
     out: list[list[int]] = [[] for _ in prompts]
-    for batch in batches:
+    for batch in _progress(batches, f"greedy decoding of {len(prompts)} prefixes"):
         padded = pad_batch([prompts[i] for i in batch], 0, side="left").to(lm.device)
         ids, mask = padded.input_ids, padded.attention_mask
         new = lm.greedy(ids, mask, max(lengths[i] for i in batch)).tolist()

@@ -1,60 +1,173 @@
-"""Writing result directories safely: all or nothing, and never over an existing result by surprise.
+"""Writing result directories safely: all or nothing, never over an existing result by surprise, never
+over the command's own input.
 
-Every command that writes a directory (``unlearn``, ``demo``, ``compare``, ``export``) goes through
-``output_directory``: files are written into a hidden sibling directory, which replaces the target
-only when everything succeeded. A failed run leaves nothing behind.
+Every command that writes a directory (``unlearn``, ``eval``, ``demo``, ``compare``, ``export``,
+``scan``) checks its target with ``check_writable`` before any long work, then writes through
+``output_directory``: files go into a hidden sibling ``.NAME.partial-PID-XXXX``, which becomes the target
+only when everything succeeded. The rules, checked once here for every command:
+
+* the target is a directory or does not exist yet, is not a symbolic link, and is not the current
+  directory (or one that holds it);
+* a non-empty target is replaced only with ``overwrite``; the commit re-checks (a rename onto a
+  non-empty directory fails), so of two runs racing for one empty target the second is refused;
+* the target is not, does not hold, and does not lie inside any of the command's inputs;
+* its nearest existing parent is a directory this process can create entries in (probed for real, so a
+  read-only file system or ``/proc`` is refused too, whoever runs it);
+* staging directories honour the umask (a served checkpoint must be readable), and those left by a
+  killed process (its PID gone) are removed by the next write to the same parent.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
+import os
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .errors import NeuMuterError
 
+Inputs = Mapping[str, "str | Path | None"]
 
-def check_writable(target: str | Path, overwrite: bool = False) -> Path:
-    """Refuse an existing non-empty directory (or a file) unless ``overwrite``; call before long work."""
+
+def check_writable(target: str | Path, overwrite: bool = False, inputs: Inputs | None = None) -> Path:
+    """The target as given, once every rule of the module docstring holds; call before long work.
+
+    ``inputs`` maps a label (``"--model"``) to each path the command reads; entries that are not local
+    paths (a Hub id, None) are ignored.
+    """
     target = Path(target)
+    shown = str(target)
+    if target.is_symlink():
+        raise NeuMuterError(f"output {shown!r} is a symbolic link (to {os.readlink(target)!r}); name a real directory")
+    resolved = Path(os.path.realpath(target))
+    if resolved == Path.cwd() or resolved in Path.cwd().parents:
+        raise NeuMuterError(f"output {shown!r} is the current directory or holds it; name a new directory")
     if target.exists() and not target.is_dir():
-        raise NeuMuterError(f"output {str(target)!r} exists and is not a directory")
+        raise NeuMuterError(f"output {shown!r} exists and is not a directory")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise NeuMuterError(f"output directory {str(target)!r} exists and is not empty (pass --overwrite to replace it)")
+        raise NeuMuterError(f"output directory {shown!r} exists and is not empty (pass --overwrite to replace it)")
+    for label, path in (inputs or {}).items():
+        _refuse_overlap(shown, resolved, label, path)
+    _probe_parent(shown, resolved.parent)
     return target
+
+
+def _refuse_overlap(shown: str, resolved: Path, label: str, path) -> None:
+    if path is None or not os.path.lexists(path):
+        return
+    source = Path(os.path.realpath(path))
+    if source == resolved:
+        relation = "is"
+    elif resolved in source.parents:
+        relation = "holds"
+    elif source in resolved.parents:
+        relation = "lies inside"
+    else:
+        return
+    raise NeuMuterError(f"output {shown!r} {relation} the input {str(path)!r} ({label}); writing it would replace "
+                        "what this command reads: choose another output directory")
+
+
+def _probe_parent(shown: str, parent: Path) -> None:
+    """Refuse a parent that is not a directory or where no entry can be created; creates nothing."""
+    existing = parent
+    while not os.path.lexists(existing):
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NeuMuterError(f"cannot write output {shown!r}: {str(existing)!r} is not a directory")
+    probe = existing / f".neumuter-write-probe-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as error:
+        raise NeuMuterError(f"cannot write output {shown!r}: cannot create entries in {str(existing)!r} "
+                            f"({os.strerror(error.errno) if error.errno else error})") from None
 
 
 @contextmanager
 def output_directory(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory that becomes ``target`` when the block finishes without error."""
+    """Yield a staging directory that becomes ``target`` when the block finishes without error."""
     target = check_writable(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    resolved = Path(os.path.realpath(target))
+    resolved.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(resolved)
+    staging = _fresh_sibling(resolved, "partial")
     try:
         yield staging
+        _commit(staging, resolved, str(target), overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if target.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+
+
+def _fresh_sibling(target: Path, kind: str) -> Path:
+    """A new hidden directory beside ``target``, named with this PID, created with the umask's mode."""
+    path = target.parent / f".{target.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+    path.mkdir()
+    return path
+
+
+def _commit(staging: Path, target: Path, shown: str, overwrite: bool) -> None:
+    if overwrite and target.is_dir() and any(target.iterdir()):
+        retired = _fresh_sibling(target, "old")
         target.rename(retired / "old")
         staging.rename(target)
         shutil.rmtree(retired, ignore_errors=True)
-    else:
-        staging.rename(target)
+        return
+    try:
+        os.rename(staging, target)  # atomic; onto an empty directory only: re-checks what check_writable saw
+    except OSError as error:
+        if error.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise NeuMuterError(f"output {shown!r} was written by someone else while this run worked; nothing "
+                                "was replaced (pass --overwrite to replace it)") from None
+        raise
+
+
+def remove_stale_staging(target: Path) -> None:
+    """Remove ``.NAME.partial-PID-*`` / ``.NAME.old-PID-*`` siblings of ``target`` whose process is gone
+    (a SIGKILL cannot be cleaned up after by the process itself)."""
+    for kind in ("partial", "old"):
+        for leftover in target.parent.glob(f".{target.name}.{kind}-*-*"):
+            pid = leftover.name[len(f".{target.name}.{kind}-"):].split("-")[0]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    """Strict JSON: a value that is not a finite number (NaN, an infinity) is written as ``null``."""
+    text = json.dumps(_finite(data), indent=2, sort_keys=False, default=_jsonable, allow_nan=False)
+    Path(path).write_text(text + "\n")
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if hasattr(value, "tolist"):
+        return _finite(value.tolist())
+    return value
 
 
 def _jsonable(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")

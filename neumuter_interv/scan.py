@@ -49,6 +49,7 @@ from .errors import NeuMuterError
 from .lm import as_language_model, autocast
 from .output import output_directory, write_json
 from .report import markdown_table, plot_distributions
+from .validation import check_number
 
 
 @dataclass
@@ -71,16 +72,17 @@ class ScanConfig:
     dtype: str = "auto"  # of the scoring forwards: bf16 where the hardware is fast at it (lm.autocast)
 
     def __post_init__(self):
-        if self.window < 2 or self.stride < 1:
-            raise NeuMuterError(f"window must be at least 2 and stride at least 1, got {self.window} and {self.stride}")
-        if not 2 <= self.min_tokens <= self.window:
-            raise NeuMuterError(f"min_tokens must be in [2, window], got {self.min_tokens}")
-        if not 0 < self.fold_threshold <= 1 or not 0 < self.quantile <= 1:
-            raise NeuMuterError("fold_threshold and quantile must be in (0, 1]")
-        if self.max_windows_per_document is not None and self.max_windows_per_document < 1:
-            raise NeuMuterError(f"max_windows_per_document must be at least 1, got {self.max_windows_per_document}")
-        if self.reference_neighbours < 1 or self.top_k < 0 or self.batch_size < 1:
-            raise NeuMuterError("reference_neighbours and batch_size must be at least 1, top_k at least 0")
+        check_number("window", self.window, minimum=2, integer=True)
+        check_number("min_tokens", self.min_tokens, minimum=2, maximum=self.window, integer=True)
+        for name in ("stride", "fold_ngram", "reference_neighbours", "el_n", "el_prefix_stride", "extraction_prefix",
+                     "extraction_suffix", "batch_size"):
+            check_number(name, getattr(self, name), minimum=1, integer=True)
+        check_number("top_k", self.top_k, minimum=0, integer=True)
+        if self.max_windows_per_document is not None:
+            check_number("max_windows_per_document", self.max_windows_per_document, minimum=1, integer=True)
+        check_number("fold_threshold", self.fold_threshold, above=0, maximum=1)
+        check_number("quantile", self.quantile, above=0, maximum=1)
+        check_number("margin", self.margin, minimum=0, maximum=1)
 
 
 @dataclass

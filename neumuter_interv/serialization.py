@@ -115,8 +115,7 @@ def load_intervenable(directory: str | Path, model: torch.nn.Module) -> pv.Inter
                 representations=[pv.RepresentationConfig(*fields) for fields in config["representations"]],
                 intervention_types=classes,
                 mode=config.get("mode", "parallel"),
-                sorted_keys=config.get("sorted_keys"),
-            ),
+            ),  # no sorted_keys: pyvene derives the same order from the representations, without a warning
             model=model,
         )
     except (KeyError, AttributeError, ValueError, TypeError, IndexError, UnboundLocalError) as error:

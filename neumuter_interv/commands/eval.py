@@ -8,6 +8,7 @@ from ..intervenable import load
 from ..loading import load_causal_lm
 from ..output import check_writable, output_directory, write_json
 from ..report import markdown_table
+from ..validation import check_number
 
 
 def register(subparsers) -> None:
@@ -23,23 +24,24 @@ def register(subparsers) -> None:
     parser.add_argument("--el-prefix-stride", type=int, default=1, help="evaluate EL10 on every k-th prefix (1 = exact)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    check_writable(args.out, args.overwrite)
-    optional = {name: read_texts(getattr(args, name), args.column) if getattr(args, name) else ()
-                for name in ("general", "retain")}
-    data = EvaluationSet(read_texts(args.forget, args.column), read_texts(args.heldout, args.column),
-                         optional["general"], optional["retain"],
+    files = {"forget": args.forget, "held-out": args.heldout, "general": args.general, "retain": args.retain}
+    check_writable(args.out, args.overwrite, {"--model": args.model, "--intervention": args.intervention,
+                                              "--oracle": args.oracle, **{f"--{k}": v for k, v in files.items()}})
+    check_number("--el-prefix-stride", args.el_prefix_stride, minimum=1, integer=True)
+    texts = {what: read_texts(path, args.column, what) if path else () for what, path in files.items()}
+    data = EvaluationSet(texts["forget"], texts["held-out"], texts["general"], texts["retain"],
                          settings={"el_n": 10, "el_prefix_stride": args.el_prefix_stride, "batch_size": 32})
     base, tokenizer = load_causal_lm(args.model)
+    data.check(base, tokenizer)
+    model = load(args.intervention, base) if args.intervention else base  # does it fit? before any scoring
+    oracle = load_causal_lm(args.oracle)[0] if args.oracle else None
     limits = thresholds(base, tokenizer, data)
-    oracle_losses = None
-    if args.oracle:
-        oracle, _ = load_causal_lm(args.oracle)
-        oracle_losses = evaluate(oracle, tokenizer, data, limits)["per_sample"]["forget_loss"]
-    model = load(args.intervention, base) if args.intervention else base
+    oracle_losses = evaluate(oracle, tokenizer, data, limits)["per_sample"]["forget_loss"] if oracle else None
     scores = evaluate(model, tokenizer, data, limits, oracle_losses)
     with output_directory(args.out, args.overwrite) as staging:
         write_json(staging / "metrics.json", {"thresholds": limits, **scores})

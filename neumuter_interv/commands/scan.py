@@ -38,7 +38,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    check_writable(args.out, args.overwrite)
+    paths = {"--model": args.model} | {f"--candidates {p}": p for p in args.candidates} | {
+        f"--heldout {p}": p for p in args.heldout or ()}
+    check_writable(args.out, args.overwrite, paths)
     config = ScanConfig(**{item.name: getattr(args, item.name) for item in fields(ScanConfig)})
     candidates = corpora.read_documents(args.candidates)
     heldout = corpora.read_documents(args.heldout) if args.heldout else corpora.project_texts()

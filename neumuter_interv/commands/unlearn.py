@@ -49,9 +49,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    out = check_writable(args.out, args.overwrite)
-    forget = read_texts(args.forget, args.column)
-    neighbours = read_texts(args.neighbours, args.column) if args.neighbours else None
     config = NeuMuterConfig(
         layers=args.layers, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         stop_loss=args.stop_loss, sparsity_weight=args.sparsity_weight, kl_weight=args.kl_weight,
@@ -59,6 +56,10 @@ def run(args) -> int:
         fraction=args.fraction, neighbour_source=args.neighbour_source,
         replacement_ratio=args.replacement_ratio, seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.no_progress,
     )
+    out = check_writable(args.out, args.overwrite, {"--model": args.model, "--forget": args.forget,
+                                                    "--neighbours": args.neighbours})
+    forget = read_texts(args.forget, args.column)
+    neighbours = read_texts(args.neighbours, args.column, "neighbour") if args.neighbours else None
     model, tokenizer = load_causal_lm(args.model, gguf_file=args.gguf_file)
     layers = parse_layers(config.layers, num_layers(model))  # fail before training, not after
     print(f"forget set: {len(forget)} samples from {args.forget}; layers {describe_layers(layers)}")

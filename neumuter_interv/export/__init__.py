@@ -44,10 +44,11 @@ def export(run_dirs: Sequence[str | Path], export_format: str, out: str | Path, 
            dtype: str = "float32", overwrite: bool = False, push: str | None = None, private: bool = False) -> Path:
     """Write the composed mask of ``run_dirs`` in ``export_format`` to ``out``; returns ``out``."""
     format_named(export_format)
-    target = check_writable(out, overwrite)  # fail before loading any model
     runs = [read_run(directory) for directory in run_dirs]
     selection = compose([run.selection for run in runs])
     base_model = base_model_of(runs, model)
+    inputs = {**{f"run {run.directory}": run.directory for run in runs}, "base model": base_model}
+    target = check_writable(out, overwrite, inputs)  # fail before loading any model
     causal_lm, tokenizer = load_causal_lm(base_model, dtype)
     write_export(ExportJob(causal_lm, tokenizer, selection, base_model), export_format, target, runs,
                  overwrite=overwrite, location=push or str(target))

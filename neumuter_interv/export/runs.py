@@ -39,7 +39,7 @@ def read_run(directory: str | Path) -> Run:
         raise NeuMuterError(f"run directory {str(directory)!r} does not exist")
     if not (directory / "selection.json").is_file():
         raise NeuMuterError(f"{directory} is not a NeuMuter run directory: it has no selection.json")
-    return Run(directory, Selection.from_dict(_read_json(directory / "selection.json")),
+    return Run(directory, Selection.from_dict(_read_json(directory / "selection.json"), str(directory / "selection.json")),
                _read_json(directory / "config.json", default={}), _read_json(directory / "metrics.json", default={}))
 
 

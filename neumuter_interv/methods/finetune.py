@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from ..data import IGNORE_INDEX, TokenBatch, batches, model_context_length, pad_id_of, tokenize
 from ..errors import NeuMuterError
 from ..lm import resolve_device
+from ..validation import check_number
 from .base import UnlearningMethod, UnlearningRecord, UnlearningResult, count_parameters, measured
 from .neumuter.localize import causal_lm_loss
 
@@ -49,6 +50,13 @@ class FineTuneSettings:
     stop_when: StopCriterion | None = field(default=None, repr=False, compare=False)
     device: str = "auto"  # "auto" = cuda when available
     seed: int = 0
+
+    def __post_init__(self):
+        check_number("learning_rate", self.learning_rate, above=0)
+        check_number("max_epochs", self.max_epochs, minimum=1, integer=True)
+        if self.batch_size is not None:
+            check_number("batch_size", self.batch_size, minimum=1, integer=True)
+        check_number("seed", self.seed, minimum=0, integer=True)
 
 
 @dataclass

@@ -27,5 +27,6 @@ class GRUNSettings(FineTuneSettings):
     max_epochs: int = 50
 
     def __post_init__(self):
+        super().__post_init__()
         if self.forget_loss not in FORGET_LOSSES:
             raise ValueError(f"forget_loss must be one of {FORGET_LOSSES}, got {self.forget_loss!r}")

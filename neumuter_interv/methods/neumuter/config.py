@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ...errors import NeuMuterError
 from ...hard_concrete import HardConcreteParams
+from ...validation import check_number
 
 SELECTION_RULES = ("threshold", "energy", "top_k", "fraction")
 
@@ -65,16 +66,25 @@ class NeuMuterConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise NeuMuterError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise NeuMuterError(f"batch size must be at least 1, got {self.batch_size}")
+        """Every setting checked here, before any model is loaded (``validation.check_number``)."""
+        for name in ("epochs", "batch_size", "neighbours_per_sample", "neighbour_top_k"):
+            check_number(name, getattr(self, name), minimum=1, integer=True)
+        check_number("seed", self.seed, minimum=0, integer=True)
+        check_number("reference_cache_bytes", self.reference_cache_bytes, minimum=0, integer=True)
+        check_number("learning_rate", self.learning_rate, above=0)
+        check_number("stop_loss", self.stop_loss, minimum=0)
+        for name in ("ascent_weight", "descent_weight", "sparsity_weight", "kl_weight"):
+            check_number(name, getattr(self, name), minimum=0)
+        check_number("threshold", self.threshold, above=0, maximum=1)
+        check_number("energy", self.energy, above=0, maximum=1)
+        check_number("replacement_ratio", self.replacement_ratio, above=0, maximum=1)
+        check_number("init_open_probability", self.init_open_probability, above=0, maximum=1)
         if self.selection not in SELECTION_RULES:
             raise NeuMuterError(f"unknown selection rule {self.selection!r}: use one of {', '.join(SELECTION_RULES)}")
-        if self.selection == "top_k" and not (self.top_k and self.top_k > 0):
-            raise NeuMuterError("selection 'top_k' needs top_k > 0")
-        if self.selection == "fraction" and not (self.fraction and 0 < self.fraction <= 1):
-            raise NeuMuterError("selection 'fraction' needs 0 < fraction <= 1")
+        if self.selection == "top_k" or self.top_k is not None:
+            check_number("top_k (selection 'top_k')", self.top_k, minimum=1, integer=True)
+        if self.selection == "fraction" or self.fraction is not None:
+            check_number("fraction (selection 'fraction')", self.fraction, above=0, maximum=1)
         if self.neighbour_source not in ("self", "random"):
             raise NeuMuterError(f"neighbour_source must be 'self' or 'random', got {self.neighbour_source!r}")
         if self.dtype not in ("float32", "bfloat16", "float16", "auto"):

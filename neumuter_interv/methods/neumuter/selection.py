@@ -27,6 +27,7 @@ from ...errors import NeuMuterError
 from ...hard_concrete import HardConcreteParams, deterministic_gate
 from ...intervenable import attach
 from ...interventions import FrozenScaling
+from ...validation import check_neuron_mask, check_number
 from .config import NeuMuterConfig
 
 
@@ -91,21 +92,48 @@ class Selection:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> Selection:
-        try:
-            layers = {int(k): NeuronSet([int(i) for i in v["indices"]], [float(x) for x in v["scales"]])
-                      for k, v in data["layers"].items()}
-            return cls(layers, int(data["ffn_width"]), int(data["num_model_layers"]),
-                       data.get("model_type", ""), data.get("rule", {}))
-        except (KeyError, TypeError, ValueError) as error:
-            raise NeuMuterError(f"not a NeuMuter selection: {error}") from None
+    def from_dict(cls, data, where: str = "selection") -> Selection:
+        """Read a mask back, refusing anything ``check_neuron_mask`` would (``where`` names the source)."""
+        if not isinstance(data, dict) or not isinstance(data.get("layers"), dict):
+            raise NeuMuterError(f"{where} is not a NeuMuter selection: it needs 'layers', an object mapping layer "
+                                "numbers to {'indices': [...], 'scales': [...]}")
+        for name in ("ffn_width", "num_model_layers"):
+            check_number(f"{where} {name}", data.get(name), minimum=1, integer=True)
+        width, depth = data["ffn_width"], data["num_model_layers"]
+        layers = {}
+        for key, neurons in data["layers"].items():
+            if not (isinstance(key, str) and key.isdigit() and int(key) < depth):
+                raise NeuMuterError(f"{where} names layer {key!r}, which a {depth}-layer model does not have (0-based)")
+            if not (isinstance(neurons, dict) and "indices" in neurons and "scales" in neurons):
+                raise NeuMuterError(f"{where} layer {key}: needs 'indices' and 'scales'")
+            check_neuron_mask(neurons["indices"], neurons["scales"], width, f"{where} layer {key}")
+            layers[int(key)] = NeuronSet(list(neurons["indices"]), [float(x) for x in neurons["scales"]])
+        return cls(dict(sorted(layers.items())), width, depth, str(data.get("model_type") or ""), data.get("rule") or {})
+
+    def check_fits(self, model) -> None:
+        """Refuse applying this mask to a model of another shape or architecture, before anything is written."""
+        expected = (self.ffn_width, self.num_model_layers)
+        actual = (ffn_width(model), num_layers(model))
+        if expected != actual:
+            raise NeuMuterError(f"the mask was made for {expected[1]} layers of FFN width {expected[0]}, "
+                                f"but the model has {actual[1]} layers of width {actual[0]}")
+        model_type = model.config.model_type
+        if self.model_type and self.model_type != model_type:
+            raise NeuMuterError(f"the mask was made for a {self.model_type} model, not {model_type}")
+        if not self.layers:
+            raise NeuMuterError("the mask names no layer")
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> Selection:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise NeuMuterError(f"cannot read {path}: {error}") from None
+        return cls.from_dict(data, str(path))
 
 
 def select_neurons(model, log_alpha: dict[int, torch.Tensor], params: HardConcreteParams, config: NeuMuterConfig) -> Selection:
@@ -162,8 +190,7 @@ def _energy_rule(gate: torch.Tensor, share: float) -> tuple[torch.Tensor, float]
 
 def freeze(model, selection: Selection) -> pv.IntervenableModel:
     """The deployable model: a ``FrozenScaling`` intervention on every layer of the selection."""
-    if not selection.layers:
-        raise NeuMuterError("the selection names no layer")
+    selection.check_fits(model)
     return attach(
         model,
         sorted(selection.layers),
