@@ -115,11 +115,10 @@ def progress_bars(enabled: bool = True) -> Iterator[None]:
 
 
 def _progress(iterable, desc: str | None):
-    """``iterable``, with a bar named ``desc`` while ``progress_bars`` is on and there is more than one step."""
-    steps = len(iterable)
-    if desc is None or not _SHOW_PROGRESS.get() or steps < 2:
+    """``iterable``, with a bar named ``desc`` while ``progress_bars`` is on."""
+    if desc is None or not _SHOW_PROGRESS.get():
         return iterable
-    return tqdm(iterable, desc=desc, total=steps, unit="batch", leave=False)
+    return tqdm(iterable, desc=desc, total=len(iterable), unit="batch", leave=False)
 
 
 @torch.no_grad()

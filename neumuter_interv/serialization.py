@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from .architectures import ARCHITECTURES, architecture_of
 from .errors import NeuMuterError
-from .interventions import FrozenScaling, HardConcreteGate
+from .interventions import FFNIntervention, FrozenScaling, HardConcreteGate
 
 WEIGHTS_FILE = "interventions.safetensors"
 CONFIG_FILE = "config.json"
@@ -122,6 +122,9 @@ def load_intervenable(directory: str | Path, model: torch.nn.Module) -> pv.Inter
         raise NeuMuterError(f"{directory / CONFIG_FILE} does not fit this {type(model).__name__}: {error!r}") from None
     dimensions = config.get("intervention_dimensions") or [None] * len(classes)
     for (key, intervention), dimension in zip(pv_model.interventions.items(), dimensions):
+        if isinstance(intervention, FFNIntervention) and dimension is not None and dimension != intervention.width:
+            raise NeuMuterError(f"{directory / CONFIG_FILE}: intervention {key} was saved for an FFN of width "
+                                f"{dimension}, but this {type(model).__name__} has width {intervention.width}")
         if dimension is not None:
             intervention.set_interchange_dim(dimension)
         _restore(intervention, key, tensors, directory)

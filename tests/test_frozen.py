@@ -16,10 +16,10 @@ from neumuter_interv.serialization import save_intervenable
 IDS = [[5, 9, 12, 7, 3, 21, 8], [4, 4, 17, 30, 6, 2, 11]]
 
 
-def example_selection() -> Selection:
+def example_selection(model_type: str = "gpt_neo") -> Selection:
     return Selection(
         {0: NeuronSet([1, 7, 40], [0.0, 0.05, 0.01]), 1: NeuronSet([3], [0.02])},
-        ffn_width=64, num_model_layers=2, model_type="gpt_neo",
+        ffn_width=64, num_model_layers=2, model_type=model_type,
     )
 
 
@@ -71,7 +71,7 @@ torch.save({"logits": logits, "generated": generated, "modes": modes}, sys.argv[
 def test_save_then_load_in_a_fresh_process_gives_identical_logits_and_generations(make_model, tmp_path, architecture):
     model = make_model(architecture)
     model.save_pretrained(tmp_path / "model")
-    pv_model = freeze(model, example_selection())
+    pv_model = freeze(model, example_selection(architecture))
     save_intervenable(pv_model, tmp_path / "frozen")
     ids = torch.tensor(IDS)
     logits = intervened_logits(pv_model, ids, torch.ones_like(ids))

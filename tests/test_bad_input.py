@@ -1,0 +1,347 @@
+"""The README's promise, one row per bad input: the command ends with exit code 2 and ONE line on stderr that
+names the problem, no traceback, and nothing is written (no output, no staging directory, no input touched).
+
+The rows cover every command (``unlearn``, ``eval``, ``export``, ``compare``, ``scan``, ``demo``): bad
+numbers, bad masks, bad files, outputs that cannot be written or that would replace an input. The behaviour
+tests below the table cover what is not a refusal: a CSV with a byte-order mark, the umask, two writers
+racing for one target, staging left by a killed process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from conftest import FORGET, HELDOUT, RETAIN, tiny_config
+from safetensors.torch import load_file, save_file
+
+from neumuter_interv.cli import main
+from neumuter_interv.errors import NeuMuterError
+from neumuter_interv.output import output_directory, write_json
+
+TRAIN = ["--epochs", "3", "--kl-weight", "0.3", "--sparsity-weight", "0", "--selection", "fraction",
+         "--fraction", "0.02", "--neighbour-source", "random", "--no-progress"]
+
+
+def _unlearn(model: Path, forget: Path, out: Path) -> Path:
+    assert main(["unlearn", "--model", str(model), "--forget", str(forget), "--out", str(out), *TRAIN]) == 0
+    return out
+
+
+def _tampered_run(run: Path, where: Path, change) -> Path:
+    """A copy of ``run`` whose selection.json went through ``change(dict)``."""
+    shutil.copytree(run, where)
+    selection = json.loads((where / "selection.json").read_text())
+    change(selection)
+    (where / "selection.json").write_text(json.dumps(selection))  # json writes NaN as NaN, and reads it back
+    return where
+
+
+def _tampered_intervention(run: Path, where: Path, change) -> Path:
+    """A copy of ``run``'s intervention whose tensors went through ``change(dict of tensors)``."""
+    shutil.copytree(run / "intervention", where)
+    tensors = load_file(where / "interventions.safetensors")
+    change(tensors)
+    save_file(tensors, where / "interventions.safetensors")
+    return where
+
+
+def _first_layer(selection: dict) -> dict:
+    return next(layer for layer in selection["layers"].values() if layer["indices"])
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory, memorized_dir) -> dict[str, Path]:
+    """Every input the rows need, in one directory whose contents no row may change."""
+    root = tmp_path_factory.mktemp("bad-input")
+    paths = {"root": root, "model": memorized_dir}
+    (root / "forget.txt").write_text("\n".join(FORGET) + "\n")
+    (root / "heldout.txt").write_text("\n".join(HELDOUT + RETAIN) + "\n")
+    (root / "latin1.txt").write_bytes("alice smith lives in the caf\xe9 on twelve oak road\n".encode("latin-1"))
+    (root / "one-token.txt").write_text("alice smith was born\nalice\n")
+    (root / "short.txt").write_text("alice smith was born on may third\n")  # 7 tokens: EL10 needs 11
+    (root / "huge.txt").write_text(" ".join(["alice"] * 2_000_000) + "\n")  # a 12 MB line
+    (root / "empty.txt").write_text("\n\n")
+    (root / "no-column.csv").write_text("doc_id,body\n1,hello world\n")
+    (root / "a-directory").mkdir()
+    (root / "empty-dir").mkdir()
+    (root / "dangling").symlink_to(root / "nowhere")
+    (root / "full").mkdir()
+    (root / "full" / "keep.txt").write_text("precious")
+    (root / "forget-dir").mkdir()
+    (root / "forget-dir" / "forget.txt").write_text("\n".join(FORGET) + "\n")
+    (root / "read-only").mkdir(mode=0o500)
+
+    truncated = root / "truncated-model"
+    shutil.copytree(memorized_dir, truncated)
+    weights = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+
+    bert = root / "bert"
+    transformers.BertForMaskedLM(transformers.BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1,
+                                                          num_attention_heads=1, intermediate_size=8)).save_pretrained(bert)
+    transformers.AutoTokenizer.from_pretrained(memorized_dir).save_pretrained(bert)
+
+    llama = root / "llama"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(memorized_dir)
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(tiny_config("llama", len(tokenizer))).save_pretrained(llama)
+    tokenizer.save_pretrained(llama)
+
+    run = _unlearn(memorized_dir, root / "forget.txt", root / "run")
+    paths["run"] = run
+    paths["llama-run"] = _unlearn(llama, root / "forget.txt", root / "llama-run")
+    hub_run = root / "hub-run"
+    shutil.copytree(run, hub_run)
+    (hub_run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()),
+                                                     "model": "some-org/some-model"}))
+
+    def set_index(value):
+        return lambda s: _first_layer(s)["indices"].__setitem__(0, value)
+
+    def set_scale(value):
+        return lambda s: _first_layer(s)["scales"].__setitem__(0, value)
+
+    selection_changes = {
+        "index-out-of-range": set_index(10_000),
+        "negative-index": set_index(-1),
+        "duplicate-index": lambda s: _first_layer(s)["indices"].__setitem__(1, _first_layer(s)["indices"][0]),
+        "fractional-index": set_index(1.5),
+        "string-index": set_index("a"),
+        "unknown-layer": lambda s: s["layers"].__setitem__("7", _first_layer(s)),
+        "short-scales": lambda s: _first_layer(s)["scales"].pop(),
+        "nan-scale": set_scale(math.nan),
+        "infinite-scale": set_scale(math.inf),
+        "scale-above-one": set_scale(1.5),
+        "negative-scale": set_scale(-0.2),
+        "layers-not-an-object": lambda s: s.__setitem__("layers", [1, 2]),
+        "other-width": lambda s: s.__setitem__("ffn_width", 128),
+    }
+    for name, change in selection_changes.items():
+        paths[f"run-{name}"] = _tampered_run(run, root / f"run-{name}", change)
+
+    def scales(value):
+        def change(tensors):
+            key = next(k for k in tensors if k.endswith("neuron_scales") and tensors[k].numel())
+            tensors[key][0] = value
+        return change
+
+    def float_indices(tensors):
+        key = next(k for k in tensors if k.endswith("neuron_indices"))
+        tensors[key] = tensors[key].float()
+
+    for name, change in {"nan": scales(math.nan), "above-one": scales(1.5), "float-indices": float_indices}.items():
+        paths[f"intervention-{name}"] = _tampered_intervention(run, root / f"intervention-{name}", change)
+    return paths
+
+
+@dataclass(frozen=True)
+class Case:
+    argv: tuple[str, ...]  # "{name}" is a sandbox path, "{out}" the output the command must not write
+    expected: str  # in the one line on stderr
+    cwd: str | None = None  # sandbox directory to run in
+
+
+def unlearn(*extra, forget="{root}/forget.txt", model="{model}", out="{out}"):
+    return ("unlearn", "--model", model, "--forget", forget, "--out", out, "--epochs", "1", "--no-progress", *extra)
+
+
+def evaluate(*extra, forget="{root}/forget.txt", out="{out}"):
+    return ("eval", "--model", "{model}", "--forget", forget, "--heldout", "{root}/heldout.txt", "--out", out,
+            "--no-progress", *extra)
+
+
+def export(run="{run}", *extra, out="{out}"):
+    return ("export", run, "--to", "merged", "--out", out, *extra)
+
+
+CASES = {
+    # numeric settings
+    "unlearn --lr nan": Case(unlearn("--lr", "nan"), "learning_rate must be a finite number, got nan"),
+    "unlearn --lr=-1": Case(unlearn("--lr=-1"), "learning_rate must be greater than 0"),
+    "unlearn --threshold=-5": Case(unlearn("--threshold=-5"), "threshold must be greater than 0"),
+    "unlearn --epochs 0": Case(unlearn("--epochs", "0"), "epochs must be at least 1"),
+    "unlearn --batch-size 0": Case(unlearn("--batch-size", "0"), "batch_size must be at least 1"),
+    "unlearn --kl-weight inf": Case(unlearn("--kl-weight", "inf"), "kl_weight must be a finite number"),
+    "unlearn --sparsity-weight=-1": Case(unlearn("--sparsity-weight=-1"), "sparsity_weight must be at least 0"),
+    "unlearn --fraction 2": Case(unlearn("--selection", "fraction", "--fraction", "2"), "fraction"),
+    "unlearn --top-k 0": Case(unlearn("--selection", "top_k", "--top-k", "0"), "top_k"),
+    "unlearn --replacement-ratio 0": Case(unlearn("--replacement-ratio", "0"), "replacement_ratio must be greater"),
+    "unlearn --layers=-1": Case(unlearn("--layers=-1"), "'-1' is not a layer"),
+    "unlearn --layers 9-": Case(unlearn("--layers", "9-"), "layer 9 is out of range"),
+    "unlearn --layers 0-5": Case(unlearn("--layers", "0-5"), "out of range"),
+    "compare --max-epochs=-3": Case(("compare", "--size", "tiny", "--max-epochs=-3", "--out", "{out}"),
+                                    "max_epochs must be at least 1"),
+    "compare --el-prefix-stride 0": Case(("compare", "--size", "tiny", "--el-prefix-stride", "0", "--out", "{out}"),
+                                         "el_prefix_stride must be at least 1"),
+    "eval --el-prefix-stride 0": Case(evaluate("--el-prefix-stride", "0"), "--el-prefix-stride must be at least 1"),
+    "scan --margin nan": Case(("scan", "--model", "{model}", "--candidates", "{root}/forget.txt", "--margin", "nan",
+                               "--out", "{out}"), "margin must be a finite number"),
+    # input files
+    "a Latin-1 forget file": Case(unlearn(forget="{root}/latin1.txt"), "is not UTF-8 text (byte 0xe9"),
+    "a directory as --forget": Case(unlearn(forget="{root}/a-directory"), "is a directory"),
+    "/dev/zero as --forget": Case(unlearn(forget="/dev/zero"), "is not a regular file"),
+    "a missing forget file": Case(unlearn(forget="{root}/nope.txt"), "does not exist"),
+    "an empty forget file": Case(unlearn(forget="{root}/empty.txt"), "the forget set is empty"),
+    "a CSV without the text column": Case(unlearn(forget="{root}/no-column.csv"), "missing 'text' column"),
+    "a 12 MB line": Case(unlearn(forget="{root}/huge.txt"), "longer than the model's context"),
+    "a one-token sample names its file": Case(unlearn(forget="{root}/one-token.txt"),
+                                              "forget sample 1 of {root}/one-token.txt has fewer than 2 tokens"),
+    "a sample too short for EL10 names its file": Case(evaluate(forget="{root}/short.txt"),
+                                                       "of {root}/short.txt (first indices [0]) have fewer than 11"),
+    "a Latin-1 held-out file": Case(("eval", "--model", "{model}", "--forget", "{root}/forget.txt", "--heldout",
+                                     "{root}/latin1.txt", "--out", "{out}"), "held-out file"),
+    # models
+    "a truncated model.safetensors": Case(unlearn(model="{root}/truncated-model"), "cannot load a causal LM"),
+    "a missing model": Case(unlearn(model="{root}/no-model"), "cannot load a causal LM"),
+    "an unknown architecture": Case(unlearn(model="{root}/bert"), "no known FFN activation"),
+    "a Hub id offline": Case(unlearn(model="some-org/some-model"), "the Hub cannot be reached"),
+    "a run whose base model is a Hub id, offline": Case(export("{root}/hub-run"), "the Hub cannot be reached"),
+    # masks: selection.json (export) and saved interventions (eval)
+    **{f"selection.json: {name}": Case(export(f"{{root}}/run-{name}"), expected) for name, expected in {
+        "index-out-of-range": "neuron index 10000 is outside the FFN width 256",
+        "negative-index": "neuron index -1 is outside",
+        "duplicate-index": "is listed twice",
+        "fractional-index": "neuron indices must be a list of integers",
+        "string-index": "neuron indices must be a list of integers",
+        "unknown-layer": "names layer '7', which a 2-layer model does not have",
+        "short-scales": "neuron indices but",
+        "nan-scale": "scale nan is not a finite number in [0, 1]",
+        "infinite-scale": "scale inf is not a finite number in [0, 1]",
+        "scale-above-one": "scale 1.5 is not a finite number in [0, 1]",
+        "negative-scale": "scale -0.2 is not a finite number in [0, 1]",
+        "layers-not-an-object": "is not a NeuMuter selection",
+        "other-width": "FFN width 128",
+    }.items()},
+    "an intervention with a NaN scale": Case(evaluate("--intervention", "{root}/intervention-nan"),
+                                             "scale nan is not a finite number in [0, 1]"),
+    "an intervention with a scale above 1": Case(evaluate("--intervention", "{root}/intervention-above-one"),
+                                                 "scale 1.5 is not a finite number in [0, 1]"),
+    "an intervention with float indices": Case(evaluate("--intervention", "{root}/intervention-float-indices"),
+                                               "must be a 1-D integer tensor"),
+    "an intervention of another architecture": Case(evaluate("--intervention", "{llama-run}/intervention"),
+                                                    "saved for an FFN of width 64, but this GPTNeoForCausalLM has width 256"),
+    # outputs
+    "unlearn --out MODEL --overwrite": Case(unlearn("--overwrite", out="{model}"), "is the input"),
+    "unlearn --out MODEL/run": Case(unlearn(out="{model}/run"), "lies inside the input"),
+    "unlearn --out DIR-OF-FORGET --overwrite": Case(unlearn("--overwrite", forget="{root}/forget-dir/forget.txt",
+                                                            out="{root}/forget-dir"), "holds the input"),
+    "export RUN --out RUN --overwrite": Case(export("{run}", "--overwrite", out="{run}"), "is the input"),
+    "export RUN --out RUN/export": Case(export("{run}", out="{run}/export"), "lies inside the input"),
+    "eval --out RUN --overwrite (holds the intervention)": Case(
+        evaluate("--intervention", "{run}/intervention", "--overwrite", out="{run}"), "holds the input"),
+    "a non-empty output": Case(unlearn(out="{root}/full"), "not empty (pass --overwrite"),
+    "an output under a file": Case(unlearn(out="{root}/latin1.txt/run"), "is not a directory"),
+    "an output in /proc": Case(unlearn(out="/proc/neumuter-out"), "cannot create entries in '/proc'"),
+    "--out . (the current directory)": Case(unlearn(out="."), "is the current directory", cwd="empty-dir"),
+    "--out a dangling symlink": Case(unlearn(out="{root}/dangling"), "is a symbolic link"),
+    "export --out a dangling symlink": Case(export(out="{root}/dangling"), "is a symbolic link"),
+    "demo --forget with the people world": Case(("demo", "--world", "people", "--forget", "x", "--out", "{out}"),
+                                                "--forget applies to the real world only"),
+}
+if os.geteuid() != 0:  # root may create entries in a directory of mode 0500
+    CASES["an output in a read-only directory"] = Case(unlearn(out="{root}/read-only/run"), "cannot create entries")
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every entry under ``root`` (hidden ones included) with its size and modification time."""
+    return {str(path.relative_to(root)): (path.lstat().st_size, path.lstat().st_mtime_ns)
+            for path in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_ends_in_one_line_with_exit_code_2_and_writes_nothing(name, sandbox, memorized_dir, capsys,
+                                                                       monkeypatch):
+    case = CASES[name]
+    out = sandbox["root"] / "out"
+    values = {**{key: str(value) for key, value in sandbox.items()}, "out": str(out)}
+    argv = [part.format(**values) for part in case.argv]
+    if case.cwd:
+        monkeypatch.chdir(sandbox["root"] / case.cwd)
+    before, model_before = snapshot(sandbox["root"]), snapshot(memorized_dir)
+    capsys.readouterr()
+    code = main(argv)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2, captured.err
+    assert len(lines) == 1, captured.err
+    assert case.expected.format(**values) in lines[0]
+    assert "Traceback" not in captured.err
+    assert snapshot(sandbox["root"]) == before  # no output, no staging directory, no input touched
+    assert snapshot(memorized_dir) == model_before
+
+
+def test_the_table_covers_every_command():
+    assert {case.argv[0] for case in CASES.values()} == {"unlearn", "eval", "export", "compare", "scan", "demo"}
+
+
+# --- what is not a refusal ---------------------------------------------------------------------------------
+
+
+def test_a_csv_with_a_byte_order_mark_is_read(memorized_dir, tmp_path):
+    forget = tmp_path / "forget.csv"
+    forget.write_bytes("\ufefftext\n".encode() + "\n".join(f'"{text}"' for text in FORGET).encode() + b"\n")
+    run = _unlearn(memorized_dir, forget, tmp_path / "run")
+    assert json.loads((run / "config.json").read_text())["forget_samples"] == len(FORGET)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_outputs_honour_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        with output_directory(tmp_path / "nested" / "out") as staging:
+            (staging / "sub").mkdir()
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "nested", tmp_path / "nested" / "out", tmp_path / "nested" / "out" / "sub"):
+        assert path.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_of_two_writers_racing_for_one_target_the_second_is_refused(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(NeuMuterError, match="written by someone else"):
+        with output_directory(target) as second:
+            (second / "mine.txt").write_text("second")
+            with output_directory(target) as first:  # starts later, finishes first
+                (first / "mine.txt").write_text("first")
+    assert (target / "mine.txt").read_text() == "first"
+    assert [path.name for path in tmp_path.iterdir()] == ["out"]
+
+
+def test_staging_left_by_a_killed_process_is_removed_by_the_next_write(tmp_path):
+    dead_pid = 2 ** 22 + 12345  # above the kernel's pid_max: no such process
+    leftovers = [tmp_path / f".out.partial-{dead_pid}-abcd", tmp_path / f".out.old-{dead_pid}-abcd"]
+    alive = tmp_path / f".out.partial-{os.getpid()}-beef"  # a writer still at work
+    for directory in (*leftovers, alive):
+        directory.mkdir()
+    with output_directory(tmp_path / "out") as staging:
+        (staging / "result.txt").write_text("done")
+    assert not any(path.exists() for path in leftovers)
+    assert alive.exists()
+
+
+def test_values_that_are_not_numbers_are_written_as_json_null(tmp_path):
+    write_json(tmp_path / "metrics.json", {"forget_quality": math.nan, "ppl": [1.5, math.inf], "ok": 2})
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"forget_quality": None, "ppl": [1.5, None], "ok": 2}
+
+
+def test_a_huge_line_is_judged_on_a_prefix_not_tokenized_whole(memorized):
+    from neumuter_interv.data import tokenize
+
+    model, tokenizer = memorized
+    seen = []
+
+    def spy(text, **kwargs):
+        seen.append(len(text))
+        return tokenizer(text, **kwargs)
+
+    with pytest.raises(NeuMuterError, match="longer than the model's context of 64"):
+        tokenize(spy, ["alice " * 1_000_000], max_length=64)
+    assert max(seen) <= 16 * 64
