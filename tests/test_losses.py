@@ -1,0 +1,46 @@
+"""The chunked joint losses of a localization step equal the plain definitions, values and gradients."""
+
+import pytest
+import torch
+
+from neumuter_interv.data import IGNORE_INDEX
+from neumuter_interv.methods.neumuter import losses
+from neumuter_interv.methods.neumuter.losses import causal_lm_loss, joint_losses, kl_to_reference
+
+
+def joint_case(dtype, seed=0, vocab=37):
+    """Forget rows of width 6 (one padded), neighbour rows of width 8 (one padded), joint width 8."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(5, 8, vocab, generator=generator).to(dtype).requires_grad_(True)
+    labels = torch.randint(0, vocab, (2, 6), generator=generator)
+    labels[1, 4:] = IGNORE_INDEX
+    mask = torch.ones(3, 8, dtype=torch.long)
+    mask[2, 5:] = 0
+    reference = torch.log_softmax(torch.randn(3, 8, vocab, generator=generator), -1)
+    return logits, labels, mask, reference
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 256])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_joint_losses_equal_the_plain_definitions_in_value_and_gradient(chunk, dtype, monkeypatch):
+    monkeypatch.setattr(losses, "CHUNK_TOKENS", chunk)
+    logits, labels, mask, reference = joint_case(dtype)
+    ce, kl = joint_losses(logits, labels, mask, reference)
+    (2.0 * ce - 3.0 * kl).backward()
+    fast_grad = logits.grad.clone()
+
+    logits.grad = None
+    plain_ce = causal_lm_loss(logits[:2, :6], labels)
+    plain_kl = kl_to_reference(logits[2:, :8], reference, mask)
+    (2.0 * plain_ce - 3.0 * plain_kl).backward()
+    torch.testing.assert_close(ce, plain_ce, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(kl, plain_kl, rtol=1e-5, atol=1e-6)
+    tolerance = dict(rtol=1e-5, atol=1e-7) if dtype == torch.float32 else dict(rtol=0, atol=0)
+    torch.testing.assert_close(fast_grad, logits.grad, **tolerance)  # bf16: the same fp32 gradient, rounded once
+
+
+def test_without_neighbours_the_kl_is_zero_and_the_ce_is_the_forget_loss():
+    logits, labels, _, _ = joint_case(torch.float32)
+    ce, kl = joint_losses(logits[:2, :6], labels)
+    assert kl.item() == 0.0
+    torch.testing.assert_close(ce, causal_lm_loss(logits[:2, :6], labels))
