@@ -6,7 +6,7 @@ weight-shaped gradient), keeps a deep copy of the model as the KL reference and 
 runs one sample per step in fp32, and draws a gate sample per forward. Ours gates the activation through
 a pyvene intervention on the frozen model, caches the reference log-probabilities, runs forget and
 neighbour samples through one forward, computes the CE and the KL in chunks (``losses.joint_losses``),
-holds the frozen weights in bf16 where the CPU or GPU runs it fast (``lm.AutocastWeights``), and its
+runs the forward under bf16 autocast where the CPU or GPU is fast at it (``dtype="auto"``), and its
 backward stops at the lowest gated layer (nothing below it requires grad).
 
 Both minimise Eq. 13 as coded. The run first checks that they are the same objective: three steps of
@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
+import gc
 import json
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -169,7 +170,17 @@ def _synchronized(device, start: float) -> float:
 # --- data ------------------------------------------------------------------------------------------------
 
 
+def problem_of(args):
+    """(make_model, forget ids, neighbour ids, pad id, layer spec, device, NeuMuter settings) of ``args.model``."""
+    device = resolve_device(args.device)
+    if args.model == "smollm2":
+        return smollm2_problem(args.samples, device)
+    return gpt_neo_problem(args.model, args.samples, args.tokens, device)
+
+
 def smollm2_problem(samples: int, device):
+    """The real-model world's forget windows and self-written neighbours, the demo's coefficients."""
+    from neumuter_interv.demo import real_model_neumuter
     from neumuter_interv.worlds import prepare_real_world
     from neumuter_interv.worlds.real import RealWorldConfig
 
@@ -179,7 +190,8 @@ def smollm2_problem(samples: int, device):
     tokenizer = world.tokenizer
     encode = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     neighbour_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in neighbours]
-    return (lambda: world.load_model()), encode, neighbour_ids, pad_id_of(tokenizer), "1-"
+    settings = {name: getattr(real_model_neumuter(), name) for name in ("learning_rate", "kl_weight", "sparsity_weight")}
+    return (lambda: world.load_model()), encode, neighbour_ids, pad_id_of(tokenizer), "1-", device, settings
 
 
 def gpt_neo_problem(shape: str, samples: int, tokens: int, device):
@@ -196,7 +208,7 @@ def gpt_neo_problem(shape: str, samples: int, tokens: int, device):
                                            attention_types=[[["global", "local"], layers // 2]], **GPT_NEO_SHAPES[shape])
         return transformers.GPTNeoForCausalLM(config).eval().to(device)
 
-    return make, forget, neighbours, pad_id_of(tokenizer), "1-"
+    return make, forget, neighbours, pad_id_of(tokenizer), "1-", device, {}  # the official code's coefficients
 
 
 # --- measurements ---------------------------------------------------------------------------------------
@@ -210,9 +222,44 @@ def measure(name: str, fn, device) -> dict:
             "memory_kind": record.memory_kind, "seconds": record.seconds}
 
 
-def same_objective(make_model, forget, neighbours, layer_spec, pad_id, device, steps: int = 3) -> dict:
+def run_variant(spec: dict, problem) -> dict:
+    """One variant, in this (fresh) process: the model is built first, then time and peak memory of the run.
+
+    ``spec``: ``{"loop": "official" | "ours", "epochs", "batch_size", "dtype", "samples", "tokens", "layers"}`` (the last three cut the problem, for the scaling figures).
+    """
+    make_model, forget, neighbours, pad_id, layer_spec, device, settings = problem
+    forget = [f[:spec.get("tokens") or len(f)] for f in forget[:spec.get("samples") or len(forget)]]
+    neighbours = [n[:spec.get("tokens") or len(n)] for n in neighbours[:len(forget)]]
+    layer_spec = spec.get("layers") or layer_spec
+    config = NeuMuterConfig(**{**settings, "epochs": spec["epochs"], "batch_size": spec.get("batch_size", 1),
+                               "dtype": spec.get("dtype", "float32"), "layers": layer_spec, "progress": False,
+                               "device": str(device)})
+    model = make_model()
+    with torch.no_grad():  # page in weights a loader may have mapped lazily: they are not the run's memory
+        sum(float(parameter.sum()) for parameter in model.parameters())
+    gc.collect()
+    if spec["loop"] == "official":
+        layers = parse_layers(layer_spec, num_layers(model))
+        return measure("official", lambda: official_run(model, forget, neighbours, layers, config, spec["epochs"], pad_id),
+                       device)
+    return measure("ours", lambda: our_run(model, forget, neighbours, config, pad_id), device)
+
+
+def in_child_process(args, spec: dict) -> dict:
+    """``run_variant(spec)`` in a fresh interpreter, so that no variant inherits another's freed memory."""
+    command = [sys.executable, __file__, "--model", args.model, "--samples", str(args.samples), "--tokens",
+               str(args.tokens), "--device", args.device, "--child", json.dumps(spec)]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"variant {spec} failed:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def same_objective(problem, steps: int = 3) -> dict:
     """Mean CE, KL, L0 and loss of ``steps`` batch-1 fp32 steps of each loop, same gate samples and order."""
-    config = NeuMuterConfig(epochs=1, batch_size=1, dtype="float32", progress=False, device=str(device), layers=layer_spec)
+    make_model, forget, neighbours, pad_id, layer_spec, device, settings = problem
+    config = NeuMuterConfig(**settings, epochs=1, batch_size=1, dtype="float32", progress=False, device=str(device),
+                            layers=layer_spec)
     model = make_model()
     layers = parse_layers(layer_spec, num_layers(model))
     ours = our_run(model, forget[:steps], neighbours[:steps], config, pad_id)[0]
@@ -242,24 +289,20 @@ def time_to_reach(history: list[dict], target: float) -> float | None:
     return None
 
 
-def compare_loops(make_model, forget, neighbours, layer_spec, pad_id, device, epochs: int, batch_sizes) -> list[dict]:
-    layers = parse_layers(layer_spec, num_layers(make_model()))
-    base = NeuMuterConfig(epochs=epochs, progress=False, device=str(device), layers=layer_spec)
-    variants = [("official (batch 1, fp32, weight mask, model copy)",
-                 lambda: official_run(make_model(), forget, neighbours, layers, base, epochs, pad_id))]
-    for batch in batch_sizes:
-        for dtype in ("float32", "auto"):
-            config = dataclasses.replace(base, batch_size=batch, dtype=dtype)
-            label = f"ours, batch {batch}, {'fp32' if dtype == 'float32' else 'bf16 autocast (auto)'}"
-            variants.append((label, lambda config=config: our_run(make_model(), forget, neighbours, config, pad_id)))
+def compare_loops(args) -> list[dict]:
+    """Each variant for ``args.epochs`` epochs in its own process; ratios against the official loop."""
+    variants = [("official (batch 1, fp32, weight mask, model copy)", {"loop": "official"})]
+    for batch in args.batch_sizes:
+        variants.append((f"ours, batch {batch}, fp32", {"loop": "ours", "batch_size": batch, "dtype": "float32"}))
+        variants.append((f"ours, batch {batch}, bf16 autocast (auto)", {"loop": "ours", "batch_size": batch, "dtype": "auto"}))
     rows = []
-    for name, fn in variants:
-        row = measure(name, fn, device)
-        row["seconds_per_epoch"] = row["seconds"] / epochs
+    for name, spec in variants:
+        row = in_child_process(args, {**spec, "epochs": args.epochs})
+        row.update(variant=name, seconds_per_epoch=row["seconds"] / args.epochs)
         rows.append(row)
         trajectory = " ".join(f"{record['forget_ce']:.3f}" for record in row["history"])
         print(f"{name}: {row['seconds_per_epoch']:.2f} s / epoch, peak {row['peak_memory_bytes'] / 2**20:.0f} MiB, "
-              f"forget CE {trajectory}", flush=True)
+              f"forget CE by epoch {trajectory}", flush=True)
     official = rows[0]
     target = official["history"][-1]["forget_ce"]
     for row in rows:
@@ -271,18 +314,17 @@ def compare_loops(make_model, forget, neighbours, layer_spec, pad_id, device, ep
     return rows
 
 
-def scaling(make_model, forget, neighbours, pad_id, device, batch: int) -> list[dict]:
-    """Our loop (best settings, 1 epoch) as the forget set, the sequence length and the gated layers grow."""
-    depth = num_layers(make_model())
-    cases = [("forget samples", n, forget[:n], neighbours[:n], "1-") for n in (2, 4, 8) if n <= len(forget)]
-    cases += [("tokens per sample", t, [f[:t] for f in forget], [n[:t] for n in neighbours], "1-") for t in (32, 64, 128)]
-    cases += [("gated layers", len(parse_layers(spec, depth)), forget, neighbours, spec)
+def scaling(args, depth: int) -> list[dict]:
+    """Our loop (largest batch, bf16 autocast where fast, 1 epoch) as the forget set, the sequence length
+    and the number of gated layers grow; each point in its own process."""
+    base = {"loop": "ours", "epochs": 1, "batch_size": max(args.batch_sizes), "dtype": "auto"}
+    cases = [("forget samples", n, {"samples": n}) for n in (2, 4, 8) if n <= args.samples]
+    cases += [("tokens per sample", t, {"tokens": t}) for t in (32, 64, 128)]
+    cases += [("gated layers", len(parse_layers(spec, depth)), {"layers": spec})
               for spec in (f"{depth - 4}-", f"{depth // 2}-", "1-")]
     rows = []
-    for axis, value, f, n, spec in cases:
-        config = NeuMuterConfig(epochs=1, batch_size=batch, dtype="auto", progress=False, device=str(device), layers=spec)
-        row = measure(f"{axis} = {value}", lambda f=f, n=n, config=config: our_run(make_model(), f, n, config, pad_id),
-                      device)
+    for axis, value, change in cases:
+        row = in_child_process(args, {**base, **change})
         rows.append({"axis": axis, "value": value, "seconds": row["seconds"], "peak_memory_bytes": row["peak_memory_bytes"]})
         print(f"scaling: {axis} = {value}: {row['seconds']:.2f} s, {row['peak_memory_bytes'] / 2**20:.0f} MiB", flush=True)
     return rows
@@ -319,22 +361,24 @@ def main() -> None:
     parser.add_argument("--scaling", action="store_true", help="also time and memory as the problem grows")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # run one variant (JSON spec), print its JSON result
     args = parser.parse_args()
-    device = resolve_device(args.device)
-    if args.model == "smollm2":
-        make_model, forget, neighbours, pad_id, layer_spec = smollm2_problem(args.samples, device)
-    else:
-        make_model, forget, neighbours, pad_id, layer_spec = gpt_neo_problem(args.model, args.samples, args.tokens, device)
+    problem = problem_of(args)
+    if args.child:
+        print(json.dumps(run_variant(json.loads(args.child), problem)))
+        return
+    make_model, forget, neighbours, pad_id, layer_spec, device, settings = problem
     depth = num_layers(make_model())
     print(f"{args.model}: {len(forget)} forget samples of {max(map(len, forget))} tokens, one neighbour each, "
-          f"layers {describe_layers(parse_layers(layer_spec, depth))}", flush=True)
-    objective = same_objective(make_model, forget, neighbours, layer_spec, pad_id, device)
+          f"layers {describe_layers(parse_layers(layer_spec, depth))}, settings {settings or 'the official code'}",
+          flush=True)
+    objective = same_objective(problem)
     print(f"same objective: {objective_summary(objective)}", flush=True)
-    rows = compare_loops(make_model, forget, neighbours, layer_spec, pad_id, device, args.epochs, args.batch_sizes)
-    scaled = scaling(make_model, forget, neighbours, pad_id, device, max(args.batch_sizes)) if args.scaling else []
+    rows = compare_loops(args)
+    scaled = scaling(args, depth) if args.scaling else []
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()})"
     meta = {"model": args.model, "samples": len(forget), "tokens_per_sample": max(map(len, forget)), "epochs": args.epochs,
-            "layers": layer_spec, "device": device_name, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "layers": layer_spec, "settings": settings, "device": device_name, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "transformers": transformers.__version__, "python": sys.version.split()[0],
             "command": "python benchmarks/localization_step.py " + " ".join(sys.argv[1:])}
     out = Path(args.out)

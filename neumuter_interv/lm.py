@@ -51,45 +51,6 @@ def autocast(dtype: str, device: torch.device):
     return contextlib.nullcontext() if target is None else torch.autocast(device_type=device.type, dtype=target)
 
 
-class AutocastWeights:
-    """A frozen model's matmul weights (``Linear``, GPT-2's ``Conv1D``) cast ONCE to the autocast dtype.
-
-    Autocast caches its casts only for weights that require grad; a frozen model's weights are cast
-    again at every forward (a tenth of a bf16 CPU step on SmolLM2). Inside ``active()`` the modules hold
-    these casts instead, so autocast finds them already in its dtype: the same numbers (a cast is a
-    cast), no per-forward copy. Tied weights are cast once; an embedding that shares its matrix with
-    the LM head keeps its fp32 original (only the module's reference is swapped). Costs one copy of the
-    weights in the low dtype; does nothing for ``float32``.
-    """
-
-    def __init__(self, model: torch.nn.Module, dtype: str, device: torch.device):
-        from transformers.pytorch_utils import Conv1D
-
-        target = autocast_dtype(dtype, device)
-        self.swaps: list[tuple[torch.nn.Module, str, torch.nn.Parameter, torch.nn.Parameter]] = []
-        casts: dict[int, torch.nn.Parameter] = {}
-        for module in model.modules() if target is not None else ():
-            if not isinstance(module, (torch.nn.Linear, Conv1D)):
-                continue
-            for name in ("weight", "bias"):
-                original = module._parameters.get(name)
-                if original is None or original.requires_grad or original.dtype != torch.float32:
-                    continue
-                if id(original) not in casts:
-                    casts[id(original)] = torch.nn.Parameter(original.detach().to(target), requires_grad=False)
-                self.swaps.append((module, name, original, casts[id(original)]))
-
-    @contextlib.contextmanager
-    def active(self):
-        for module, name, _, cast in self.swaps:
-            module._parameters[name] = cast
-        try:
-            yield
-        finally:
-            for module, name, original, _ in self.swaps:
-                module._parameters[name] = original
-
-
 class LanguageModel:
     """``logits`` and greedy ``generate`` for a causal LM, with or without pyvene interventions."""
 

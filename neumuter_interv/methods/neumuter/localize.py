@@ -33,7 +33,7 @@ from ...errors import NeuMuterError
 from ...hard_concrete import HardConcreteParams
 from ...intervenable import attach, intervened_logits, interventions_by_layer, set_intervention_mode
 from ...interventions import HardConcreteGate
-from ...lm import AutocastWeights, autocast, resolve_device
+from ...lm import autocast, resolve_device
 from .config import NeuMuterConfig
 from .losses import joint_losses
 
@@ -111,9 +111,7 @@ def localize(
     k = len(neighbours) // len(forget) if neighbours else 0
     forget_batches = batches(forget, config.batch_size, pad_id)
     neighbour_batches = batches(neighbours, config.batch_size * k, pad_id) if k else []
-    low_precision = AutocastWeights(pv_model.model, config.dtype, device)
-    with low_precision.active():
-        references = _ReferenceLogProbs(pv_model.model, neighbour_batches, config, device)
+    references = _ReferenceLogProbs(pv_model.model, neighbour_batches, config, device)
     rng = batch_order_rng(config.seed, first_epoch)
     result = LocalizationResult(log_alpha={}, params=config.hard_concrete)
     start = time.perf_counter()
@@ -121,15 +119,13 @@ def localize(
     for epoch in epochs:
         set_intervention_mode(pv_model, True)
         sums = {"forget_ce": 0.0, "kl": 0.0, "l0": 0.0, "loss": 0.0}
-        with low_precision.active():
-            for index in rng.permutation(len(forget_batches)):
-                forget_batch = forget_batches[index].to(device)
-                neighbour_batch = neighbour_batches[index].to(device) if k else None
-                terms = _step(pv_model, gates, optimizer, forget_batch, neighbour_batch, references, index, config,
-                              device, pad_id)
-                for name in sums:
-                    sums[name] += terms[name]
-                result.steps += 1
+        for index in rng.permutation(len(forget_batches)):
+            forget_batch = forget_batches[index].to(device)
+            neighbour_batch = neighbour_batches[index].to(device) if k else None
+            terms = _step(pv_model, gates, optimizer, forget_batch, neighbour_batch, references, index, config, device, pad_id)
+            for name in sums:
+                sums[name] += terms[name]
+            result.steps += 1
         record = {name: value / len(forget_batches) for name, value in sums.items()}
         record["epoch"] = first_epoch + epoch
         record["below_threshold"] = sum(
