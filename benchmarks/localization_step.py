@@ -73,11 +73,7 @@ MODELS = ["smollm2", *GPT_NEO_SHAPES]
 
 
 class OfficialMaskedProjection(torch.nn.Module):
-    """The official mask: the output projection's weight columns scaled by a gate sample.
-
-    ``shared_sample`` is None for the official behaviour (a fresh sample at every forward); the
-    equality check sets it to one sample per step.
-    """
+    """The official mask: the output projection's weight columns scaled by a fresh gate sample per forward."""
 
     def __init__(self, projection: torch.nn.Linear, params: HardConcreteParams, generator: torch.Generator | None = None):
         super().__init__()
@@ -86,10 +82,9 @@ class OfficialMaskedProjection(torch.nn.Module):
         self.projection, self.params, self.generator = projection, params, generator
         self.log_alpha = torch.nn.Parameter(torch.full((projection.in_features,), params.initial_log_alpha(),
                                                        device=projection.weight.device))
-        self.shared_sample: torch.Tensor | None = None
 
     def forward(self, x):
-        mask = self.shared_sample if self.shared_sample is not None else sample_gate(self.log_alpha, self.params, self.generator)
+        mask = sample_gate(self.log_alpha, self.params, self.generator)
         return F.linear(x, self.projection.weight * mask[None, :], self.projection.bias)
 
 
@@ -107,11 +102,8 @@ def official_setup(model, layers: list[int], config: NeuMuterConfig, seed_genera
     return masks
 
 
-def official_step(model, reference, masks, optimizer, forget_batch, neighbour_batch, config, share_sample=False) -> dict:
+def official_step(model, reference, masks, optimizer, forget_batch, neighbour_batch, config) -> dict:
     """The official loop body: forget CE, reference + masked forward on the neighbour, L0, Adam."""
-    if share_sample:
-        for mask in masks.values():
-            mask.shared_sample = sample_gate(mask.log_alpha, mask.params, mask.generator)
     optimizer.zero_grad()
     forget_ce = causal_lm_loss(model(input_ids=forget_batch.input_ids).logits, forget_batch.labels)
     with torch.no_grad():
@@ -122,13 +114,11 @@ def official_step(model, reference, masks, optimizer, forget_batch, neighbour_ba
     loss = c * forget_ce + config.sparsity_weight * l0 + config.kl_weight * kl
     loss.backward()
     optimizer.step()
-    for mask in masks.values():
-        mask.shared_sample = None
     return {"forget_ce": forget_ce.item(), "kl": kl.item(), "l0": l0.item(), "loss": loss.item()}
 
 
 def official_run(model, forget, neighbours, layers, config: NeuMuterConfig, epochs: int, pad_id: int,
-                 order=None, share_sample=False, seed_generators=False) -> list[dict]:
+                 order=None, seed_generators=False) -> list[dict]:
     """``epochs`` of the official loop (batch 1); per epoch: seconds, mean terms."""
     reference = copy.deepcopy(model).eval()
     masks = official_setup(model, layers, config, seed_generators)
@@ -140,7 +130,7 @@ def official_run(model, forget, neighbours, layers, config: NeuMuterConfig, epoc
         start, sums = time.perf_counter(), {}
         for index in order if order is not None else range(len(forget_batches)):
             terms = official_step(model, reference, masks, optimizer, forget_batches[index].to(device),
-                                  neighbour_batches[index].to(device), config, share_sample)
+                                  neighbour_batches[index].to(device), config)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value / len(forget_batches)
         history.append({"seconds": _synchronized(device, start), **sums})
@@ -225,15 +215,16 @@ def measure(name: str, fn, device) -> dict:
 def run_variant(spec: dict, problem) -> dict:
     """One variant, in this (fresh) process: the model is built first, then time and peak memory of the run.
 
-    ``spec``: ``{"loop": "official" | "ours", "epochs", "batch_size", "dtype", "samples", "tokens", "layers"}`` (the last three cut the problem, for the scaling figures).
+    ``spec``: ``{"loop": "official" | "ours", "epochs", "batch_size", "dtype", "gate_noise", "samples", "tokens",
+    "layers"}`` (the last three cut the problem, for the scaling figures).
     """
     make_model, forget, neighbours, pad_id, layer_spec, device, settings = problem
     forget = [f[:spec.get("tokens") or len(f)] for f in forget[:spec.get("samples") or len(forget)]]
     neighbours = [n[:spec.get("tokens") or len(n)] for n in neighbours[:len(forget)]]
     layer_spec = spec.get("layers") or layer_spec
     config = NeuMuterConfig(**{**settings, "epochs": spec["epochs"], "batch_size": spec.get("batch_size", 1),
-                               "dtype": spec.get("dtype", "float32"), "layers": layer_spec, "progress": False,
-                               "device": str(device)})
+                               "dtype": spec.get("dtype", "float32"), "gate_noise": spec.get("gate_noise", "official"),
+                               "layers": layer_spec, "progress": False, "device": str(device)})
     model = make_model()
     with torch.no_grad():  # page in weights a loader may have mapped lazily: they are not the run's memory
         sum(float(parameter.sum()) for parameter in model.parameters())
@@ -256,16 +247,17 @@ def in_child_process(args, spec: dict) -> dict:
 
 
 def same_objective(problem, steps: int = 3) -> dict:
-    """Mean CE, KL, L0 and loss of ``steps`` batch-1 fp32 steps of each loop, same gate samples and order."""
+    """Mean CE, KL, L0 and loss of ``steps`` batch-1 fp32 steps of each loop with the same gate samples (ours
+    with ``gate_noise="official"``: one sample for the forget row, one for the neighbour row) and order."""
     make_model, forget, neighbours, pad_id, layer_spec, device, settings = problem
     config = NeuMuterConfig(**settings, epochs=1, batch_size=1, dtype="float32", progress=False, device=str(device),
-                            layers=layer_spec)
+                            layers=layer_spec, gate_noise="official")
     model = make_model()
     layers = parse_layers(layer_spec, num_layers(model))
     ours = our_run(model, forget[:steps], neighbours[:steps], config, pad_id)[0]
     order = batch_order_rng(config.seed).permutation(steps)
     official = official_run(make_model(), forget[:steps], neighbours[:steps], layers, config, 1, pad_id, order=order,
-                            share_sample=True, seed_generators=True)[0]
+                            seed_generators=True)[0]
     terms = ("forget_ce", "kl", "l0", "loss")
     return {"steps": steps, "ours": {k: ours[k] for k in terms}, "official": {k: official[k] for k in terms},
             "absolute_difference": {k: abs(ours[k] - official[k]) for k in terms},
@@ -293,8 +285,11 @@ def compare_loops(args) -> list[dict]:
     """Each variant for ``args.epochs`` epochs in its own process; ratios against the official loop."""
     variants = [("official (batch 1, fp32, weight mask, model copy)", {"loop": "official"})]
     for batch in args.batch_sizes:
-        variants.append((f"ours, batch {batch}, fp32", {"loop": "ours", "batch_size": batch, "dtype": "float32"}))
-        variants.append((f"ours, batch {batch}, bf16 autocast (auto)", {"loop": "ours", "batch_size": batch, "dtype": "auto"}))
+        for dtype, label in (("float32", "fp32"), ("auto", "bf16 autocast")):
+            variants.append((f"ours, batch {batch}, {label}, official gate noise",
+                             {"loop": "ours", "batch_size": batch, "dtype": dtype, "gate_noise": "official"}))
+    variants.append((f"ours, batch {args.batch_sizes[-1]}, bf16 autocast, shared gate noise (library default)",
+                     {"loop": "ours", "batch_size": args.batch_sizes[-1], "dtype": "auto", "gate_noise": "shared"}))
     rows = []
     for name, spec in variants:
         row = in_child_process(args, {**spec, "epochs": args.epochs})
@@ -357,7 +352,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=200, help="tokens per sample (GPT-Neo shapes)")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[2, 8])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 8])
     parser.add_argument("--scaling", action="store_true", help="also time and memory as the problem grows")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))

@@ -40,7 +40,13 @@ class FFNIntervention(pv.SourcelessIntervention, pv.TrainableIntervention, pv.Di
 
 
 class HardConcreteGate(FFNIntervention):
-    """Learnable per-neuron hard-concrete gate multiplying the FFN activation (Eq. 10-11)."""
+    """Learnable per-neuron hard-concrete gate multiplying the FFN activation (Eq. 10-11).
+
+    In training mode every forward draws a gate sample shared by all rows of the batch; with
+    ``row_groups`` set (row counts, e.g. ``(n_forget, n_neighbours)``) each group of consecutive rows
+    gets its own sample, drawn in group order: one joint forward then sees the noise of the official
+    code's separate forwards.
+    """
 
     def __init__(self, beta: float = 1.0 / 3.0, gamma: float = -0.1, zeta: float = 1.1,
                  init_open_probability: float = 1.0, **kwargs):
@@ -50,6 +56,7 @@ class HardConcreteGate(FFNIntervention):
         self.log_alpha = torch.nn.Parameter(torch.full((self.width,), init, dtype=torch.float32))
         self.register_buffer("hard_concrete_constants", torch.tensor([beta, gamma, zeta], dtype=torch.float64))
         self.generator: torch.Generator | None = None  # set by the trainer for reproducible noise
+        self.row_groups: tuple[int, ...] | None = None  # set by the trainer: one sample per group of rows
 
     @property
     def params(self) -> HardConcreteParams:
@@ -67,7 +74,14 @@ class HardConcreteGate(FFNIntervention):
         return l0_penalty(self.log_alpha, self.params)
 
     def forward(self, base, source=None, subspaces=None, **kwargs):
-        return base * self.gate().to(base.dtype)
+        if not (self.training and self.row_groups):
+            return base * self.gate().to(base.dtype)
+        samples = torch.stack([self.gate() for _ in self.row_groups])
+        sequences = sum(self.row_groups)
+        per_row = base.shape[0] // sequences  # 1, or the positions of a sequence when the FFN flattens them (OPT)
+        counts = torch.tensor(self.row_groups, device=samples.device) * per_row
+        gate = samples.repeat_interleave(counts, dim=0)
+        return base * gate.view(base.shape[0], *([1] * (base.dim() - 2)), self.width).to(base.dtype)
 
 
 class FrozenScaling(FFNIntervention):

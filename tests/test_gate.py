@@ -74,3 +74,21 @@ def test_hard_concrete_constants_survive_pyvene_save_and_load(make_model, tmp_pa
     loaded = interventions_by_layer(pv.IntervenableModel.load(str(tmp_path / "gates"), model))[1]
     assert loaded.params == HardConcreteParams(0.3, -0.2, 1.2)
     assert torch.equal(loaded.log_alpha, interventions_by_layer(pv_model)[1].log_alpha)
+
+
+@pytest.mark.parametrize("flattened", [False, True])
+def test_row_groups_give_each_group_its_own_sample_drawn_in_group_order(flattened):
+    gate = HardConcreteGate(embed_dim=6)
+    with torch.no_grad():
+        gate.log_alpha.uniform_(-2.0, 2.0)
+    gate.train(True)
+    gate.row_groups = (2, 3)
+    gate.generator = torch.Generator().manual_seed(7)
+    base = torch.ones(5, 4, 6)
+    if flattened:  # an FFN that flattens [batch, positions] into rows (OPT)
+        base = base.reshape(20, 6)
+    gated = gate(base).reshape(5, 4, 6)
+    generator = torch.Generator().manual_seed(7)
+    first, second = (sample_gate(gate.log_alpha, gate.params, generator) for _ in range(2))
+    assert torch.equal(gated[:2], first.expand(2, 4, 6)) and torch.equal(gated[2:], second.expand(3, 4, 6))
+    assert not torch.equal(first, second)

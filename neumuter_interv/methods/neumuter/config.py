@@ -58,6 +58,10 @@ class NeuMuterConfig:
     neighbours_per_sample: int = 1
     replacement_ratio: float = 0.5
     neighbour_top_k: int = 50
+    # gate noise of a step: "shared" (default) draws one sample for the joint forget + neighbour forward;
+    # "official" draws one for the forget rows and another for the neighbour rows, as the official code's
+    # two forwards do (same objective in expectation; its CE rises faster per step: benchmarks/RESULTS.md)
+    gate_noise: str = "shared"
     # execution
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available
@@ -85,6 +89,8 @@ class NeuMuterConfig:
             check_number("top_k (selection 'top_k')", self.top_k, minimum=1, integer=True)
         if self.selection == "fraction" or self.fraction is not None:
             check_number("fraction (selection 'fraction')", self.fraction, above=0, maximum=1)
+        if self.gate_noise not in ("shared", "official"):
+            raise NeuMuterError(f"gate_noise must be 'shared' or 'official', got {self.gate_noise!r}")
         if self.neighbour_source not in ("self", "random"):
             raise NeuMuterError(f"neighbour_source must be 'self' or 'random', got {self.neighbour_source!r}")
         if self.dtype not in ("float32", "bfloat16", "float16", "auto"):

@@ -9,8 +9,10 @@ them speed or correctness, none changing the objective:
 * the "original" model is the same weights with the interventions off (no deep copy), and its
   log-probabilities (and probabilities) on the neighbours are computed once and cached when they fit
   in memory;
-* forget and neighbour samples go through ONE forward per step, sharing one gate sample (the official
-  code shares one sample per forward too);
+* forget and neighbour samples go through ONE forward per step; by default they share one gate sample
+  (``gate_noise="shared"``), where the official code's two forwards draw one each (``"official"``
+  reproduces that inside the joint forward: same objective in expectation, a different estimator of its
+  gradient, under which the forget CE rises faster per step; benchmarks/RESULTS.md);
 * pads are excluded from the CE and the KL (the official code counts left-pad EOS tokens);
 * the forget set is batched (``batch_size``; 1 reproduces the official code).
 """
@@ -148,6 +150,9 @@ def _step(pv_model, gates, optimizer, forget_batch: TokenBatch, neighbour_batch:
           references: _ReferenceLogProbs, index: int, config: NeuMuterConfig, device, pad_id: int) -> dict[str, float]:
     joint = forget_batch if neighbour_batch is None else _concatenate(forget_batch, neighbour_batch, pad_id)
     optimizer.zero_grad(set_to_none=True)
+    groups = (len(forget_batch), len(neighbour_batch)) if config.gate_noise == "official" and neighbour_batch else None
+    for gate in gates.values():
+        gate.row_groups = groups
     with autocast(config.dtype, device):
         logits = intervened_logits(pv_model, joint.input_ids, joint.attention_mask)
     if neighbour_batch is None:
