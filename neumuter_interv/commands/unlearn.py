@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import distributed
 from ..architectures import describe_layers, num_layers, parse_layers
 from ..data import read_texts, texts_sha256
+from ..lm import resolve_device
 from ..loading import load_causal_lm
 from ..methods.neumuter import NeuMuter, NeuMuterConfig
 from ..output import check_writable
+from ..validation import check_number
 
 
 def register(subparsers) -> None:
@@ -44,11 +47,15 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--dtype", default=defaults.dtype, choices=["float32", "bfloat16", "float16", "auto"])
+    parser.add_argument("--num-processes", type=int, default=1,
+                        help="data-parallel localization over N processes on this machine (gloo on CPUs, NCCL on "
+                             "GPUs: one GPU each); torchrun and accelerate launch work too")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    check_number("--num-processes", args.num_processes, minimum=1, integer=True)
     config = NeuMuterConfig(
         layers=args.layers, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         stop_loss=args.stop_loss, sparsity_weight=args.sparsity_weight, kl_weight=args.kl_weight,
@@ -60,16 +67,38 @@ def run(args) -> int:
                                                     "--neighbours": args.neighbours})
     forget = read_texts(args.forget, args.column)
     neighbours = read_texts(args.neighbours, args.column, "neighbour") if args.neighbours else None
+    if args.num_processes > 1 and not distributed.launched():
+        return distributed.launch(args.num_processes, _without_num_processes(args.argv))
+    distributed.init_from_environment(resolve_device(config.device))
+    main_process = distributed.is_main_process()
+    config.progress = config.progress and main_process
+    log = print if main_process else (lambda message: None)
     model, tokenizer = load_causal_lm(args.model, gguf_file=args.gguf_file)
     layers = parse_layers(config.layers, num_layers(model))  # fail before training, not after
-    print(f"forget set: {len(forget)} samples from {args.forget}; layers {describe_layers(layers)}")
-    result = NeuMuter(config).run(model, tokenizer, forget, neighbours)
+    log(f"forget set: {len(forget)} samples from {args.forget}; layers {describe_layers(layers)}")
+    result = NeuMuter(config, log=log).run(model, tokenizer, forget, neighbours)
+    if not main_process:
+        return 0
     run_info = {
         "model": args.model,
         "forget_file": str(Path(args.forget)),
         "forget_samples": len(forget),
         "forget_sha256": texts_sha256(forget),
+        "processes": distributed.rank_and_size()[1],
     }
     result.save(out, overwrite=args.overwrite, run_info=run_info)
     print(f"wrote {out}/ (intervention/, selection.json, metrics.json, history.json, config.json)")
     return 0
+
+
+def _without_num_processes(argv: list[str]) -> list[str]:
+    """The command line without ``--num-processes N`` (each launched process is one of the N)."""
+    kept, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--num-processes":
+            skip = True
+        elif not token.startswith("--num-processes="):
+            kept.append(token)
+    return kept

@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ... import distributed
 from ...architectures import describe_layers, num_layers, parse_layers
-from ...data import TokenBatch, batches
+from ...data import TokenBatch, pad_batch
 from ...errors import NeuMuterError
 from ...hard_concrete import HardConcreteParams
 from ...intervenable import attach, intervened_logits, interventions_by_layer, set_intervention_mode
@@ -111,8 +112,7 @@ def localize(
     optimizer = torch.optim.Adam(optimizer_params, lr=config.learning_rate)
 
     k = len(neighbours) // len(forget) if neighbours else 0
-    forget_batches = batches(forget, config.batch_size, pad_id)
-    neighbour_batches = batches(neighbours, config.batch_size * k, pad_id) if k else []
+    forget_batches, neighbour_batches, counts = _local_batches(forget, neighbours, k, config.batch_size, pad_id)
     references = _ReferenceLogProbs(pv_model.model, neighbour_batches, config, device)
     rng = batch_order_rng(config.seed, first_epoch)
     result = LocalizationResult(log_alpha={}, params=config.hard_concrete)
@@ -122,9 +122,10 @@ def localize(
         set_intervention_mode(pv_model, True)
         sums = {"forget_ce": 0.0, "kl": 0.0, "l0": 0.0, "loss": 0.0}
         for index in rng.permutation(len(forget_batches)):
-            forget_batch = forget_batches[index].to(device)
-            neighbour_batch = neighbour_batches[index].to(device) if k else None
-            terms = _step(pv_model, gates, optimizer, forget_batch, neighbour_batch, references, index, config, device, pad_id)
+            forget_batch = forget_batches[index].to(device) if forget_batches[index] is not None else None
+            neighbour_batch = neighbour_batches[index].to(device) if k and forget_batch is not None else None
+            terms = _step(pv_model, gates, optimizer, forget_batch, neighbour_batch, references, index, counts[index],
+                          k > 0, config, device, pad_id)
             for name in sums:
                 sums[name] += terms[name]
             result.steps += 1
@@ -146,25 +147,59 @@ def localize(
 
 
 
-def _step(pv_model, gates, optimizer, forget_batch: TokenBatch, neighbour_batch: TokenBatch | None,
-          references: _ReferenceLogProbs, index: int, config: NeuMuterConfig, device, pad_id: int) -> dict[str, float]:
-    joint = forget_batch if neighbour_batch is None else _concatenate(forget_batch, neighbour_batch, pad_id)
+def _local_batches(forget, neighbours, k: int, batch_size: int, pad_id: int):
+    """Per batch of ``batch_size`` forget samples: this process's forget rows and their ``k`` neighbours as
+    right-padded batches (None where it has no row: ``distributed.shard``), and the whole batch's counts of
+    predicted forget tokens and of neighbour tokens (the denominators of the CE and the KL)."""
+    if batch_size < 1:
+        raise NeuMuterError(f"batch size must be at least 1, got {batch_size}")
+    forget_batches, neighbour_batches, counts = [], [], []
+    for start in range(0, len(forget), batch_size):
+        rows = range(start, min(start + batch_size, len(forget)))
+        counts.append((sum(len(forget[i]) - 1 for i in rows), sum(len(neighbours[i * k + j]) for i in rows for j in range(k))))
+        mine = distributed.shard(rows)
+        forget_batches.append(pad_batch([forget[i] for i in mine], pad_id) if mine else None)
+        neighbour_batches.append(pad_batch([neighbours[i * k + j] for i in mine for j in range(k)], pad_id)
+                                 if mine and k else None)
+    return forget_batches, neighbour_batches, counts
+
+
+def _step(pv_model, gates, optimizer, forget_batch: TokenBatch | None, neighbour_batch: TokenBatch | None,
+          references: _ReferenceLogProbs, index: int, counts: tuple[int, int], with_neighbours: bool,
+          config: NeuMuterConfig, device, pad_id: int) -> dict[str, float]:
+    """One step on this process's rows of batch ``index`` (the whole batch without a process group): its
+    share of each data term (its sum over the whole batch's count), the gate gradients summed over
+    processes, one Adam step."""
     optimizer.zero_grad(set_to_none=True)
-    groups = (len(forget_batch), len(neighbour_batch)) if config.gate_noise == "official" and neighbour_batch else None
-    for gate in gates.values():
-        gate.row_groups = groups
-    with autocast(config.dtype, device):
-        logits = intervened_logits(pv_model, joint.input_ids, joint.attention_mask)
-    if neighbour_batch is None:
-        forget_ce, kl = joint_losses(logits, forget_batch.labels)
+    official_noise = config.gate_noise == "official" and with_neighbours
+    if forget_batch is None:  # no row here: draw the noise the others draw, add nothing
+        for gate in gates.values():
+            for _ in range(2 if official_noise else 1):
+                gate.gate()
+        forget_ce = kl = torch.zeros((), device=device)
     else:
-        forget_ce, kl = joint_losses(logits, forget_batch.labels, neighbour_batch.attention_mask, references.get(index))
+        groups = (len(forget_batch), len(neighbour_batch)) if official_noise else None
+        for gate in gates.values():
+            gate.row_groups = groups
+        joint = forget_batch if neighbour_batch is None else _concatenate(forget_batch, neighbour_batch, pad_id)
+        with autocast(config.dtype, device):
+            logits = intervened_logits(pv_model, joint.input_ids, joint.attention_mask)
+        forget_ce, kl = joint_losses(logits, forget_batch.labels,
+                                     neighbour_batch.attention_mask if neighbour_batch is not None else None,
+                                     references.get(index) if neighbour_batch is not None else None, counts)
+    totals = distributed.sum_over_processes(torch.stack([forget_ce.detach(), kl.detach()]).float())
     l0 = torch.stack([gate.l0() for gate in gates.values()]).mean()
-    coefficient = -config.ascent_weight if forget_ce.item() <= config.stop_loss else config.descent_weight
-    loss = coefficient * forget_ce + config.sparsity_weight * l0 + config.kl_weight * kl
+    coefficient = -config.ascent_weight if totals[0].item() <= config.stop_loss else config.descent_weight
+    _, processes = distributed.rank_and_size()
+    loss = coefficient * forget_ce + config.sparsity_weight * l0 / processes + config.kl_weight * kl
     loss.backward()
+    for gate in gates.values():
+        distributed.sum_over_processes(gate.log_alpha.grad)
     optimizer.step()
-    return {"forget_ce": forget_ce.item(), "kl": kl.item(), "l0": l0.item(), "loss": loss.item()}
+    forget_total, kl_total = totals.tolist()
+    l0_value = l0.item()
+    return {"forget_ce": forget_total, "kl": kl_total, "l0": l0_value,
+            "loss": coefficient * forget_total + config.sparsity_weight * l0_value + config.kl_weight * kl_total}
 
 
 def _concatenate(first: TokenBatch, second: TokenBatch, pad_id: int) -> TokenBatch:
@@ -180,14 +215,15 @@ def _concatenate(first: TokenBatch, second: TokenBatch, pad_id: int) -> TokenBat
 
 
 class _ReferenceLogProbs:
-    """The original model's log-probabilities on each neighbour batch: cached when they fit in
-    ``reference_cache_bytes``, else recomputed at every step."""
+    """The original model's log-probabilities on each neighbour batch (None where this process has none):
+    cached when they fit in ``reference_cache_bytes``, else recomputed at every step."""
 
-    def __init__(self, model, neighbour_batches: list[TokenBatch], config: NeuMuterConfig, device):
+    def __init__(self, model, neighbour_batches: list[TokenBatch | None], config: NeuMuterConfig, device):
         self.model, self.batches, self.config, self.device = model, neighbour_batches, config, device
         vocab = model.get_output_embeddings().weight.shape[0]
-        size = sum(b.input_ids.numel() for b in neighbour_batches) * vocab * 4
-        self.cache = [self._compute(b) for b in neighbour_batches] if size <= config.reference_cache_bytes else None
+        size = sum(b.input_ids.numel() for b in neighbour_batches if b is not None) * vocab * 4
+        self.cache = ([self._compute(b) if b is not None else None for b in neighbour_batches]
+                      if size <= config.reference_cache_bytes else None)
 
     @torch.no_grad()
     def _compute(self, batch: TokenBatch) -> torch.Tensor:

@@ -40,18 +40,24 @@ def kl_to_reference(logits: torch.Tensor, reference_log_probs: torch.Tensor, att
 
 
 def joint_losses(logits: torch.Tensor, forget_labels: torch.Tensor, neighbour_mask: torch.Tensor | None = None,
-                 reference_log_probs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 reference_log_probs: torch.Tensor | None = None,
+                 counts: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(causal_lm_loss(forget rows), kl_to_reference(neighbour rows))`` of one joint forward.
 
     ``logits`` is [n_forget + n_neighbours, width, vocabulary]: the forget batch (``forget_labels``,
     [n_forget, forget width]) in the first rows, the neighbour batch (``neighbour_mask`` and the original
     model's ``reference_log_probs``, [n_neighbours, neighbour width(, vocabulary)]) after them, each
-    right-padded to the joint width. Without neighbours the KL is 0.
+    right-padded to the joint width. Without neighbours the KL is 0. ``counts`` replaces the denominators
+    (predicted forget tokens, neighbour tokens) by those of a larger batch that these rows are a share of
+    (data parallelism: ``neumuter_interv.distributed``).
     """
     if neighbour_mask is None:
-        empty = forget_labels.new_zeros((0, 0))
-        return _JointLosses.apply(logits, forget_labels, empty, logits.new_zeros((0, 0, 0), dtype=torch.float32))
-    return _JointLosses.apply(logits, forget_labels, neighbour_mask, reference_log_probs)
+        neighbour_mask = forget_labels.new_zeros((0, 0))
+        reference_log_probs = logits.new_zeros((0, 0, 0), dtype=torch.float32)
+    targets = forget_labels[:, 1:]
+    ce_count, kl_count = counts if counts is not None else (int((targets != IGNORE_INDEX).sum()), int(neighbour_mask.sum()))
+    return _JointLosses.apply(logits, forget_labels, neighbour_mask, reference_log_probs, max(ce_count, 1),
+                              max(kl_count, 1))
 
 
 def _chunks(rows: range, width: int):
@@ -63,11 +69,9 @@ def _chunks(rows: range, width: int):
 
 class _JointLosses(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, forget_labels, neighbour_mask, reference_log_probs):
+    def forward(ctx, logits, forget_labels, neighbour_mask, reference_log_probs, ce_count: int, kl_count: int):
         n_forget, forget_width = forget_labels.shape
         targets = forget_labels[:, 1:]
-        ce_count = (targets != IGNORE_INDEX).sum().clamp(min=1)
-        kl_count = neighbour_mask.sum().clamp(min=1)
         ce_sum = torch.zeros((), dtype=torch.float64, device=logits.device)
         kl_sum = torch.zeros((), dtype=torch.float64, device=logits.device)
         for row, span in _chunks(range(n_forget), forget_width - 1):
@@ -80,12 +84,14 @@ class _JointLosses(torch.autograd.Function):
             reference = reference_log_probs[row, span]
             per_token = (reference.exp() * (reference - F.log_softmax(logits[n_forget + row, span].float(), -1))).sum(-1)
             kl_sum += (per_token * neighbour_mask[row, span]).sum()
-        ctx.save_for_backward(logits, forget_labels, neighbour_mask, reference_log_probs, ce_count, kl_count)
+        ctx.save_for_backward(logits, forget_labels, neighbour_mask, reference_log_probs)
+        ctx.counts = (ce_count, kl_count)
         return (ce_sum / ce_count).float(), (kl_sum / kl_count).float()
 
     @staticmethod
     def backward(ctx, grad_ce, grad_kl):
-        logits, forget_labels, neighbour_mask, reference_log_probs, ce_count, kl_count = ctx.saved_tensors
+        logits, forget_labels, neighbour_mask, reference_log_probs = ctx.saved_tensors
+        ce_count, kl_count = ctx.counts
         n_forget, forget_width = forget_labels.shape
         targets = forget_labels[:, 1:]
         grad = torch.zeros_like(logits)
@@ -99,4 +105,4 @@ class _JointLosses(torch.autograd.Function):
         for row, span in _chunks(range(neighbour_mask.shape[0]), neighbour_mask.shape[1]):
             piece = torch.softmax(logits[n_forget + row, span].float(), -1) - reference_log_probs[row, span].exp()
             grad[n_forget + row, span] = (piece * (neighbour_mask[row, span, None] * kl_scale)).to(grad.dtype)
-        return grad, None, None, None
+        return grad, None, None, None, None, None
