@@ -8,12 +8,13 @@ unlearned model counts the same whether it is a weight edit or an intervention.
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import pyvene as pv
 import torch
 
 from .errors import NeuMuterError
-from .intervenable import intervened_generate, intervened_logits
+from .intervenable import intervened_logits
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
@@ -77,33 +78,45 @@ class LanguageModel:
 
     @torch.no_grad()
     def greedy(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        """Greedy continuation (KV cache on), returning the NEW tokens only: [batch, max_new_tokens].
+        """Greedy continuation of exactly ``max_new_tokens`` tokens, returning the NEW tokens only:
+        [batch, max_new_tokens]. Expects LEFT-padded prompts, as decoder-only generation requires.
 
-        Expects LEFT-padded prompts, as decoder-only generation requires.
+        What ``generate(do_sample=False, min_new_tokens=max_new_tokens)`` computes (the end-of-sequence
+        tokens are masked so that nothing ends early; positions count from each row's first real token),
+        as a plain loop over the KV cache: ``generate``'s per-step bookkeeping costs as much as a small
+        model's forward. With interventions, every position is intervened, the prompt included.
         """
-        kwargs = dict(
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=max_new_tokens,
-            do_sample=False,
-            use_cache=True,
-            pad_token_id=self._pad_token_id(),
-        )
-        if self.intervenable is not None:
-            sequences = intervened_generate(self.intervenable, input_ids, attention_mask, **kwargs)
-        else:
-            sequences = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        return sequences[:, input_ids.shape[1]:]
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        end_ids = self._end_token_ids()
+        positions = attention_mask.long().cumsum(-1) - 1
+        positions = positions.masked_fill(attention_mask == 0, 1)
+        step_ids, past, new = input_ids, None, []
+        for _ in range(max_new_tokens):
+            outputs = self._forward(step_ids, attention_mask, positions, past)
+            scores = outputs.logits[:, -1].float()
+            scores[:, end_ids] = float("-inf")
+            step_ids = scores.argmax(-1, keepdim=True)
+            new.append(step_ids)
+            past = outputs.past_key_values
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], 1)
+            positions = positions[:, -1:] + 1
+        return torch.cat(new, 1) if new else input_ids[:, :0]
 
-    def _pad_token_id(self) -> int:
-        config = self.model.config
-        pad = getattr(config, "pad_token_id", None)
-        if pad is None:
-            pad = getattr(getattr(self.model, "generation_config", None), "pad_token_id", None)
-        if pad is None:
-            pad = getattr(config, "eos_token_id", None)
-            if isinstance(pad, (list, tuple)):
-                pad = pad[0]
-        return 0 if pad is None else int(pad)
+    def _forward(self, input_ids, attention_mask, position_ids, past):
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
+                  "past_key_values": past, "use_cache": True}
+        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
+            inputs["logits_to_keep"] = 1  # the prompt pass needs its last position's logits only
+        if self.intervenable is not None:
+            return self.intervenable(inputs, unit_locations=None)[1]
+        return self.model(**inputs)
+
+    def _end_token_ids(self) -> list[int]:
+        """The end-of-sequence ids of the model's generation config (or config), which greedy never emits."""
+        ids = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if ids is None:
+            ids = getattr(self.model.config, "eos_token_id", None)
+        return [] if ids is None else [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])]
 
 
 def as_language_model(model) -> LanguageModel:

@@ -1,0 +1,38 @@
+"""``LanguageModel.greedy`` (a plain loop over the KV cache) continues every row exactly as ``generate`` does,
+with and without interventions, on left-padded batches of several architectures."""
+
+import pytest
+import torch
+from conftest import tiny_model_of
+
+from neumuter_interv.architectures import ffn_width
+from neumuter_interv.intervenable import intervened_generate
+from neumuter_interv.lm import LanguageModel
+from neumuter_interv.methods.neumuter import NeuronSet, Selection, freeze
+
+PROMPTS = [[5, 9, 12, 7, 3], [4, 17], [30, 6, 2, 11, 8, 21, 14]]
+
+
+def left_padded(prompts):
+    width = max(map(len, prompts))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    return ids, torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+
+
+@pytest.mark.parametrize("model_type", ["gpt_neo", "llama", "gpt2", "opt", "phi3"])
+@pytest.mark.parametrize("intervened", [False, True])
+def test_greedy_equals_generate_with_forced_length(tokenizer, model_type, intervened):
+    model = tiny_model_of(model_type, len(tokenizer), seed=3)
+    target = model
+    if intervened:
+        target = freeze(model, Selection({0: NeuronSet([1, 5, 9], [0.0, 0.2, 0.0]), 1: NeuronSet([3], [0.5])},
+                                         ffn_width(model), 2, model.config.model_type))
+    ids, mask = left_padded(PROMPTS)
+    ours = LanguageModel(target).greedy(ids, mask, 12)
+    settings = dict(max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0)
+    if intervened:
+        reference = intervened_generate(target, ids, mask, **settings)[:, ids.shape[1]:]
+    else:
+        reference = model.generate(input_ids=ids, attention_mask=mask, **settings)[:, ids.shape[1]:]
+    assert torch.equal(ours, reference)
+    assert not (ours == model.config.eos_token_id).any()  # the forced length never ends early
