@@ -87,7 +87,7 @@ class LanguageModel:
         model's forward. With interventions, every position is intervened, the prompt included.
         """
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-        end_ids = self._end_token_ids()
+        end_ids = self.end_token_ids()
         positions = attention_mask.long().cumsum(-1) - 1
         positions = positions.masked_fill(attention_mask == 0, 1)
         step_ids, past, new = input_ids, None, []
@@ -111,11 +111,11 @@ class LanguageModel:
             return self.intervenable(inputs, unit_locations=None)[1]
         return self.model(**inputs)
 
-    def _end_token_ids(self) -> list[int]:
+    def end_token_ids(self) -> list[int]:
         """The end-of-sequence ids of the model's generation config (or config), which greedy never emits."""
         ids = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         if ids is None:
-            ids = getattr(self.model.config, "eos_token_id", None)
+            ids = getattr(self.config, "eos_token_id", None)
         return [] if ids is None else [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])]
 
 

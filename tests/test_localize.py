@@ -154,3 +154,18 @@ def test_on_a_gpu_the_gates_train_select_and_freeze_there(memorized):
     assert next(run.frozen.model.parameters()).device.type == "cuda"
     assert 0 < run.selection.neurons_muted_fraction < 0.5
     assert memorization_accuracy(run.frozen, tokenizer, FORGET).mean() <= 0.9
+
+
+def test_the_backward_pass_stops_at_the_lowest_gated_layer(memorized):
+    """Below the lowest gate nothing requires grad (the model is frozen), so autograd never runs there."""
+    from neumuter_interv.methods.neumuter import localize
+
+    model, tokenizer = memorized
+    backward_calls = {0: 0, 1: 0}
+    for layer, block in enumerate(model.transformer.h):
+        block.register_full_backward_hook(lambda module, grad_in, grad_out, layer=layer: backward_calls.__setitem__(
+            layer, backward_calls[layer] + 1))
+    forget = [tokenizer(t)["input_ids"] for t in FORGET]
+    config = NeuMuterConfig(epochs=1, batch_size=4, layers="1", neighbour_source="random", **QUIET)
+    localize(model, forget, [tokenizer(t)["input_ids"] for t in RETAIN], config, tokenizer.pad_token_id, log=quiet)
+    assert backward_calls == {0: 0, 1: 1}

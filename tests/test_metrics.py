@@ -78,6 +78,22 @@ def test_losses_perplexity_and_mia_hand_computed():
     assert mia["mean_distance"] == pytest.approx(abs(loss_a - heldout))
 
 
+def test_el_decodes_only_where_a_run_of_correct_predictions_ends(monkeypatch):
+    decoded = []
+    original = metrics._greedy_continuations
+
+    def spy(lm, prompts, lengths, batch_size):
+        decoded.extend(prompts)
+        return original(lm, prompts, lengths, batch_size)
+
+    monkeypatch.setattr(metrics, "_greedy_continuations", spy)
+    # [0,1,2,3,0,1] is what the table generates from 0: no prefix needs decoding. In [0,1,2,0,1] the model
+    # predicts 3 after 2: every prefix up to x_<3 continues into the decode of x_<3 = [0,1,2].
+    el = metrics.extraction_likelihood(TableLM(), None, [[0, 1, 2, 3, 0, 1], [0, 1, 2, 0, 1]], n=2)
+    assert decoded == [[0, 1, 2]]
+    assert el[0] == pytest.approx(1.0)
+
+
 def test_ngram_overlap_counts_generated_ngrams_with_multiplicity():
     assert metrics.ngram_overlap([5, 5, 5], [5, 5, 6], 2) == 1.0
     assert metrics.ngram_overlap([1, 2, 3, 0], [1, 2, 0, 1], 2) == pytest.approx(1 / 3)
