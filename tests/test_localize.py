@@ -156,6 +156,7 @@ def test_on_a_gpu_the_gates_train_select_and_freeze_there(memorized):
     assert memorization_accuracy(run.frozen, tokenizer, FORGET).mean() <= 0.9
 
 
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # layer 1's input needs no grad: as intended
 def test_the_backward_pass_stops_at_the_lowest_gated_layer(memorized):
     """Below the lowest gate nothing requires grad (the model is frozen), so autograd never runs there."""
     from neumuter_interv.methods.neumuter import localize
@@ -169,3 +170,20 @@ def test_the_backward_pass_stops_at_the_lowest_gated_layer(memorized):
     config = NeuMuterConfig(epochs=1, batch_size=4, layers="1", neighbour_source="random", **QUIET)
     localize(model, forget, [tokenizer(t)["input_ids"] for t in RETAIN], config, tokenizer.pad_token_id, log=quiet)
     assert backward_calls == {0: 0, 1: 1}
+
+
+@pytest.mark.parametrize(("length_buckets", "pads", "counts"), [(False, 14, [(9, 11), (9, 11)]),
+                                                                (True, 0, [(2, 4), (16, 18)])])
+def test_length_buckets_batch_samples_of_similar_length(length_buckets, pads, counts):
+    from neumuter_interv.methods.neumuter.localize import _local_batches
+
+    forget = [[5, 6], [5, 6, 7, 8, 9, 10, 11, 12, 13], [7, 8], [7, 8, 9, 10, 11, 12, 13, 14, 15]]
+    neighbours = [list(reversed(sample)) for sample in forget]
+    order = sorted(range(4), key=lambda i: len(forget[i])) if length_buckets else range(4)
+    forget_batches, neighbour_batches, batch_counts = _local_batches(forget, neighbours, 1, 2, 0, order)
+    assert sum(int((batch.attention_mask == 0).sum()) for batch in forget_batches) == pads
+    assert batch_counts == counts  # predicted forget tokens, neighbour tokens: the denominators of CE and KL
+    for forget_batch, neighbour_batch in zip(forget_batches, neighbour_batches):  # neighbours follow their samples
+        rows = [row[mask.bool()].tolist() for row, mask in zip(forget_batch.input_ids, forget_batch.attention_mask)]
+        assert [row[mask.bool()].flip(0).tolist()
+                for row, mask in zip(neighbour_batch.input_ids, neighbour_batch.attention_mask)] == rows

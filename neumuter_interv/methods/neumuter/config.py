@@ -62,6 +62,9 @@ class NeuMuterConfig:
     # "official" draws one for the forget rows and another for the neighbour rows, as the official code's
     # two forwards do (same objective in expectation; its CE rises faster per step: benchmarks/RESULTS.md)
     gate_noise: str = "shared"
+    # batches of samples of similar length (fewer pads to compute); off by default so that a batch holds
+    # the samples in the order given, as the committed results were produced
+    length_buckets: bool = False
     # execution
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available

@@ -112,7 +112,8 @@ def localize(
     optimizer = torch.optim.Adam(optimizer_params, lr=config.learning_rate)
 
     k = len(neighbours) // len(forget) if neighbours else 0
-    forget_batches, neighbour_batches, counts = _local_batches(forget, neighbours, k, config.batch_size, pad_id)
+    order = sorted(range(len(forget)), key=lambda i: len(forget[i])) if config.length_buckets else range(len(forget))
+    forget_batches, neighbour_batches, counts = _local_batches(forget, neighbours, k, config.batch_size, pad_id, order)
     references = _ReferenceLogProbs(pv_model.model, neighbour_batches, config, device)
     rng = batch_order_rng(config.seed, first_epoch)
     result = LocalizationResult(log_alpha={}, params=config.hard_concrete)
@@ -147,15 +148,16 @@ def localize(
 
 
 
-def _local_batches(forget, neighbours, k: int, batch_size: int, pad_id: int):
-    """Per batch of ``batch_size`` forget samples: this process's forget rows and their ``k`` neighbours as
-    right-padded batches (None where it has no row: ``distributed.shard``), and the whole batch's counts of
-    predicted forget tokens and of neighbour tokens (the denominators of the CE and the KL)."""
+def _local_batches(forget, neighbours, k: int, batch_size: int, pad_id: int, order: Sequence[int]):
+    """Per batch of ``batch_size`` forget samples (taken in ``order``): this process's forget rows and their
+    ``k`` neighbours as right-padded batches (None where it has no row: ``distributed.shard``), and the whole
+    batch's counts of predicted forget tokens and of neighbour tokens (the denominators of the CE and KL)."""
     if batch_size < 1:
         raise NeuMuterError(f"batch size must be at least 1, got {batch_size}")
+    order = list(order)
     forget_batches, neighbour_batches, counts = [], [], []
-    for start in range(0, len(forget), batch_size):
-        rows = range(start, min(start + batch_size, len(forget)))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
         counts.append((sum(len(forget[i]) - 1 for i in rows), sum(len(neighbours[i * k + j]) for i in rows for j in range(k))))
         mine = distributed.shard(rows)
         forget_batches.append(pad_batch([forget[i] for i in mine], pad_id) if mine else None)
