@@ -60,7 +60,7 @@ class NeuMuterConfig:
     neighbour_top_k: int = 50
     # gate noise of a step: "shared" (default) draws one sample for the joint forget + neighbour forward;
     # "official" draws one for the forget rows and another for the neighbour rows, as the official code's
-    # two forwards do (same objective in expectation; its CE rises faster per step: benchmarks/RESULTS.md)
+    # two forwards do (same objective in expectation, another estimator of its gradient: README)
     gate_noise: str = "shared"
     # batches of samples of similar length (fewer pads to compute); off by default so that a batch holds
     # the samples in the order given, as the committed results were produced

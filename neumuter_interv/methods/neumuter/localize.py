@@ -11,8 +11,8 @@ them speed or correctness, none changing the objective:
   in memory;
 * forget and neighbour samples go through ONE forward per step; by default they share one gate sample
   (``gate_noise="shared"``), where the official code's two forwards draw one each (``"official"``
-  reproduces that inside the joint forward: same objective in expectation, a different estimator of its
-  gradient, under which the forget CE rises faster per step; benchmarks/RESULTS.md);
+  reproduces that inside the joint forward: same objective in expectation, another estimator of its
+  gradient; README "Paper or official code");
 * pads are excluded from the CE and the KL (the official code counts left-pad EOS tokens);
 * the forget set is batched (``batch_size``; 1 reproduces the official code).
 """
