@@ -90,9 +90,10 @@ class LanguageModel:
         end_ids = self.end_token_ids()
         positions = attention_mask.long().cumsum(-1) - 1
         positions = positions.masked_fill(attention_mask == 0, 1)
+        keep_last = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         step_ids, past, new = input_ids, None, []
         for _ in range(max_new_tokens):
-            outputs = self._forward(step_ids, attention_mask, positions, past)
+            outputs = self._forward(step_ids, attention_mask, positions, past, keep_last)
             scores = outputs.logits[:, -1].float()
             scores[:, end_ids] = float("-inf")
             step_ids = scores.argmax(-1, keepdim=True)
@@ -102,11 +103,13 @@ class LanguageModel:
             positions = positions[:, -1:] + 1
         return torch.cat(new, 1) if new else input_ids[:, :0]
 
-    def _forward(self, input_ids, attention_mask, position_ids, past):
+    def _forward(self, input_ids, attention_mask, position_ids, past, keep_last: bool):
+        """One decoding forward; ``keep_last``: the model can compute the last position's logits only (the
+        prompt pass needs no others)."""
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
                   "past_key_values": past, "use_cache": True}
-        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
-            inputs["logits_to_keep"] = 1  # the prompt pass needs its last position's logits only
+        if keep_last:
+            inputs["logits_to_keep"] = 1
         if self.intervenable is not None:
             return self.intervenable(inputs, unit_locations=None)[1]
         return self.model(**inputs)

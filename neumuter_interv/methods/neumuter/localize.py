@@ -152,8 +152,6 @@ def _local_batches(forget, neighbours, k: int, batch_size: int, pad_id: int, ord
     """Per batch of ``batch_size`` forget samples (taken in ``order``): this process's forget rows and their
     ``k`` neighbours as right-padded batches (None where it has no row: ``distributed.shard``), and the whole
     batch's counts of predicted forget tokens and of neighbour tokens (the denominators of the CE and KL)."""
-    if batch_size < 1:
-        raise NeuMuterError(f"batch size must be at least 1, got {batch_size}")
     order = list(order)
     forget_batches, neighbour_batches, counts = [], [], []
     for start in range(0, len(order), batch_size):
