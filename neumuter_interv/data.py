@@ -37,16 +37,10 @@ def read_texts(path: str | Path, column: str = "text", what: str = "forget") -> 
     which input it is: forget, held-out, ...)."""
     path = Path(path)
     label = f"{what} file {str(path)!r}"
-    if not path.exists():
-        raise NeuMuterError(f"{label} does not exist")
-    if path.is_dir():
-        raise NeuMuterError(f"{label} is a directory; give a .txt, .jsonl or .csv file")
-    if not path.is_file():
-        raise NeuMuterError(f"{label} is not a regular file (a device or a pipe); give a .txt, .jsonl or .csv file")
     suffix = path.suffix.lower()
+    content = read_text_file(path, label, "a .txt, .jsonl or .csv file")
     if suffix not in (".txt", ".jsonl", ".csv"):
         raise NeuMuterError(f"cannot read {str(path)!r}: use .txt (one sample per line), .jsonl or .csv with a {column!r} column")
-    content = decode_text(path.read_bytes(), label)
     if suffix == ".txt":
         texts = content.splitlines()
     elif suffix == ".jsonl":
@@ -57,6 +51,36 @@ def read_texts(path: str | Path, column: str = "text", what: str = "forget") -> 
     if not texts:
         raise NeuMuterError(f"{label} holds no text: the {what} set is empty")
     return Texts(texts, str(path))
+
+
+def read_text_file(path: Path, label: str, expected: str) -> str:
+    """The UTF-8 text of a regular file, or one line naming ``label`` (which input it is) and the problem."""
+    if not path.exists():
+        raise NeuMuterError(f"{label} does not exist")
+    if path.is_dir():
+        raise NeuMuterError(f"{label} is a directory; give {expected}")
+    if not path.is_file():
+        raise NeuMuterError(f"{label} is not a regular file (a device or a pipe); give {expected}")
+    return decode_text(path.read_bytes(), label)
+
+
+def read_csv_records(path: str | Path, columns: Sequence[str], what: str) -> list[dict[str, str]]:
+    """The rows of a CSV file as dicts of ``columns`` (all required), refusing what ``read_texts`` refuses."""
+    path = Path(path)
+    return _csv_rows(path, read_text_file(path, f"{what} file {str(path)!r}", "a .csv file"), columns)
+
+
+def _csv_rows(path: Path, content: str, columns: Sequence[str]) -> list[dict[str, str]]:
+    csv.field_size_limit(1 << 30)
+    reader = csv.DictReader(io.StringIO(content, newline=""))
+    try:
+        missing = [column for column in columns if column not in (reader.fieldnames or [])]
+        if missing:
+            found = ", ".join(reader.fieldnames or []) or "none"
+            raise NeuMuterError(f"{path}: missing {' and '.join(map(repr, missing))} column (columns found: {found})")
+        return [{column: row[column] or "" for column in columns} for row in reader]
+    except csv.Error as error:
+        raise NeuMuterError(f"{path}:{reader.line_num}: not valid CSV ({error})") from None
 
 
 def decode_text(raw: bytes, label: str) -> str:
@@ -84,15 +108,7 @@ def _read_jsonl(path: Path, content: str, column: str) -> list[str]:
 
 
 def _read_csv(path: Path, content: str, column: str) -> list[str]:
-    csv.field_size_limit(1 << 30)
-    reader = csv.DictReader(io.StringIO(content, newline=""))
-    try:
-        if reader.fieldnames is None or column not in reader.fieldnames:
-            found = ", ".join(reader.fieldnames or []) or "none"
-            raise NeuMuterError(f"{path}: missing {column!r} column (columns found: {found})")
-        return [row[column] or "" for row in reader]
-    except csv.Error as error:
-        raise NeuMuterError(f"{path}:{reader.line_num}: not valid CSV ({error})") from None
+    return [row[column] for row in _csv_rows(path, content, [column])]
 
 
 def texts_sha256(texts: Sequence[str]) -> str:

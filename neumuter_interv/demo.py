@@ -25,6 +25,7 @@ from .output import check_writable, output_directory, write_json
 from .report import markdown_table, plot_distributions, plot_grouped_bars, plot_muted_per_layer
 from .separability import attribution_ratio, neuron_attribution, top_fraction_selection
 from .testbed import TestbedConfig
+from .utility import UtilityConfig
 from .validation import check_number
 from .worlds import (
     WORLD_NAMES,
@@ -57,6 +58,7 @@ class DemoConfig:
     el_prefix_stride: int = 4  # people world: EL10 over every 4th prefix (the real world sets its own)
     attribution_baseline: bool = True
     device: str = "cpu"  # where the world is built and scored and NeuMuter runs ("auto": GPU if any)
+    utility: UtilityConfig | None = None  # the paper's utility benchmarks (``utility``), where their files are given
 
     def __post_init__(self):
         self.check()
@@ -113,17 +115,24 @@ def prepare_world(config: DemoConfig, progress: bool = True, log: Callable[[str]
     if config.world == "people":
         return prepare_people_world(config.testbed, target_fraction=config.target_fraction,
                                     el_prefix_stride=config.el_prefix_stride, progress=progress, log=log,
-                                    device=config.device)
+                                    device=config.device, utility=config.utility)
     return prepare_real_world(config.real, target_fraction=config.target_fraction, progress=progress, log=log,
-                              device=config.device)
+                              device=config.device, utility=config.utility)
+
+
+def demo_inputs(config: DemoConfig) -> dict[str, str]:
+    """The files a run on ``config`` reads, which its output must never replace or lie inside."""
+    inputs = {f"--forget {path}": path for path in config.real.forget} if config.world == "real" else {}
+    if config.utility is not None:
+        inputs["--utility"] = config.utility.directory
+    return inputs
 
 
 def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool = False, progress: bool = True,
              log=print) -> dict:
     config = config or DemoConfig()
     config.check()
-    check_writable(out, overwrite, {f"--forget {path}": path for path in config.real.forget}
-                   if config.world == "real" else None)
+    check_writable(out, overwrite, demo_inputs(config))
     resolve_device(config.device)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -161,7 +170,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
         summary["per_sample"]["oracle"] = world.oracle["per_sample"]
     if config.attribution_baseline:
         start = time.perf_counter()
-        summary["attribution"] = public_scores(_attribution_baseline(world, run, neumuter_config, log))
+        baseline = attribution_baseline(world, neumuter_config.layers, run.selection.neurons_muted_fraction, log)
+        summary["attribution"] = public_scores(world.evaluate(baseline))
         seconds["attribution_baseline"] = time.perf_counter() - start
     start = time.perf_counter()
     summary["generation_examples"] = _generation_examples(world, run.frozen)
@@ -190,18 +200,18 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
     return summary
 
 
-def _attribution_baseline(world: World, run, config: NeuMuterConfig, log) -> dict:
-    """Section 3 of the real-model findings: per neuron, the forget set's share of |activation x gradient|
-    over its share on other memorized text, the top neurons zeroed, as many as NeuMuter muted."""
+def attribution_baseline(world: World, layers, fraction: float, log=print):
+    """Section 3 of the real-model findings: per neuron of ``layers``, the forget set's share of
+    |activation x gradient| over its share on other memorized text; the top ``fraction`` of the model's FFN
+    neurons (NeuMuter's muted share, to compare at equal size) zeroed. Returns the frozen model."""
     model = world.load_model()
     reference = world.attribution_reference
-    forget = neuron_attribution(model, world.tokenizer, world.forget_texts, config.layers, batch_size=4)
-    other = neuron_attribution(model, world.tokenizer, reference, config.layers, batch_size=4)
-    ratio = attribution_ratio(forget, other)
-    selection = top_fraction_selection(model, ratio.per_layer, run.selection.neurons_muted_fraction)
+    forget = neuron_attribution(model, world.tokenizer, world.forget_texts, layers, batch_size=4)
+    other = neuron_attribution(model, world.tokenizer, reference, layers, batch_size=4)
+    selection = top_fraction_selection(model, attribution_ratio(forget, other).per_layer, fraction)
     log(f"attribution baseline: {selection.neurons_muted} neurons zeroed (forget/other ratio over "
         f"{len(reference)} other memorized texts)")
-    return world.evaluate(freeze(model, selection))
+    return freeze(model, selection)
 
 
 def _generation_examples(world: World, unlearned, count: int = 2) -> list[dict]:
@@ -244,6 +254,8 @@ def _targets(world: str, summary: dict) -> dict:
 _ROWS = [("forget_ma", "forget MA (Eq. 15)"), ("forget_el10", "forget EL10 (Eq. 16)"),
          ("forgotten_fraction", "forget samples meeting Eq. 17"), ("other_copies_ma", "other copies MA"),
          ("retain_ma", "retain MA"), ("heldout_ma", "held-out MA"), ("heldout_ppl", "general-text PPL"),
+         ("classification_acc", "ACC (LAMBADA, PubMedQA)"), ("dialogue_f1", "dialogue F1"),
+         ("dialogue_ce", "dialogue CE"), ("pile_ppl", "Pile PPL"), ("wikitext_ppl", "WikiText PPL"),
          ("mia_distance", "loss-MIA distance"), ("forget_quality", "forget quality (KS p vs oracle)"),
          ("forget_qa_exposed", "forget QA exposed"), ("retain_qa_exposed", "retain QA exposed")]
 

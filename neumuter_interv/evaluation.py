@@ -3,7 +3,8 @@
 One function, ``evaluate``, used by ``neumuter demo``, ``neumuter eval`` and ``neumuter compare``,
 so that NeuMuter and its rivals are scored by the same code. Names of the returned keys are the
 ones ``metrics.json`` promises: ``forget_ma``, ``forget_el10``, ``retain_ma``, ``heldout_ppl``,
-``mia_distance``, ``forget_quality``, ``forgotten_fraction`` (all rates are fractions in [0, 1]).
+``mia_distance``, ``forget_quality``, ``forgotten_fraction`` (all rates are fractions in [0, 1]), and,
+where the utility files are given, the paper's utility scores (``utility.evaluate_utility``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 
 from . import metrics
 from .errors import NeuMuterError
+from .lm import as_language_model, autocast
+from .utility import UtilityData, evaluate_utility
 
 
 @dataclass
@@ -31,18 +34,21 @@ class EvaluationSet:
     retain_qa: Sequence[Mapping] = ()
     ma_groups: Mapping[str, Sequence[str]] = field(default_factory=dict)  # more groups scored by MA: "<name>_ma"
     settings: dict = field(default_factory=lambda: {"el_n": 10, "el_prefix_stride": 1, "batch_size": 32})
+    utility: UtilityData | None = None  # the paper's utility benchmarks (``utility``), where their files are given
 
     def __post_init__(self):
         if not self.forget_texts:
             raise NeuMuterError("the evaluation needs a non-empty forget set")
         if not self.heldout_texts:
             raise NeuMuterError("the evaluation needs held-out texts (for the Eq. 17 thresholds)")
+        if self.utility is not None:  # cached scores are keyed by the settings: the utility data is part of them
+            self.settings = {**self.settings, "utility": self.utility.fingerprint}
 
     @classmethod
-    def from_testbed(cls, testbed, **settings) -> EvaluationSet:
+    def from_testbed(cls, testbed, utility: UtilityData | None = None, **settings) -> EvaluationSet:
         return cls(testbed.forget_texts, testbed.heldout_people_texts, testbed.general_heldout_texts,
                    testbed.retain_texts, testbed.forget_qa, testbed.retain_qa, {},
-                   {"el_n": 10, "el_prefix_stride": 1, "batch_size": 32, **settings})
+                   {"el_n": 10, "el_prefix_stride": 1, "batch_size": 32, **settings}, utility)
 
     def check(self, model, tokenizer) -> None:
         """Refuse, before any forward pass, a sample too short for EL_n (n + 1 tokens) or MA, or longer than
@@ -57,9 +63,17 @@ class EvaluationSet:
         return f"el{self.settings['el_n']}"
 
 
+def scoring_precision(model, data: EvaluationSet):
+    """The compute dtype every forward of an evaluation runs in: ``settings["dtype"]`` (``float32`` by
+    default; ``auto`` is bf16 autocast where the hardware has it, what the real-world studies use to fit a
+    CPU budget), as ``lm.autocast``."""
+    return autocast(data.settings.get("dtype", "float32"), as_language_model(model).device)
+
+
 def thresholds(model, tokenizer, data: EvaluationSet) -> dict[str, float]:
     """Eq. 17: average MA and EL_n of the model on held-out samples."""
-    return metrics.forgetting_thresholds(model, tokenizer, data.heldout_texts, n=data.settings["el_n"],
+    with scoring_precision(model, data):
+        return metrics.forgetting_thresholds(model, tokenizer, data.heldout_texts, n=data.settings["el_n"],
                                          batch_size=data.settings["batch_size"],
                                          prefix_stride=data.settings["el_prefix_stride"])
 
@@ -67,6 +81,12 @@ def thresholds(model, tokenizer, data: EvaluationSet) -> dict[str, float]:
 def evaluate(model, tokenizer, data: EvaluationSet, forgetting_thresholds: Mapping[str, float],
              oracle_forget_losses: Sequence[float] | None = None) -> dict:
     """Every metric of the report for one model; per-sample values are kept under ``per_sample``."""
+    with scoring_precision(model, data):
+        return _evaluate(model, tokenizer, data, forgetting_thresholds, oracle_forget_losses)
+
+
+def _evaluate(model, tokenizer, data: EvaluationSet, forgetting_thresholds: Mapping[str, float],
+              oracle_forget_losses: Sequence[float] | None) -> dict:
     n, batch, stride = data.settings["el_n"], data.settings["batch_size"], data.settings["el_prefix_stride"]
     forget = data.forget_texts
     scored: dict[tuple, tuple] = {}  # texts -> (MA, losses): one forward per text list, whatever uses it
@@ -96,6 +116,8 @@ def evaluate(model, tokenizer, data: EvaluationSet, forgetting_thresholds: Mappi
         result["heldout_ppl"] = metrics.perplexity(model, tokenizer, data.general_texts, batch_size=batch)
     if oracle_forget_losses is not None:
         result["forget_quality"] = metrics.forget_quality(mia["forget_losses"], oracle_forget_losses)
+    if data.utility is not None:
+        result.update(evaluate_utility(model, tokenizer, data.utility))
     for name, records in (("forget_qa", data.forget_qa), ("retain_qa", data.retain_qa)):
         if records:
             exposure = metrics.qa_exposure(model, tokenizer, list(records), batch_size=batch)

@@ -38,6 +38,15 @@ def bfloat16_is_fast(device: torch.device) -> bool:
     return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
 
 
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+
+def check_dtype(dtype: str) -> None:
+    """Refuse a compute dtype ``autocast`` does not know, in one line."""
+    if dtype not in DTYPES:
+        raise NeuMuterError(f"dtype must be float32, bfloat16, float16 or auto, got {dtype!r}")
+
+
 def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
     """The torch dtype ``autocast`` computes in, None for ``float32`` (no autocast)."""
     if dtype == "auto":

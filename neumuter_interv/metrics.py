@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 import string
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -122,9 +123,11 @@ def _progress(iterable, desc: str | None):
 
 
 @torch.no_grad()
-def _teacher_forced(lm: LanguageModel, sequences: Sequence[Sequence[int]], batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _teacher_forced(lm: LanguageModel, sequences: Sequence[Sequence[int]], batch_size: int,
+                    keep_argmax: bool = False) -> list[tuple[torch.Tensor, ...]]:
     """Per sequence of T tokens: (token losses, argmax hits), each of length T - 1, where entry j is
-    about predicting token j + 1 from tokens 0..j. One right-padded forward per batch."""
+    about predicting token j + 1 from tokens 0..j; ``keep_argmax`` adds the argmax tokens themselves.
+    One right-padded forward per batch."""
     _check_context(lm, [len(seq) for seq in sequences])
     results = []
     for batch in _chunks(sequences, batch_size, f"scoring {len(sequences)} texts"):
@@ -133,9 +136,11 @@ def _teacher_forced(lm: LanguageModel, sequences: Sequence[Sequence[int]], batch
         logits = lm.logits(ids, mask)[:, :-1].float()
         targets = ids[:, 1:]
         losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        hits = logits.argmax(-1) == targets
+        argmax = logits.argmax(-1)
+        hits = argmax == targets
         for row, seq in enumerate(batch):
-            results.append((losses[row, :len(seq) - 1].cpu(), hits[row, :len(seq) - 1].cpu()))
+            kept = (losses, hits, argmax) if keep_argmax else (losses, hits)
+            results.append(tuple(values[row, :len(seq) - 1].cpu() for values in kept))
     return results
 
 
@@ -359,17 +364,27 @@ def _encode_qa(tokenizer, question: str, answer: str) -> tuple[list[int], list[i
     return question_ids, answer_ids
 
 
+def _answer_tokens(lm: LanguageModel, encoded: Sequence[tuple[list[int], list[int]]],
+                   batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per (context, answer) pair, the teacher-forced losses and argmax hits of the answer tokens given the
+    context (one forward of context + answer)."""
+    per_sequence = _teacher_forced(lm, [q + a for q, a in encoded], batch_size)
+    return [(losses[-len(a):], hits[-len(a):]) for (losses, hits), (_, a) in zip(per_sequence, encoded)]
+
+
 def _answer_stats(lm: LanguageModel, encoded: Sequence[tuple[list[int], list[int]]], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher-forced mean answer-token loss and answer-token accuracy given the question."""
-    per_sequence = _teacher_forced(lm, [q + a for q, a in encoded], batch_size)
-    losses = [losses[-len(a):].mean() for (losses, _), (_, a) in zip(per_sequence, encoded)]
-    accuracy = [hits[-len(a):].float().mean() for (_, hits), (_, a) in zip(per_sequence, encoded)]
-    return torch.stack(losses), torch.stack(accuracy)
+    scored = _answer_tokens(lm, encoded, batch_size)
+    return (torch.stack([losses.mean() for losses, _ in scored]),
+            torch.stack([hits.float().mean() for _, hits in scored]))
 
 
-def normalize_answer(text: str) -> str:
-    """Lower case, punctuation removed, whitespace collapsed (SQuAD-style, without article removal)."""
+def normalize_answer(text: str, remove_articles: bool = False) -> str:
+    """Lower case, punctuation removed, whitespace collapsed (SQuAD-style); ``remove_articles`` also drops
+    "a", "an" and "the", as SQuAD's F1 (and knowledge-unlearning's dialogue F1) does."""
     text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    if remove_articles:
+        text = re.sub(r"\b(a|an|the)\b", " ", text)
     return re.sub(r"\s+", " ", text).strip()
 
 
@@ -444,6 +459,130 @@ def forget_quality(unlearned_values: Sequence[float] | torch.Tensor, oracle_valu
     if not a or not b:
         raise NeuMuterError("forget_quality needs at least one value from each model")
     return float(ks_2samp(a, b).pvalue)
+
+
+# ---------------------------------------------------------------------------------------------
+# Utility (Appendix B): continuations (LAMBADA), multiple choice (PubMedQA), dialogue F1 and CE
+# ---------------------------------------------------------------------------------------------
+
+def _encode_pairs(lm: LanguageModel, tokenizer, contexts: Sequence[str], continuations: Sequence[str],
+                  max_length: int | None) -> list[tuple[list[int], list[int]]]:
+    """(context ids, continuation ids) per pair, the context cut from the LEFT so that both fit in
+    ``max_length`` tokens (default: the model's context): knowledge-unlearning keeps the last
+    ``input_length`` tokens of context + continuation, the part nearest to what is scored."""
+    if len(contexts) != len(continuations):
+        raise NeuMuterError(f"{len(contexts)} contexts but {len(continuations)} continuations")
+    limit = max_length or model_context_length(lm)
+    encoded = [_encode_qa(tokenizer, context, continuation) for context, continuation in zip(contexts, continuations)]
+    if limit is None:
+        return encoded
+    too_long = [i for i, (_, a) in enumerate(encoded) if len(a) >= limit]
+    if too_long:
+        raise NeuMuterError(f"continuation {too_long[0]} is {len(encoded[too_long[0]][1])} tokens, no shorter than "
+                            f"the {limit} tokens a scored sequence may have")
+    return [(q[-(limit - len(a)):], a) for q, a in encoded]
+
+
+def continuation_scores(model, tokenizer, contexts: Sequence[str], continuations: Sequence[str], *,
+                        batch_size: int = 8, max_length: int | None = None) -> dict[str, torch.Tensor]:
+    """Per (context, continuation) pair, from one teacher-forced forward of both: ``log_likelihood``, the
+    sum of the continuation tokens' log-probabilities given the context (lm-eval's ``loglikelihood``),
+    ``greedy``, 1.0 when every continuation token is the argmax at its position (lm-eval's ``is_greedy``),
+    and ``tokens``, the continuation's length. The continuation is appended verbatim: put its separator
+    (a leading space) into it."""
+    lm = as_language_model(model)
+    scored = _answer_tokens(lm, _encode_pairs(lm, tokenizer, contexts, continuations, max_length), batch_size)
+    return {"log_likelihood": torch.stack([-losses.sum() for losses, _ in scored]),
+            "greedy": torch.stack([hits.all().float() for _, hits in scored]),
+            "tokens": torch.tensor([len(losses) for losses, _ in scored])}
+
+
+def split_last_word(text: str) -> tuple[str, str]:
+    """LAMBADA's target as knowledge-unlearning splits it (``input_to_target``): the last space-separated
+    word; returns (the text before it, " " + the word)."""
+    words = text.split(" ")
+    if len(words) < 2 or not words[-1]:
+        raise NeuMuterError(f"a LAMBADA text needs a context and a last word after a space, got {text[:60]!r}")
+    return " ".join(words[:-1]), " " + words[-1]
+
+
+def lambada_accuracy(model, tokenizer, texts: Sequence[str], *, batch_size: int = 8,
+                     max_length: int | None = None) -> torch.Tensor:
+    """Per text, 1.0 when the model predicts its last word given the rest (Paperno et al., 2016), scored as
+    knowledge-unlearning's ``lambada_evaluation`` does: with teacher forcing, every token of the word is the
+    argmax at its position, or the argmax tokens decode to the word up to case, punctuation and articles."""
+    lm = as_language_model(model)
+    contexts, words = zip(*(split_last_word(text) for text in texts))
+    encoded = _encode_pairs(lm, tokenizer, contexts, words, max_length)
+    hits = []
+    for (_, greedy, argmax), (_, word) in zip(_teacher_forced(lm, [q + a for q, a in encoded], batch_size,
+                                                              keep_argmax=True), encoded):
+        predicted, truth = tokenizer.decode(argmax[-len(word):].tolist()), tokenizer.decode(word)
+        hits.append(bool(greedy[-len(word):].all()) or normalize_answer(predicted, True) == normalize_answer(truth, True))
+    return torch.tensor(hits, dtype=torch.float32)
+
+
+def multiple_choice_accuracy(model, tokenizer, contexts: Sequence[str], choices: Sequence[Sequence[str]],
+                             answers: Sequence[int], *, batch_size: int = 8,
+                             max_length: int | None = None) -> torch.Tensor:
+    """Per question, 1.0 when the choice with the highest log-likelihood given the context (summed over its
+    tokens, not length-normalized) is the answer: knowledge-unlearning's ``classification_verbalizer`` and
+    lm-eval's ``acc`` for multiple choice. Choices carry their own leading space (" yes")."""
+    if not (len(contexts) == len(choices) == len(answers)):
+        raise NeuMuterError("contexts, choices and answers must have the same length")
+    for index, (options, answer) in enumerate(zip(choices, answers)):
+        if not options or not 0 <= int(answer) < len(options):
+            raise NeuMuterError(f"question {index}: answer index {answer} is not one of its {len(options)} choices")
+    flat_contexts = [context for context, options in zip(contexts, choices) for _ in options]
+    flat_choices = [option for options in choices for option in options]
+    scores = continuation_scores(model, tokenizer, flat_contexts, flat_choices, batch_size=batch_size,
+                                 max_length=max_length)["log_likelihood"].tolist()
+    hits, start = [], 0
+    for options, answer in zip(choices, answers):
+        chosen = max(range(len(options)), key=lambda k: scores[start + k])
+        hits.append(chosen == int(answer))
+        start += len(options)
+    return torch.tensor(hits, dtype=torch.float32)
+
+
+def unigram_f1(prediction: str, reference: str) -> float:
+    """SQuAD's unigram F1 after ``normalize_answer`` with articles removed (knowledge-unlearning's
+    ``_f1_score``): 0 when no word is shared."""
+    predicted, truth = normalize_answer(prediction, True).split(), normalize_answer(reference, True).split()
+    shared = sum((Counter(predicted) & Counter(truth)).values())
+    if shared == 0:
+        return 0.0
+    precision, recall = shared / len(predicted), shared / len(truth)
+    return 2 * precision * recall / (precision + recall)
+
+
+DIALOGUE_TURN_MARKER = "\nUser "
+
+
+def dialogue_scores(model, tokenizer, prompts: Sequence[str], references: Sequence[str], *,
+                    max_new_tokens: int = 32, batch_size: int = 8, max_length: int | None = None) -> dict:
+    """The paper's dialogue metrics (Appendix B, after knowledge-unlearning's ``dialog_evaluation``).
+
+    ``f1`` per dialogue: ``unigram_f1`` of the model's greedy reply to the prompt (``max_new_tokens``
+    tokens, cut at the next turn marker "\\nUser " and at an end-of-sequence token) against the reference
+    reply. ``ce``: the cross-entropy of the reference reply's tokens given the prompt, averaged over all
+    reply tokens of all dialogues. ``generations``: the replies. Prompts are cut from the left to fit
+    ``max_length`` tokens (default: the model's context) with the reply.
+    """
+    lm = as_language_model(model)
+    encoded = _encode_pairs(lm, tokenizer, prompts, references, max_length)
+    scored = _answer_tokens(lm, encoded, batch_size)
+    ce = float(torch.cat([losses for losses, _ in scored]).mean())
+    limit = max_length or model_context_length(lm)
+    contexts = [q[-(limit - max_new_tokens):] if limit else q for q, _ in encoded]
+    generated = _greedy_continuations(lm, contexts, [max_new_tokens] * len(contexts), batch_size)
+    end_ids = set(lm.end_token_ids())
+    replies = []
+    for tokens in generated:
+        cut = next((i for i, token in enumerate(tokens) if token in end_ids), len(tokens))
+        replies.append(tokenizer.decode(tokens[:cut], skip_special_tokens=True).split(DIALOGUE_TURN_MARKER)[0])
+    f1 = torch.tensor([unigram_f1(reply, reference) for reply, reference in zip(replies, references)])
+    return {"f1": f1, "ce": ce, "generations": replies}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,15 +50,21 @@ def plot_distributions(series: Mapping[str, Sequence[float]], path: str | Path, 
     plt.close(figure)
 
 
-def plot_tradeoff(points: Mapping[str, tuple[float, float]], path: str | Path, xlabel: str, ylabel: str, title: str) -> None:
-    """A labelled scatter plot, e.g. utility (held-out PPL) against forgetting (forget MA) per method."""
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for name, (x, y) in points.items():
-        axis.scatter([x], [y])
-        axis.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4))
-    axis.set_xlabel(xlabel)
-    axis.set_ylabel(ylabel)
-    axis.set_title(title)
+def plot_tradeoff(points: Mapping[str, Mapping[str, float]], path: str | Path, xlabel: str,
+                  panels: Sequence[tuple[str, str]], title: str, x_key: str = "forget_ma") -> None:
+    """Labelled scatter plots side by side, one per (score key, axis label) of ``panels``, each point a
+    named model (e.g. a method) at ``points[name][x_key]`` on x: utility against forgetting."""
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for axis, (key, ylabel) in zip(axes[0], panels):
+        for name, scores in points.items():
+            axis.scatter([scores[x_key]], [scores[key]])
+            axis.annotate(name, (scores[x_key], scores[key]), textcoords="offset points", xytext=(4, 4),
+                          fontsize="small")
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel(ylabel)
+        if key.endswith("_ppl") and max(s[key] for s in points.values()) > 5 * min(s[key] for s in points.values()):
+            axis.set_yscale("log")  # one ruined model must not flatten the others
+    figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

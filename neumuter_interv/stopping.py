@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from .lm import as_language_model, autocast
 from .metrics import extraction_likelihood, forgotten_fraction, memorization_accuracy
 
 
@@ -20,12 +21,18 @@ class ForgettingCriterion:
     """
 
     def __init__(self, tokenizer, forget_texts: Sequence[str], thresholds: Mapping[str, float],
-                 target_fraction: float = 1.0, n: int = 10, el_prefix_stride: int = 1, batch_size: int = 32):
+                 target_fraction: float = 1.0, n: int = 10, el_prefix_stride: int = 1, batch_size: int = 32,
+                 dtype: str = "float32"):
         self.tokenizer, self.forget_texts, self.thresholds = tokenizer, list(forget_texts), dict(thresholds)
         self.target_fraction, self.n, self.el_prefix_stride, self.batch_size = target_fraction, n, el_prefix_stride, batch_size
+        self.dtype = dtype  # the compute dtype of the checks (``lm.autocast``): the evaluation's
         self.last: dict = {}
 
     def __call__(self, model) -> bool:
+        with autocast(self.dtype, as_language_model(model).device):
+            return self._check(model)
+
+    def _check(self, model) -> bool:
         ma = memorization_accuracy(model, self.tokenizer, self.forget_texts, batch_size=self.batch_size)
         ma_ok = float((ma <= self.thresholds["ma"]).float().mean())
         self.last = {"forgotten_fraction": 0.0, "ma_passing_fraction": ma_ok, "forget_ma": float(ma.mean())}

@@ -1,58 +1,126 @@
-"""Which layers to mask? The paper's Table 3 study on the embedded testbed.
+"""Which layers to mask? The paper's Table 3 study, on the real model (default) or the people testbed.
 
-For each layer spec, NeuMuter runs with the same fixed coefficients and epochs (no stopping rule, so the
-specs are compared at equal effort), then the frozen mask is scored with the demo's metrics.
+For each layer spec, NeuMuter runs with the same settings (the demo's on the real world: 8 epochs, the
+lowest 1% of the gated neurons read out; fixed coefficients on the people world; no stopping rule, so the
+specs are compared at equal effort), then the frozen mask is scored with the world's metrics (and the
+paper's utility benchmarks with ``--utility DIR``). The full-model mask's per-layer muted counts show
+which layers NeuMuter chose when it could choose any.
 
-    python recipes/layer_selection_study.py --specs all,0-1,1-2,2-3,0,3 --out layer-study/
+    python recipes/layer_selection_study.py --utility ../shared/data/knowledge-unlearning/validation_data \\
+        --out results/layer-study-smollm2
+    python recipes/layer_selection_study.py --world people --specs "all;0-1;1-2;2-3;0;3" --out layer-study/
 
-Layers are 0-based (the paper's blocks 2-8 of GPT-Neo 125M are "1-7").
+Layers are 0-based (the paper's blocks 2-8 of GPT-Neo 125M are "1-7"). ``selection="fraction"`` mutes 1% of
+the GATED neurons, so a single layer mutes 1% of its own 1,536 (16 neurons) and the muted count differs by
+range, as it would under the paper's energy rule.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 
 from neumuter_interv.architectures import describe_layers, num_layers, parse_layers
+from neumuter_interv.comparison import ComparisonConfig
+from neumuter_interv.demo import prepare_world
 from neumuter_interv.methods.neumuter import NeuMuter, NeuMuterConfig
-from neumuter_interv.output import output_directory, write_json
-from neumuter_interv.report import markdown_table
+from neumuter_interv.output import check_writable, output_directory, write_json
+from neumuter_interv.report import markdown_table, plot_grouped_bars, plot_muted_per_layer
 from neumuter_interv.testbed import TestbedConfig
-from neumuter_interv.worlds import prepare_people_world, public_scores
+from neumuter_interv.utility import UTILITY_COLUMNS, UtilityConfig
+from neumuter_interv.worlds import public_scores
+
+DEFAULT_SPECS = {"real": "all;1-;1-9;10-19;20-29;5;15;25", "people": "all;0-1;1-2;2-3;0;1;2;3"}
+COLUMNS = [("forget_ma", "forget MA"), ("forget_el10", "forget EL10"), ("forgotten_fraction", "forgotten"),
+           ("other_copies_ma", "other copies MA"), ("retain_ma", "retain MA"), ("heldout_ma", "held-out MA"),
+           ("heldout_ppl", "general PPL"), *UTILITY_COLUMNS]
+
+
+def study_config(world: str, size: str, utility: str | None, epochs: int | None, kl_weight: float | None,
+                 sparsity_weight: float | None) -> tuple[ComparisonConfig, NeuMuterConfig]:
+    """The world's settings (the real world scores in bf16 to fit a CPU budget) and NeuMuter's."""
+    utility_config = UtilityConfig(utility) if utility else None
+    if world == "real":
+        config = ComparisonConfig.real_tiny() if size == "tiny" else ComparisonConfig.real(utility_config)
+        config.utility = utility_config
+        neumuter = config.neumuter
+    else:
+        config = ComparisonConfig.people()
+        config.testbed = TestbedConfig.tiny() if size == "tiny" else TestbedConfig()
+        config.el_prefix_stride, config.utility = 2, utility_config
+        neumuter = NeuMuterConfig(epochs=30, kl_weight=0.3, sparsity_weight=0.0, progress=False)
+    overrides = {"epochs": epochs, "kl_weight": kl_weight, "sparsity_weight": sparsity_weight}
+    neumuter = NeuMuterConfig.from_dict({**neumuter.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
+    return config, neumuter
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--specs", default="all,0-1,1-2,2-3,0,1,2,3")
+    parser.add_argument("--world", choices=["real", "people"], default="real")
+    parser.add_argument("--specs", help="layer specs separated by ';' (a spec may hold commas: \"all;1-7;10-16,21\"); "
+                                        "default: the world's")
     parser.add_argument("--size", choices=["default", "tiny"], default="default")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--kl-weight", type=float, default=0.3)
-    parser.add_argument("--sparsity-weight", type=float, default=0.0)
+    parser.add_argument("--utility", metavar="DIR", help="also score the paper's utility benchmarks from DIR")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--kl-weight", type=float)
+    parser.add_argument("--sparsity-weight", type=float)
     parser.add_argument("--out", required=True)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
-    world = prepare_people_world(TestbedConfig.tiny() if args.size == "tiny" else TestbedConfig(), el_prefix_stride=2)
-    testbed = world.testbed
-    neighbours = world.neighbours(testbed.forget_texts, k=1, ratio=1.0)
-    rows, results = [], {"original": public_scores(world.original), "oracle": public_scores(world.oracle)}
-    for spec in args.specs.split(","):
-        model = testbed.load_model()
-        layers = parse_layers(spec, num_layers(model))
-        config = NeuMuterConfig(layers=layers, epochs=args.epochs, kl_weight=args.kl_weight,
-                                sparsity_weight=args.sparsity_weight, progress=False)
-        run = NeuMuter(config, log=lambda message: None).run(model, world.tokenizer, testbed.forget_texts, neighbours)
+    config, neumuter = study_config(args.world, args.size, args.utility, args.epochs, args.kl_weight,
+                                    args.sparsity_weight)
+    config.check()
+    check_writable(args.out, args.overwrite, {"--utility": args.utility} if args.utility else None)
+    start = time.perf_counter()
+    world = prepare_world(config)
+    neighbours = world.neighbours(world.forget_texts, config.neighbours_per_sample, config.replacement_ratio,
+                                  neumuter.seed)
+    results = {"world": world.describe(), "original": public_scores(world.original),
+               "settings": {"neumuter": neumuter.to_dict(), "world": config.world}, "specs": {}}
+    total_layers = num_layers(world.load_model())
+    rows, muted_groups = [], {}
+    for spec in (args.specs or DEFAULT_SPECS[args.world]).split(";"):
+        layers = parse_layers(spec, total_layers)
+        run_config = NeuMuterConfig.from_dict({**neumuter.to_dict(), "layers": layers, "progress": False})
+        run = NeuMuter(run_config, log=lambda message: None).run(world.load_model(), world.tokenizer,
+                                                                  world.forget_texts, neighbours)
         scores = public_scores(world.evaluate(run.frozen))
-        results[spec] = {"layers": layers, "neurons_muted_fraction": run.selection.neurons_muted_fraction, **scores}
-        rows.append([describe_layers(layers), run.selection.neurons_muted_fraction, scores["forget_ma"],
-                     scores["forget_el10"], scores["retain_ma"], scores["heldout_ppl"]])
-        print(rows[-1])
-    table = markdown_table(["layers", "muted", "forget MA", "forget EL10", "retain MA", "held-out PPL"],
-                           [["original", 0.0, world.original["forget_ma"], world.original["forget_el10"],
-                             world.original["retain_ma"], world.original["heldout_ppl"]], *rows])
+        per_layer = run.selection.per_layer_counts()
+        results["specs"][spec] = {"layers": layers, "neurons_muted": run.selection.neurons_muted,
+                                  "neurons_muted_fraction": run.selection.neurons_muted_fraction,
+                                  "muted_per_layer": per_layer, "unlearning_seconds": run.record.seconds, **scores}
+        rows.append([describe_layers(layers), run.selection.neurons_muted,
+                     *(scores.get(key) for key, _ in COLUMNS if key in world.original)])
+        muted_groups[spec] = {"forget MA drop": world.original["forget_ma"] - scores["forget_ma"],
+                              "retain MA drop": world.original.get("retain_ma", 0.0) - scores.get("retain_ma", 0.0)}
+        print(f"{spec}: {rows[-1]}", flush=True)
+    shown = [(key, header) for key, header in COLUMNS if key in world.original]
+    table = markdown_table(["layers", "muted", *(h for _, h in shown)],
+                           [["original", 0, *(world.original.get(key) for key, _ in shown)], *rows])
+    full = max(results["specs"], key=lambda spec: len(results["specs"][spec]["layers"]))
+    chosen = results["specs"][full]["muted_per_layer"]
+    results["seconds"] = time.perf_counter() - start
+    report = "\n\n".join([
+        f"# Layer selection study (cf. Table 3 of Hou et al., 2025) on the {args.world} world",
+        f"World: {results['world']}. NeuMuter: {neumuter.epochs} epochs, lr {neumuter.learning_rate}, KL weight "
+        f"{neumuter.kl_weight}, L0 weight {neumuter.sparsity_weight}, selection {neumuter.selection}"
+        + (f" (lowest {100 * neumuter.fraction:g}% of the gated neurons)" if neumuter.selection == "fraction" else "")
+        + f"; layers 0-based. {results['seconds'] / 60:.1f} minutes in all.",
+        table,
+        f"Where the widest mask ({describe_layers(results['specs'][full]['layers'])}) put its "
+        f"{results['specs'][full]['neurons_muted']} muted neurons, per layer (0-based): "
+        + ", ".join(f"{layer}: {count}" for layer, count in sorted(chosen.items()) if count) + ".",
+        "`muted_per_layer.png`: that mask per layer; `drops.png`: forget and retain MA drop per spec.",
+    ]) + "\n"
     with output_directory(args.out, args.overwrite) as staging:
         write_json(staging / "layer_study.json", results)
-        (staging / "layer_study.md").write_text(
-            f"# Layer selection study ({args.epochs} epochs, KL {args.kl_weight}, L0 {args.sparsity_weight})\n\n{table}\n")
-    print(table)
+        (staging / "layer_study.md").write_text(report)
+        width = run.selection.ffn_width
+        plot_muted_per_layer(chosen, width, staging / "muted_per_layer.png",
+                             f"Muted FFN neurons per layer, mask over {describe_layers(results['specs'][full]['layers'])}")
+        plot_grouped_bars(muted_groups, staging / "drops.png", "MA drop (original - after)",
+                          "Forgetting and collateral loss per masked range")
+    print(report)
 
 
 if __name__ == "__main__":

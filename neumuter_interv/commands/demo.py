@@ -9,6 +9,7 @@ from pathlib import Path
 from ..demo import DemoConfig, run_demo
 from ..errors import NeuMuterError
 from ..worlds import WORLD_NAMES
+from .utility import add_utility_argument, utility_config
 
 
 def register(subparsers) -> None:
@@ -27,6 +28,7 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="cpu",
                         help="where the world is built and NeuMuter runs: cpu (default: the README's numbers), "
                              "cuda, or auto; a GPU builds another people world for the same seed, cached apart")
+    add_utility_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
 
@@ -42,6 +44,7 @@ def run(args) -> int:
         if args.forget:
             config.real.forget = tuple(args.forget)
     config.neumuter.seed = args.seed
+    config.utility = utility_config(args)
     config.device = args.device
     out = Path(args.out or time.strftime("demo-%Y%m%d-%H%M%S"))
     summary = run_demo(out, config, overwrite=args.overwrite, progress=not args.no_progress)

@@ -8,7 +8,9 @@ from ..intervenable import load
 from ..loading import load_causal_lm
 from ..output import check_writable, output_directory, write_json
 from ..report import markdown_table
+from ..utility import load_utility
 from ..validation import check_number
+from .utility import add_utility_argument, utility_config
 
 
 def register(subparsers) -> None:
@@ -22,6 +24,7 @@ def register(subparsers) -> None:
     parser.add_argument("--oracle", help="a model retrained without the forget set (forget quality)")
     parser.add_argument("--column", default="text")
     parser.add_argument("--el-prefix-stride", type=int, default=1, help="evaluate EL10 on every k-th prefix (1 = exact)")
+    add_utility_argument(parser)
     parser.add_argument("--out", required=True)
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
@@ -31,11 +34,14 @@ def register(subparsers) -> None:
 def run(args) -> int:
     files = {"forget": args.forget, "held-out": args.heldout, "general": args.general, "retain": args.retain}
     check_writable(args.out, args.overwrite, {"--model": args.model, "--intervention": args.intervention,
-                                              "--oracle": args.oracle, **{f"--{k}": v for k, v in files.items()}})
+                                              "--oracle": args.oracle, "--utility": args.utility,
+                                              **{f"--{k}": v for k, v in files.items()}})
     check_number("--el-prefix-stride", args.el_prefix_stride, minimum=1, integer=True)
     texts = {what: read_texts(path, args.column, what) if path else () for what, path in files.items()}
+    utility = utility_config(args)
     data = EvaluationSet(texts["forget"], texts["held-out"], texts["general"], texts["retain"],
-                         settings={"el_n": 10, "el_prefix_stride": args.el_prefix_stride, "batch_size": 32})
+                         settings={"el_n": 10, "el_prefix_stride": args.el_prefix_stride, "batch_size": 32},
+                         utility=load_utility(utility) if utility else None)
     base, tokenizer = load_causal_lm(args.model)
     data.check(base, tokenizer)
     model = load(args.intervention, base) if args.intervention else base  # does it fit? before any scoring

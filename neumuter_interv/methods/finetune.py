@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ..data import IGNORE_INDEX, TokenBatch, batches, model_context_length, pad_id_of, tokenize
 from ..errors import NeuMuterError
-from ..lm import resolve_device
+from ..lm import autocast, check_dtype, resolve_device
 from ..validation import check_number
 from .base import UnlearningMethod, UnlearningRecord, UnlearningResult, count_parameters, measured
 from .neumuter.losses import causal_lm_loss
@@ -50,6 +50,7 @@ class FineTuneSettings:
     stop_when: StopCriterion | None = field(default=None, repr=False, compare=False)
     device: str = "auto"  # "auto" = cuda when available
     seed: int = 0
+    dtype: str = "float32"  # the forward's compute dtype (``lm.autocast``; weights and Adam stay fp32)
 
     def __post_init__(self):
         check_number("learning_rate", self.learning_rate, above=0)
@@ -57,6 +58,7 @@ class FineTuneSettings:
         if self.batch_size is not None:
             check_number("batch_size", self.batch_size, minimum=1, integer=True)
         check_number("seed", self.seed, minimum=0, integer=True)
+        check_dtype(self.dtype)
 
 
 @dataclass
@@ -103,7 +105,8 @@ def run_training(
         for index, forget in enumerate(forget_batches):
             retain = retain_batches[index % len(retain_batches)] if retain_batches else None
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_of(forget, retain)
+            with autocast(settings.dtype, forget.input_ids.device):
+                loss = loss_of(forget, retain)
             loss.backward()
             optimizer.step()
             total += loss.item()

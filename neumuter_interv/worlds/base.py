@@ -10,6 +10,7 @@ pretrained SmolLM2-135M and texts it memorized during pretraining, no oracle).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from .. import evaluation as evaluation_module
 from .. import metrics as metrics_module
+from .. import utility as utility_module
+from ..errors import NeuMuterError
 from ..evaluation import EvaluationSet, evaluate
 from ..output import write_json
 from ..stopping import ForgettingCriterion
@@ -64,6 +67,25 @@ class World:
         """Score ``model`` exactly as the original (and the oracle) were scored."""
         return evaluate(model, self.tokenizer, self.data, self.thresholds, self.oracle_losses)
 
+    def with_forget_subset(self, count: int) -> World:
+        """The same world forgetting only its first ``count`` forget samples (the forget-size study): the
+        others are scored as the MA group ``rest_of_forget``; thresholds stay, the original model is rescored
+        (no cache: one evaluation) and the oracle is dropped (it was trained without all of them)."""
+        if not 1 <= count <= len(self.data.forget_texts):
+            raise NeuMuterError(f"a forget subset needs 1 to {len(self.data.forget_texts)} samples, got {count}")
+        if count == len(self.data.forget_texts):
+            return self
+        forget, rest = list(self.data.forget_texts[:count]), list(self.data.forget_texts[count:])
+        data = dataclasses.replace(self.data, forget_texts=forget,
+                                   ma_groups={**self.data.ma_groups, **({"rest_of_forget": rest} if rest else {})})
+        settings = data.settings
+        criterion = ForgettingCriterion(self.tokenizer, forget, self.thresholds, self.criterion.target_fraction,
+                                        el_prefix_stride=settings["el_prefix_stride"],
+                                        batch_size=settings["batch_size"], dtype=settings.get("dtype", "float32"))
+        subset = dataclasses.replace(self, data=data, oracle=None, criterion=criterion)
+        subset.original = subset.evaluate(subset.load_model())
+        return subset
+
     def load_model(self):
         """A fresh copy of the original model (methods change weights in place)."""
         raise NotImplementedError
@@ -76,6 +98,10 @@ class World:
         """What a saved run records about where its model and forget set came from."""
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """One sentence on the model and what it unlearns, for report headers."""
+        raise NotImplementedError
+
 
 def public_scores(scores: dict) -> dict:
     """``evaluate``'s summary numbers without the per-sample lists."""
@@ -85,9 +111,10 @@ def public_scores(scores: dict) -> dict:
 def cached_reference_scores(root: Path, data: EvaluationSet, compute: Callable[[], dict]) -> dict:
     """Thresholds and reference scores are a pure function of the world, the evaluation settings and the
     scoring code, so ``compute()`` runs once and is cached in the world directory under a hash of the
-    last two (the source of ``metrics.py`` and ``evaluation.py`` is part of the key: editing them
+    last two (the source of ``metrics.py``, ``evaluation.py`` and ``utility.py`` is part of the key: editing them
     recomputes)."""
-    code = b"".join(Path(module.__file__).read_bytes() for module in (metrics_module, evaluation_module))
+    code = b"".join(Path(module.__file__).read_bytes() for module in (metrics_module, evaluation_module,
+                                                                         utility_module))
     key = hashlib.sha256(code + json.dumps(data.settings, sort_keys=True).encode()).hexdigest()[:20]
     path = root / "scores" / f"reference-{key}.json"
     if not path.exists():

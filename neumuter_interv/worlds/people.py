@@ -21,6 +21,7 @@ from ..lm import resolve_device
 from ..neighbours import generate_neighbours
 from ..stopping import ForgettingCriterion
 from ..testbed import Testbed, TestbedConfig, build_testbed
+from ..utility import UtilityConfig, load_utility
 from .base import World, cached_reference_scores
 
 
@@ -38,6 +39,12 @@ class PeopleWorld(World):
         return {"model": str(self.testbed.model_dir), "forget_file": "testbed forget people",
                 "forget_samples": len(self.forget_texts), "forget_sha256": texts_sha256(self.forget_texts)}
 
+    def describe(self) -> str:
+        config = self.testbed.config
+        return (f"the people testbed: GPT-Neo {config.n_layers} layers x {config.hidden_size} wide (FFN "
+                f"{config.ffn_size}), {config.n_forget} forget / {config.n_retain} retain / {config.n_heldout} "
+                "held-out people, with its retrain oracle")
+
     def neighbours(self, texts: Sequence[str], k: int, ratio: float, seed: int = 0) -> list[str]:
         """``k`` MLM neighbours per text from the testbed's masked LM (which never saw the forget
         people), sample-major and flat, cached in the testbed directory."""
@@ -48,14 +55,16 @@ class PeopleWorld(World):
 
 def prepare_people_world(testbed_config: TestbedConfig, *, target_fraction: float = 1.0, el_prefix_stride: int = 1,
                          progress: bool = True, log: Callable[[str], None] = print,
-                         device: str = "cpu") -> PeopleWorld:
-    """Testbed -> Eq. 17 thresholds -> original and oracle scores -> stop criterion. ``device`` builds
-    and scores the world there (see ``build_testbed``)."""
+                         device: str = "cpu", utility: UtilityConfig | None = None) -> PeopleWorld:
+    """Testbed -> Eq. 17 thresholds -> original and oracle scores (with the paper's utility benchmarks
+    when ``utility`` names their files) -> stop criterion. ``device`` builds and scores the world there
+    (see ``build_testbed``)."""
+    utility_data = load_utility(utility) if utility is not None else None  # a missing file fails before the build
     testbed = build_testbed(testbed_config, progress=progress, device=device)
     tokenizer = testbed.load_tokenizer()
     log(f"testbed: {len(testbed.forget_texts)} forget / {len(testbed.retain_texts)} retain / "
         f"{len(testbed.heldout_people_texts)} held-out people at {testbed.root}")
-    data = EvaluationSet.from_testbed(testbed, el_prefix_stride=el_prefix_stride)
+    data = EvaluationSet.from_testbed(testbed, utility_data, el_prefix_stride=el_prefix_stride)
     reference = _reference_scores(testbed, tokenizer, data, resolve_device(device))
     limits, original, oracle = reference["thresholds"], reference["original"], reference["oracle"]
     log(f"Eq. 17 thresholds from held-out people: MA {limits['ma']:.3f}, EL10 {limits['el10']:.3f}")

@@ -47,6 +47,7 @@ from ..scan import (
 )
 from ..stopping import ForgettingCriterion
 from ..testbed import default_cache_dir
+from ..utility import UtilityConfig, load_utility
 from .base import World, cached_reference_scores, write_atomically
 
 MIT_MARKER = "Permission is hereby granted, free of charge"
@@ -71,6 +72,7 @@ class RealWorldConfig:
     scan: ScanConfig = field(default_factory=lambda: ScanConfig(max_windows_per_document=3, fold_threshold=0.95))
     el_prefix_stride: int = 32  # EL10 over prefixes 1, 33, 65, 97 of a 128-token window (an estimate)
     batch_size: int = 8
+    dtype: str = "float32"  # of every scoring forward; "auto": bf16 autocast where the CPU has it (the studies)
 
     @classmethod
     def tiny(cls, **overrides) -> RealWorldConfig:
@@ -108,8 +110,26 @@ class RealWorld(World):
         return [w["text"] for w in sorted(self.groups["forget"], key=lambda w: (w["start"] != 0, w["start"]))]
 
     @property
+    def retain_texts(self) -> list[str]:
+        """What a method with a retain set trains on: the retain-memorized windows (which it is then also
+        scored on, so such methods are marked in every report) plus as many passages of Python's
+        documentation, general text disjoint from the passages that measure perplexity."""
+        general = corpora.python_documentation(chunks=self.config.general_passages,
+                                               others=len(self.data.retain_texts))
+        return list(self.data.retain_texts) + [d.text for d in general]
+
+    @property
     def attribution_reference(self) -> list[str]:
-        return [w["text"] for w in self.groups["attribution_reference"]] or self.retain_texts
+        return [w["text"] for w in self.groups["attribution_reference"]] or list(self.data.retain_texts)
+
+    def describe(self) -> str:
+        sizes = {name: len(self.groups[name]) for name in ("forget", "other_copies", "retain_memorized", "heldout",
+                                                            "general")}
+        model = f"the packaged SmolLM2-135M ({self.model_key})" if self.config.model is None else self.config.model
+        return (f"{model} and the {sizes['forget']} memorized windows of its forget document "
+                f"({len({w['source'] for w in self.groups['forget']})} files); {sizes['other_copies']} other-copy, "
+                f"{sizes['retain_memorized']} retain-memorized and {sizes['heldout']} held-out windows, "
+                f"{sizes['general']} general passages; no retrain oracle exists")
 
     def provenance(self) -> dict:
         sources = sorted({w["source"] for w in self.groups["forget"]})
@@ -119,18 +139,21 @@ class RealWorld(World):
 
 def prepare_real_world(config: RealWorldConfig | None = None, *, target_fraction: float = 0.9,
                        cache_dir: str | Path | None = None, progress: bool = True,
-                       log: Callable[[str], None] = print, device: str = "cpu") -> RealWorld:
+                       log: Callable[[str], None] = print, device: str = "cpu",
+                       utility: UtilityConfig | None = None) -> RealWorld:
     """Load the model, build (or read from cache) the world's texts, its thresholds and the original
-    model's scores, and the stopping criterion."""
+    model's scores (with the paper's utility benchmarks when ``utility`` names their files), and the
+    stopping criterion."""
     config = config or RealWorldConfig()
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     documents = _documents(config)  # a missing forget file fails here, before the model loads
+    utility_data = load_utility(utility) if utility is not None else None  # so does a missing utility file
     directory, gguf = (config.model, config.gguf_file) if config.model else packaged_smollm2()
     model, tokenizer = load_causal_lm(directory, gguf_file=gguf, cache_dir=cache)
     model_dir = str(model.name_or_path)
     model_key = Path(model_dir).name if gguf else hashlib.sha256(model_fingerprint(model_dir).encode()).hexdigest()[:20]
     model.to(resolve_device(device))
-    scoring_only = {"el_prefix_stride", "batch_size"}  # they change the reference scores (keyed apart), not the texts
+    scoring_only = {"el_prefix_stride", "batch_size", "dtype"}  # they change the reference scores (keyed apart), not the texts
     settings = {name: value for name, value in asdict(config).items() if name not in scoring_only}
     key = hashlib.sha256(json.dumps({"version": BUILD_VERSION, "model": model_key, "config": settings, "texts": {
         name: texts_sha256([d.text + "\0" + d.source for d in docs]) for name, docs in documents.items()}},
@@ -148,12 +171,14 @@ def prepare_real_world(config: RealWorldConfig | None = None, *, target_fraction
     data = EvaluationSet(names["forget"], names["heldout"], names["general"], names["retain_memorized"],
                          ma_groups={"other_copies": names["other_copies"], "heldout": names["heldout"]},
                          settings={"el_n": 10, "el_prefix_stride": config.el_prefix_stride,
-                                   "batch_size": config.batch_size})
+                                   "batch_size": config.batch_size, "dtype": config.dtype},
+                         utility=utility_data)
     reference = _reference_scores(model, tokenizer, data, root)
     limits, original = reference["thresholds"], reference["original"]
     log(f"Eq. 17 thresholds from held-out windows: MA {limits['ma']:.3f}, EL10 {limits['el10']:.3f}")
     criterion = ForgettingCriterion(tokenizer, names["forget"], limits, target_fraction,
-                                    el_prefix_stride=config.el_prefix_stride, batch_size=config.batch_size)
+                                    el_prefix_stride=config.el_prefix_stride, batch_size=config.batch_size,
+                                    dtype=config.dtype)
     return RealWorld("real", tokenizer, data, limits, original, None, criterion, config, root, model_dir, model_key,
                      groups, device)
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ...errors import NeuMuterError
 from ...hard_concrete import HardConcreteParams
+from ...lm import check_dtype
 from ...validation import check_number
 
 SELECTION_RULES = ("threshold", "energy", "top_k", "fraction")
@@ -96,8 +97,7 @@ class NeuMuterConfig:
             raise NeuMuterError(f"gate_noise must be 'shared' or 'official', got {self.gate_noise!r}")
         if self.neighbour_source not in ("self", "random"):
             raise NeuMuterError(f"neighbour_source must be 'self' or 'random', got {self.neighbour_source!r}")
-        if self.dtype not in ("float32", "bfloat16", "float16", "auto"):
-            raise NeuMuterError(f"dtype must be float32, bfloat16, float16 or auto, got {self.dtype!r}")
+        check_dtype(self.dtype)
         HardConcreteParams(self.beta, self.gamma, self.zeta)
 
     @property

@@ -1,0 +1,105 @@
+"""How sensitive is NeuMuter to its neighbours and to the size of the forget set? The paper's Tables 8-10
+(number of neighbours K, replacement ratio r, number of forget samples) on the real model.
+
+Each value of the studied setting runs NeuMuter once at the demo's settings otherwise (8 epochs, lowest 1%
+read out, no stopping rule: equal effort), and the frozen mask is scored with the world's metrics and,
+with ``--utility DIR``, the paper's utility benchmarks.
+
+    python recipes/sensitivity_study.py --study neighbours --values 1,2,3 --utility DIR --out results/sensitivity-k
+    python recipes/sensitivity_study.py --study ratio --values 0.25,0.5,1 --utility DIR --out results/sensitivity-r
+    python recipes/sensitivity_study.py --study forget-size --values 1,4,8,13 --utility DIR --out results/sensitivity-n
+
+``forget-size`` forgets the first N memorized windows of the forget document (the world's order: most
+memorized first); the document's other windows are scored as ``rest_of_forget`` MA. The default world has
+13 memorized MIT-licence windows, so 13 is its largest forget set (the paper goes to 128 Pile samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from neumuter_interv.comparison import ComparisonConfig
+from neumuter_interv.demo import prepare_world
+from neumuter_interv.errors import NeuMuterError
+from neumuter_interv.methods.neumuter import NeuMuter
+from neumuter_interv.output import check_writable, output_directory, write_json
+from neumuter_interv.report import markdown_table, plot_tradeoff
+from neumuter_interv.utility import UTILITY_COLUMNS, UtilityConfig
+from neumuter_interv.worlds import public_scores
+
+STUDIES = {"neighbours": ("K (neighbours per forget sample)", int),
+           "ratio": ("r (share of tokens rewritten)", float),
+           "forget-size": ("forget windows", int)}
+COLUMNS = [("forget_ma", "forget MA"), ("forget_el10", "forget EL10"), ("forgotten_fraction", "forgotten"),
+           ("rest_of_forget_ma", "rest of document MA"), ("other_copies_ma", "other copies MA"),
+           ("retain_ma", "retain MA"), ("heldout_ma", "held-out MA"), ("heldout_ppl", "general PPL"),
+           *UTILITY_COLUMNS]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", choices=list(STUDIES), required=True)
+    parser.add_argument("--values", required=True, help="comma-separated values of the studied setting")
+    parser.add_argument("--size", choices=["default", "tiny"], default="default")
+    parser.add_argument("--utility", metavar="DIR", help="also score the paper's utility benchmarks from DIR")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args()
+    label, kind = STUDIES[args.study]
+    try:
+        values = [kind(v) for v in args.values.split(",")]
+    except ValueError:
+        raise SystemExit(f"--values must be {kind.__name__}s separated by commas, got {args.values!r}") from None
+    utility = UtilityConfig(args.utility) if args.utility else None
+    config = ComparisonConfig.real_tiny() if args.size == "tiny" else ComparisonConfig.real(utility)
+    config.utility = utility
+    config.check()
+    check_writable(args.out, args.overwrite, {"--utility": args.utility} if args.utility else None)
+    start = time.perf_counter()
+    world = prepare_world(config)
+    if args.study == "forget-size" and max(values) > len(world.forget_texts):
+        raise NeuMuterError(f"the world has {len(world.forget_texts)} memorized forget windows; "
+                            f"--values asks for {max(values)}")
+    results = {"study": args.study, "world": world.describe(), "settings": config.neumuter.to_dict(), "runs": {}}
+    rows = []
+    for value in values:
+        run_world = world.with_forget_subset(value) if args.study == "forget-size" else world
+        k = value if args.study == "neighbours" else config.neighbours_per_sample
+        ratio = value if args.study == "ratio" else config.replacement_ratio
+        neighbours = run_world.neighbours(run_world.forget_texts, k, ratio, config.neumuter.seed)
+        run = NeuMuter(config.neumuter, log=lambda message: None).run(
+            run_world.load_model(), run_world.tokenizer, run_world.forget_texts, neighbours)
+        scores = public_scores(run_world.evaluate(run.frozen))
+        results["runs"][str(value)] = {"original": public_scores(run_world.original), "after": scores,
+                                       "neurons_muted": run.selection.neurons_muted,
+                                       "unlearning_seconds": run.record.seconds}
+        shown = [(key, header) for key, header in COLUMNS if key in run_world.original]
+        rows.append([value, "original", *(run_world.original.get(key) for key, _ in shown), None, None])
+        rows.append([value, "NeuMuter", *(scores.get(key) for key, _ in shown), run.selection.neurons_muted,
+                     round(run.record.seconds, 1)])
+        print(f"{label} = {value}: forget MA {scores['forget_ma']:.3f}, retain MA {scores.get('retain_ma')}", flush=True)
+    results["seconds"] = time.perf_counter() - start
+    header = [label, "model", *(h for _, h in shown), "muted", "unlearning (s)"]
+    report = "\n\n".join([
+        f"# Sensitivity to {label} (cf. Tables 8-10 of Hou et al., 2025), real world",
+        f"World: {results['world']}. NeuMuter at the demo's settings ({config.neumuter.epochs} epochs, lowest "
+        f"{100 * config.neumuter.fraction:g}% of the gated neurons); K = {config.neighbours_per_sample} and r = "
+        f"{config.replacement_ratio} unless studied. {results['seconds'] / 60:.1f} minutes in all.",
+        markdown_table(header, rows),
+        "`sensitivity.png`: forget MA against retain MA and utility, one point per value.",
+    ]) + "\n"
+    points = {f"{args.study}={v}": results["runs"][str(v)]["after"] for v in values}
+    panels = [(key, name) for key, name in (("retain_ma", "retain MA"), ("dialogue_f1", "dialogue F1"),
+                                            ("pile_ppl", "Pile PPL"), ("heldout_ppl", "general PPL"))
+              if all(key in p for p in points.values())][:3]
+    with output_directory(args.out, args.overwrite) as staging:
+        write_json(staging / "sensitivity.json", results)
+        (staging / "sensitivity.md").write_text(report)
+        plot_tradeoff(points, staging / "sensitivity.png", "forget MA (lower = more forgotten)", panels,
+                      f"NeuMuter's sensitivity to {label}")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
