@@ -58,7 +58,7 @@ class ComparisonConfig(DemoConfig):
     """The demo's settings for a world (``people()``, ``tiny()``, ``real()``, as ``DemoConfig``) plus which
     methods to compare and their step budgets (``make_method`` overrides by method name)."""
 
-    methods: tuple[str, ...] = tuple(METHODS)
+    methods: tuple[str, ...] = field(default_factory=lambda: tuple(METHODS))  # the registry at construction
     budgets: dict[str, dict] = field(default_factory=default_budgets)
 
     def check(self) -> None:
@@ -260,7 +260,7 @@ def comparison_report(summary: dict) -> str:
                      round(record["peak_memory_bytes"] / 2**20, 1), 100 * record["trainable_fraction"],
                      record["steps"], entry["budget"]])
     notes = [
-        f"{RETAIN_MARK} uses a retain set (the other methods see only the forget set): "
+        f"{RETAIN_MARK} uses the retain set (the other methods see only the forget set): "
         + ("the retain people." if summary["world"] == "people" else
            "the retain-memorized windows (also scored as retain MA) and as many documentation passages unlike the "
            "scored general text; the attribution baseline ranks neurons against other memorized windows, not scored."),

@@ -16,8 +16,8 @@ absolute path, so the YAML files are all lm-eval needs at run time and no data i
   (output type ``multiple_choice``).
 
 ``run_lm_eval(model_dir, tasks, task_dir)`` calls ``lm_eval.simple_evaluate`` on a local checkpoint with
-the Hub off and returns ``{task: {metric: value}}``. lm-eval is an optional dependency (in the ``dev``
-extra); it is imported only there.
+the Hub off and returns ``{task: {metric: value}}``. lm-eval is an optional dependency (the ``harness``
+extra, which ``make`` installs); it is imported only there.
 """
 
 from __future__ import annotations
