@@ -192,3 +192,13 @@ def write_tiny_llama_gguf(path: Path, seed: int = 0) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+@pytest.fixture
+def word_tokenizer():
+    """Five words a, b, c, d and [UNK] (ids 0-4), split on whitespace: the table model's vocabulary
+    (``test_metrics.TableLM``)."""
+    vocab = {"a": 0, "b": 1, "c": 2, "d": 3, "[UNK]": 4}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")

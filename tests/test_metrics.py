@@ -6,8 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import GPTNeoConfig, GPTNeoForCausalLM, PreTrainedTokenizerFast
+from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 from neumuter_interv import metrics
 from neumuter_interv.errors import NeuMuterError
@@ -44,14 +43,6 @@ class TableLM(LanguageModel):
             current = self.table[current]
             new.append(current)
         return torch.stack(new, 1)
-
-
-@pytest.fixture
-def word_tokenizer():
-    vocab = {"a": 0, "b": 1, "c": 2, "d": 3, "[UNK]": 4}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
 
 
 def test_memorization_accuracy_hand_computed():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_metrics import P_HIT, P_MISS, TableLM, word_tokenizer  # noqa: F401 - the fixture is used by name
+from test_metrics import P_HIT, P_MISS, TableLM
 
 from neumuter_interv import metrics
 from neumuter_interv.errors import NeuMuterError
