@@ -78,6 +78,8 @@ def sandbox(tmp_path_factory, memorized_dir) -> dict[str, Path]:
     (root / "forget-dir").mkdir()
     (root / "forget-dir" / "forget.txt").write_text("\n".join(FORGET) + "\n")
     (root / "read-only").mkdir(mode=0o500)
+    (root / "validation").mkdir()  # a knowledge-unlearning validation_data directory that lacks pile.csv
+    (root / "validation" / "lambada.csv").write_text("id,token_length,text,task\n0,3,alice smith,lambada\n")
 
     truncated = root / "truncated-model"
     shutil.copytree(memorized_dir, truncated)
@@ -198,6 +200,18 @@ CASES = {
                                                        "of {root}/short.txt (first indices [0]) have fewer than 11"),
     "a Latin-1 held-out file": Case(("eval", "--model", "{model}", "--forget", "{root}/forget.txt", "--heldout",
                                      "{root}/latin1.txt", "--out", "{out}"), "held-out file"),
+    "eval --utility without its files": Case(evaluate("--utility", "{root}/validation"),
+                                             "pile utility file '{root}/validation/pile.csv' does not exist"),
+    "eval --utility a missing directory": Case(evaluate("--utility", "{root}/nope"), "does not exist or is not a directory"),
+    "eval --utility-samples without --utility": Case(evaluate("--utility-samples", "4"),
+                                                     "--utility-samples needs --utility DIR"),
+    "eval --utility-samples 0": Case(evaluate("--utility", "{root}/validation", "--utility-samples", "0"),
+                                     "ppl_texts must be at least 1"),
+    "compare --world real --utility without its files": Case(
+        ("compare", "--world", "real", "--size", "tiny", "--utility", "{root}/validation", "--out", "{out}"),
+        "does not exist"),
+    "demo --utility a missing directory": Case(("demo", "--size", "tiny", "--utility", "{root}/nope", "--out", "{out}"),
+                                               "does not exist or is not a directory"),
     # models
     "a truncated model.safetensors": Case(unlearn(model="{root}/truncated-model"), "cannot load a causal LM"),
     "a missing model": Case(unlearn(model="{root}/no-model"), "cannot load a causal LM"),
@@ -237,6 +251,8 @@ CASES = {
     "export RUN --out RUN/export": Case(export("{run}", out="{run}/export"), "lies inside the input"),
     "eval --out RUN --overwrite (holds the intervention)": Case(
         evaluate("--intervention", "{run}/intervention", "--overwrite", out="{run}"), "holds the input"),
+    "eval --out inside the utility directory": Case(evaluate("--utility", "{root}/validation",
+                                                             out="{root}/validation/out"), "lies inside the input"),
     "a non-empty output": Case(unlearn(out="{root}/full"), "not empty (pass --overwrite"),
     "an output under a file": Case(unlearn(out="{root}/latin1.txt/run"), "is not a directory"),
     "an output in /proc": Case(unlearn(out="/proc/neumuter-out"), "cannot create entries in '/proc'"),
