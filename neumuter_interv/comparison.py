@@ -78,12 +78,16 @@ class ComparisonConfig(DemoConfig):
     @classmethod
     def real(cls, utility: UtilityConfig | None = None) -> ComparisonConfig:
         """The real-model world as the demo runs it (NeuMuter 8 epochs at the demo's settings, no Eq. 17
-        stop for it), every forward in bf16 autocast where the CPU has it so that eleven methods fit a CPU
-        budget: 10 full-batch epochs for the fine-tuning methods, IG on 4 target tokens per window up to
-        460 neurons (1% of SmolLM2's FFN neurons, NeuMuter's share)."""
-        return cls(real=RealWorldConfig(dtype="auto"), utility=utility,
-                   budgets=default_budgets(fine_tuning_epochs=10, ig_positions_per_sample=4, ig_max_neurons=460,
-                                           dtype="auto"))
+        stop for it), every forward in bf16 autocast where the CPU has it and scoring batches of 32 (EL10's
+        greedy decoding is bound by per-step overhead on a CPU) so that eleven methods fit a CPU budget: 10
+        epochs for the fine-tuning methods (the forget set in one batch; GD, KL and GRUN pair it with 16
+        retain texts a step), IG on 1 target token per window, 5 integration steps, layers 1-, up to 460
+        neurons in rounds of 46 (460 = 1% of SmolLM2's FFN neurons, NeuMuter's share)."""
+        budgets = default_budgets(fine_tuning_epochs=10, ig_positions_per_sample=1, ig_max_neurons=460, dtype="auto")
+        budgets["ig"].update(steps=5, neurons_per_round=46, layers="1-")
+        for name in ("gd", "kl", "grun"):  # the forget set in one batch, the 40 retain texts cycled 16 a step
+            budgets[name]["batch_size"] = 16
+        return cls(real=RealWorldConfig(dtype="auto", batch_size=32), utility=utility, budgets=budgets)
 
     @classmethod
     def real_tiny(cls) -> ComparisonConfig:
@@ -309,8 +313,8 @@ def _reduced_settings(config: ComparisonConfig) -> dict[str, str]:
     ig = config.budgets.get("ig", {})
     if "ig" in config.methods and ig.get("positions_per_sample") is not None:
         reduced["ig"] = (f"IG attributes {ig['positions_per_sample']} evenly spaced target tokens per forget sample "
-                         "(the paper: every token), then zeroes neurons 10 per round up to "
-                         f"{ig.get('max_neurons', 500)}.")
+                         f"(the paper: every token) with {ig.get('steps', 20)} integration steps, then zeroes neurons "
+                         f"{ig.get('neurons_per_round', 10)} per round up to {ig.get('max_neurons', 500)}.")
     return reduced
 
 

@@ -4,6 +4,7 @@ it moves the forget loss the right way, fills its record, saves, reloads and eva
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import pyvene as pv
@@ -130,3 +131,28 @@ def test_unknown_method_or_setting_is_a_clear_error():
         make_method("rmu")
     with pytest.raises(ValueError, match="bad setting"):
         make_method("ga", tau=3)
+
+
+def test_each_step_pairs_the_forget_batch_with_the_next_retain_batch():
+    from neumuter_interv.methods.finetune import FineTuneSettings, run_training
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    seen = []
+
+    def loss_of(forget, retain):
+        seen.append(retain)
+        return (weight * 0).sum()
+
+    forget = SimpleNamespace(input_ids=torch.zeros(1, 2, dtype=torch.long))
+    run_training([weight], loss_of, lambda: [forget], ["r0", "r1", "r2"], FineTuneSettings(max_epochs=5),
+                 lambda: False, lambda training: None)
+    assert seen == ["r0", "r1", "r2", "r0", "r1"], "a retain set larger than one batch is seen in turn"
+
+
+def test_fine_tuning_runs_in_bf16_autocast_when_asked(memorized):
+    model, tokenizer = memorized
+    record = make_method("ga", max_epochs=1, dtype="bfloat16", device="cpu").unlearn(
+        copy.deepcopy(model), tokenizer, FORGET).record
+    assert record.steps == 1
+    with pytest.raises(Exception, match="dtype must be float32, bfloat16, float16 or auto"):
+        make_method("ga", dtype="fp8")

@@ -87,7 +87,9 @@ def run_training(
     """Adam on ``parameters`` until ``criterion_met()`` or ``settings.max_epochs`` epochs.
 
     Each epoch trains once on every batch ``epoch_batches()`` returns (an empty list ends training:
-    SGA's own stopping rule), pairing forget batch i with retain batch i modulo their number.
+    SGA's own stopping rule), pairing each step's forget batch with the next retain batch, cycling through
+    the retain set across steps (so a retain set larger than the forget batch is seen in turn, one
+    forget-sized batch per step, rather than its first batch only).
     """
     optimizer = torch.optim.Adam(parameters, lr=settings.learning_rate)
     outcome = FineTuneOutcome()
@@ -102,8 +104,8 @@ def run_training(
             break
         set_training(True)
         total = 0.0
-        for index, forget in enumerate(forget_batches):
-            retain = retain_batches[index % len(retain_batches)] if retain_batches else None
+        for forget in forget_batches:
+            retain = retain_batches[outcome.steps % len(retain_batches)] if retain_batches else None
             optimizer.zero_grad(set_to_none=True)
             with autocast(settings.dtype, forget.input_ids.device):
                 loss = loss_of(forget, retain)

@@ -53,6 +53,7 @@ from .base import World, cached_reference_scores, write_atomically
 MIT_MARKER = "Permission is hereby granted, free of charge"
 BUILD_VERSION = 1  # part of the cache key: bump when the way groups are built changes
 OVERLAP_NGRAM = 8
+RETAIN_GENERAL_PASSAGES = 8  # general text in the retain set of GD, KL, GRUN, LUNAR (next to 32 memorized windows)
 
 
 @dataclass
@@ -112,10 +113,9 @@ class RealWorld(World):
     @property
     def retain_texts(self) -> list[str]:
         """What a method with a retain set trains on: the retain-memorized windows (which it is then also
-        scored on, so such methods are marked in every report) plus as many passages of Python's
-        documentation, general text disjoint from the passages that measure perplexity."""
-        general = corpora.python_documentation(chunks=self.config.general_passages,
-                                               others=len(self.data.retain_texts))
+        scored on, so such methods are marked in every report) plus ``RETAIN_GENERAL_PASSAGES`` passages of
+        Python's documentation, general text disjoint from the passages that measure perplexity."""
+        general = corpora.python_documentation(chunks=self.config.general_passages, others=RETAIN_GENERAL_PASSAGES)
         return list(self.data.retain_texts) + [d.text for d in general]
 
     @property
