@@ -7,3 +7,16 @@ its traceback.
 
 class NeuMuterError(ValueError):
     """Bad input or state that the user can fix: the message says what and how."""
+
+
+def run_script(main) -> None:
+    """Run a recipe's ``main`` the way the CLI runs a command: a ``NeuMuterError`` becomes one line on
+    stderr naming the script, and exit code 2, instead of a traceback."""
+    import sys
+    from pathlib import Path
+
+    try:
+        main()
+    except NeuMuterError as error:
+        print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
+        sys.exit(2)

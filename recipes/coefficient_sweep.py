@@ -19,6 +19,7 @@ import argparse
 import json
 
 from neumuter_interv.data import pad_id_of, tokenize
+from neumuter_interv.errors import run_script
 from neumuter_interv.methods.neumuter import NeuMuterConfig
 from neumuter_interv.methods.neumuter.localize import localize
 from neumuter_interv.methods.neumuter.selection import freeze, select_neurons
@@ -90,4 +91,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

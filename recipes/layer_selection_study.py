@@ -23,6 +23,7 @@ import time
 from neumuter_interv.architectures import describe_layers, num_layers, parse_layers
 from neumuter_interv.comparison import ComparisonConfig
 from neumuter_interv.demo import prepare_world
+from neumuter_interv.errors import run_script
 from neumuter_interv.methods.neumuter import NeuMuter, NeuMuterConfig
 from neumuter_interv.output import check_writable, output_directory, write_json
 from neumuter_interv.report import markdown_table, plot_grouped_bars, plot_muted_per_layer
@@ -124,4 +125,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

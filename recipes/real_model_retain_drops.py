@@ -14,6 +14,7 @@ import argparse
 import numpy as np
 
 from neumuter_interv import intervenable, metrics
+from neumuter_interv.errors import run_script
 from neumuter_interv.output import output_directory, write_json
 from neumuter_interv.report import markdown_table
 from neumuter_interv.worlds import prepare_real_world
@@ -57,4 +58,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -24,6 +24,7 @@ from pathlib import Path
 from neumuter_interv import metrics
 from neumuter_interv.data import pad_id_of, tokenize
 from neumuter_interv.demo import real_model_neumuter
+from neumuter_interv.errors import run_script
 from neumuter_interv.intervenable import interventions_by_layer
 from neumuter_interv.methods.neumuter import freeze, localize, select_neurons
 from neumuter_interv.worlds import RealWorldConfig, prepare_real_world
@@ -83,4 +84,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

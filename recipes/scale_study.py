@@ -31,6 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from neumuter_interv.demo import DemoConfig, run_demo
+from neumuter_interv.errors import run_script
 from neumuter_interv.methods.neumuter.selection import freeze
 from neumuter_interv.output import check_writable, output_directory, write_json
 from neumuter_interv.report import markdown_table, plot_grouped_bars
@@ -170,4 +171,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -17,15 +17,17 @@ memorized first); the document's other windows are scored as ``rest_of_forget`` 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 from neumuter_interv.comparison import ComparisonConfig
 from neumuter_interv.demo import prepare_world
-from neumuter_interv.errors import NeuMuterError
+from neumuter_interv.errors import NeuMuterError, run_script
 from neumuter_interv.methods.neumuter import NeuMuter
 from neumuter_interv.output import check_writable, output_directory, write_json
 from neumuter_interv.report import markdown_table, plot_tradeoff
 from neumuter_interv.utility import UTILITY_COLUMNS, UtilityConfig
+from neumuter_interv.validation import check_number
 from neumuter_interv.worlds import public_scores
 
 STUDIES = {"neighbours": ("K (neighbours per forget sample)", int),
@@ -55,6 +57,16 @@ def main() -> None:
     config = ComparisonConfig.real_tiny() if args.size == "tiny" else ComparisonConfig.real(utility)
     config.utility = utility
     config.check()
+    for value in values:  # each studied value through the setting's own check, before any work
+        if args.study == "forget-size":
+            check_number("a forget size", value, minimum=1, integer=True)
+        else:
+            studied = copy.copy(config)
+            setattr(studied, "neighbours_per_sample" if args.study == "neighbours" else "replacement_ratio", value)
+            studied.check()
+    if args.study == "forget-size" and max(values) > config.real.max_forget_windows:
+        raise NeuMuterError(f"the world keeps at most {config.real.max_forget_windows} forget windows; "
+                            f"--values asks for {max(values)}")
     check_writable(args.out, args.overwrite, {"--utility": args.utility} if args.utility else None)
     start = time.perf_counter()
     world = prepare_world(config)
@@ -102,4 +114,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

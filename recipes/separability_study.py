@@ -35,6 +35,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from neumuter_interv.errors import run_script
 from neumuter_interv.methods.neumuter import NeuMuter, NeuMuterConfig
 from neumuter_interv.methods.neumuter.selection import freeze, select_neurons
 from neumuter_interv.metrics import memorization_accuracy
@@ -220,4 +221,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

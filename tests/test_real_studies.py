@@ -34,7 +34,7 @@ def validation(tmp_path_factory):
 def compared(tmp_path_factory, validation):
     out = tmp_path_factory.mktemp("compare-real") / "out"
     with contextlib.redirect_stdout(io.StringIO()):
-        code = main(["compare", "--world", "real", "--size", "tiny", "--methods", "neumuter,ga,gd",
+        code = main(["compare", "--world", "real", "--size", "tiny", "--methods", "neumuter,gd",
                      "--utility", str(validation), "--out", str(out), "--no-progress"])
     assert code == 0
     return out, json.loads((out / "comparison.json").read_text())
@@ -43,7 +43,7 @@ def compared(tmp_path_factory, validation):
 def test_compare_on_the_real_world_runs_neumuter_its_attribution_baseline_and_the_rivals(compared):
     out, summary = compared
     assert summary["world"] == "real" and summary["retrain_oracle"] is None
-    assert list(summary["methods"]) == ["neumuter", "attribution", "ga", "gd"]
+    assert list(summary["methods"]) == ["neumuter", "attribution", "gd"]
     assert all("evaluation" in entry for entry in summary["methods"].values())
     attribution = summary["methods"]["attribution"]["record"]["extra"]
     assert summary["methods"]["neumuter"]["record"]["extra"]["neurons_muted_fraction"] > 0
@@ -53,14 +53,14 @@ def test_compare_on_the_real_world_runs_neumuter_its_attribution_baseline_and_th
 
 def test_the_real_comparison_marks_retain_set_methods_and_reports_utility(compared):
     out, summary = compared
-    assert summary["methods"]["gd"]["uses_retain_set"] and not summary["methods"]["ga"]["uses_retain_set"]
+    assert summary["methods"]["gd"]["uses_retain_set"] and not summary["methods"]["neumuter"]["uses_retain_set"]
     table = (out / "comparison.md").read_text()
     for header in ("other copies MA", "retain MA", "ACC", "F1", "CE", "Pile PPL", "GD†", "attribution baseline†"):
         assert header in table
     assert "forget quality" not in table, "no oracle, no forget quality"
     assert (out / "tradeoff.png").stat().st_size > 0
     for key in ("lambada_acc", "pubmedqa_acc", "dialogue_f1", "wikitext_ppl"):
-        assert key in summary["original"] and key in summary["methods"]["ga"]["evaluation"]
+        assert key in summary["original"] and key in summary["methods"]["gd"]["evaluation"]
 
 
 def run_recipe(name: str, *args: str) -> None:

@@ -1,0 +1,37 @@
+"""The recipes report bad input the way the CLI does: one line naming the script and the problem, exit
+code 2, nothing written, and before any model is loaded."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_recipe(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "recipes" / name), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_a_forget_size_beyond_what_the_world_keeps_is_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "sizes"
+    result = run_recipe("sensitivity_study.py", "--study", "forget-size", "--values", "1,99", "--out", str(out))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "sensitivity_study.py: error: the world keeps at most 16 forget windows; --values asks for 99"]
+    assert not out.exists()
+
+
+def test_values_of_the_wrong_kind_are_named(tmp_path):
+    result = run_recipe("sensitivity_study.py", "--study", "neighbours", "--values", "1,two", "--out",
+                        str(tmp_path / "k"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--values must be ints separated by commas, got '1,two'" in result.stderr
+
+
+def test_each_studied_value_passes_its_settings_check_before_any_work(tmp_path):
+    result = run_recipe("sensitivity_study.py", "--study", "ratio", "--values", "0.5,0", "--out", str(tmp_path / "r"))
+    assert result.returncode == 2 and "replacement_ratio" in result.stderr and "Traceback" not in result.stderr
+    result = run_recipe("sensitivity_study.py", "--study", "forget-size", "--values", "0,4", "--out",
+                        str(tmp_path / "n"))
+    assert result.returncode == 2 and "forget size" in result.stderr and "Traceback" not in result.stderr
