@@ -1,5 +1,6 @@
-"""How sensitive is NeuMuter to its neighbours and to the size of the forget set? The paper's Tables 8-10
-(number of neighbours K, replacement ratio r, number of forget samples) on the real model.
+"""How sensitive is NeuMuter to its neighbours and to the size of the forget set? The paper's Table 8
+(number of neighbours K), Table 10 (replacement ratio r) and Figure 2 (number of forget samples) on the
+real model.
 
 Each value of the studied setting runs NeuMuter once at the demo's settings otherwise (8 epochs, lowest 1%
 read out, no stopping rule: equal effort), and the frozen mask is scored with the world's metrics and,
@@ -30,9 +31,9 @@ from neumuter_interv.utility import UTILITY_COLUMNS, UtilityConfig
 from neumuter_interv.validation import check_number
 from neumuter_interv.worlds import public_scores
 
-STUDIES = {"neighbours": ("K (neighbours per forget sample)", int),
-           "ratio": ("r (share of tokens rewritten)", float),
-           "forget-size": ("forget windows", int)}
+STUDIES = {"neighbours": ("K (neighbours per forget sample)", int, "Table 8"),
+           "ratio": ("r (share of tokens rewritten)", float, "Table 10"),
+           "forget-size": ("forget windows", int, "Figure 2")}
 COLUMNS = [("forget_ma", "forget MA"), ("forget_el10", "forget EL10"), ("forgotten_fraction", "forgotten"),
            ("rest_of_forget_ma", "rest of document MA"), ("other_copies_ma", "other copies MA"),
            ("retain_ma", "retain MA"), ("heldout_ma", "held-out MA"), ("heldout_ppl", "general PPL"),
@@ -48,7 +49,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
-    label, kind = STUDIES[args.study]
+    label, kind, paper = STUDIES[args.study]
     try:
         values = [kind(v) for v in args.values.split(",")]
     except ValueError:
@@ -94,7 +95,7 @@ def main() -> None:
     results["seconds"] = time.perf_counter() - start
     header = [label, "model", *(h for _, h in shown), "muted", "unlearning (s)"]
     report = "\n\n".join([
-        f"# Sensitivity to {label} (cf. Tables 8-10 of Hou et al., 2025), real world",
+        f"# Sensitivity to {label} (cf. {paper} of Hou et al., 2025), real world",
         f"World: {results['world']}. NeuMuter at the demo's settings ({config.neumuter.epochs} epochs, lowest "
         f"{100 * config.neumuter.fraction:g}% of the gated neurons); K = {config.neighbours_per_sample} and r = "
         f"{config.replacement_ratio} unless studied. {results['seconds'] / 60:.1f} minutes in all.",

