@@ -19,7 +19,7 @@ def register(subparsers) -> None:
                         help=f"comma-separated method names (default: all of {','.join(METHODS)})")
     parser.add_argument("--world", choices=WORLD_NAMES, default="people",
                         help="people (default): the testbed with its retrain oracle; real: SmolLM2-135M and the "
-                             "licence it memorized (about 30 minutes on 2 CPU cores)")
+                             "licence it memorized (eleven methods with --utility: 80 minutes on 2 CPU cores, README)")
     parser.add_argument("--size", choices=["default", "tiny"], default="default",
                         help="'tiny' is the reduced world (and budgets) the tests use")
     add_utility_argument(parser)
