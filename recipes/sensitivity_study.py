@@ -53,7 +53,7 @@ def main() -> None:
     try:
         values = [kind(v) for v in args.values.split(",")]
     except ValueError:
-        raise SystemExit(f"--values must be {kind.__name__}s separated by commas, got {args.values!r}") from None
+        raise NeuMuterError(f"--values must be {kind.__name__}s separated by commas, got {args.values!r}") from None
     utility = UtilityConfig(args.utility) if args.utility else None
     config = ComparisonConfig.real_tiny() if args.size == "tiny" else ComparisonConfig.real(utility)
     config.utility = utility
