@@ -461,6 +461,41 @@ def forget_quality(unlearned_values: Sequence[float] | torch.Tensor, oracle_valu
     return float(ks_2samp(a, b).pvalue)
 
 
+def rouge_l_recall(generated: str, reference: str) -> float:
+    """ROUGE-L recall (Lin, 2004), as TOFU scores a generated answer: the longest common subsequence of
+    the normalized words of ``generated`` and ``reference``, over the number of reference words."""
+    candidate, truth = normalize_answer(generated).split(), normalize_answer(reference).split()
+    if not truth:
+        raise NeuMuterError(f"the reference answer {reference!r} has no words")
+    previous = [0] * (len(candidate) + 1)
+    for word in truth:
+        current = [0]
+        for j, other in enumerate(candidate):
+            current.append(previous[j] + 1 if word == other else max(previous[j + 1], current[j]))
+        previous = current
+    return previous[-1] / len(truth)
+
+
+def qa_rouge_recall(model, tokenizer, records: Sequence[QARecord], *, batch_size: int = 8,
+                    max_new_tokens: int = 32) -> torch.Tensor:
+    """Per QA record, ROUGE-L recall of the model's greedy answer (``max_new_tokens``, cut at the first
+    line break as TOFU cuts at the end of the answer) against the true answer."""
+    lm = as_language_model(model)
+    pairs = _qa_pairs(records)
+    prompts = [list(tokenizer(question)["input_ids"]) for question, _ in pairs]
+    generated = _greedy_continuations(lm, prompts, [max_new_tokens] * len(prompts), batch_size)
+    texts = [tokenizer.decode(ids, skip_special_tokens=True).split("\n")[0] for ids in generated]
+    return torch.tensor([rouge_l_recall(text, answer) for text, (_, answer) in zip(texts, pairs)])
+
+
+def model_utility(scores: Mapping[str, float]) -> float:
+    """TOFU's model utility: the harmonic mean of its component scores (each in [0, 1]; any zero makes it 0)."""
+    values = list(scores.values())
+    if not values or any(not 0 <= v <= 1 for v in values):
+        raise NeuMuterError(f"model utility needs component scores in [0, 1], got {dict(scores)}")
+    return 0.0 if min(values) == 0 else len(values) / sum(1 / v for v in values)
+
+
 # ---------------------------------------------------------------------------------------------
 # Utility (Appendix B): continuations (LAMBADA), multiple choice (PubMedQA), dialogue F1 and CE
 # ---------------------------------------------------------------------------------------------

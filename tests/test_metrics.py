@@ -133,6 +133,28 @@ def test_truth_ratio_and_forget_quality(word_tokenizer):
     assert metrics.forget_quality(same, same + 100) == pytest.approx(2 / math.comb(20, 10))
 
 
+def test_rouge_l_recall_is_the_longest_common_word_subsequence_over_the_reference():
+    assert metrics.rouge_l_recall("the phone is 555 1234", "555-1234") == 0.0  # punctuation glues 5551234
+    assert metrics.rouge_l_recall("She works for Acme, Inc. now", "Acme Inc") == 1.0
+    assert metrics.rouge_l_recall("b a c", "a b c d") == pytest.approx(2 / 4)  # "a c" or "b c"
+    assert metrics.rouge_l_recall("", "a b") == 0.0
+    with pytest.raises(NeuMuterError, match="no words"):
+        metrics.rouge_l_recall("a", "...")
+
+
+def test_qa_rouge_recall_scores_the_greedy_answer(word_tokenizer):
+    # TableLM continues a -> b -> c -> d -> a: the answer to "a" is "b c" with two new tokens.
+    recall = metrics.qa_rouge_recall(TableLM(), word_tokenizer, [("a", "b c"), ("a", "c a")], max_new_tokens=2)
+    assert recall.tolist() == pytest.approx([1.0, 0.5])
+
+
+def test_model_utility_is_the_harmonic_mean():
+    assert metrics.model_utility({"p": 0.5, "r": 0.25}) == pytest.approx(2 / (2 + 4))
+    assert metrics.model_utility({"p": 0.5, "r": 0.0}) == 0.0
+    with pytest.raises(NeuMuterError, match=r"\[0, 1\]"):
+        metrics.model_utility({"ppl": 12.0})
+
+
 def test_generation_examples(word_tokenizer):
     (example,) = metrics.generation_examples(TableLM(), word_tokenizer, ["a b c a b"], prefix_length=2)
     assert example["prefix"] == "a b"
