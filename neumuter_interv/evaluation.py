@@ -9,6 +9,7 @@ where the utility files are given, the paper's utility scores (``utility.evaluat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -79,14 +80,17 @@ def thresholds(model, tokenizer, data: EvaluationSet) -> dict[str, float]:
 
 
 def evaluate(model, tokenizer, data: EvaluationSet, forgetting_thresholds: Mapping[str, float],
-             oracle_forget_losses: Sequence[float] | None = None) -> dict:
-    """Every metric of the report for one model; per-sample values are kept under ``per_sample``."""
+             oracle_forget_losses: Sequence[float] | None = None,
+             oracle_truth_ratios: Sequence[float] | None = None) -> dict:
+    """Every metric of the report for one model; per-sample values are kept under ``per_sample``. Forget
+    quality is the KS p-value against the oracle's forget truth ratios where the QA records carry TOFU's
+    probes and those ratios are given (TOFU's definition), else against the oracle's forget losses."""
     with scoring_precision(model, data):
-        return _evaluate(model, tokenizer, data, forgetting_thresholds, oracle_forget_losses)
+        return _evaluate(model, tokenizer, data, forgetting_thresholds, oracle_forget_losses, oracle_truth_ratios)
 
 
 def _evaluate(model, tokenizer, data: EvaluationSet, forgetting_thresholds: Mapping[str, float],
-              oracle_forget_losses: Sequence[float] | None) -> dict:
+              oracle_forget_losses: Sequence[float] | None, oracle_truth_ratios: Sequence[float] | None) -> dict:
     n, batch, stride = data.settings["el_n"], data.settings["batch_size"], data.settings["el_prefix_stride"]
     forget = data.forget_texts
     scored: dict[tuple, tuple] = {}  # texts -> (MA, losses): one forward per text list, whatever uses it
@@ -125,4 +129,45 @@ def _evaluate(model, tokenizer, data: EvaluationSet, forgetting_thresholds: Mapp
             result[f"{name}_probability"] = float(exposure["probability"].mean())
     result["per_sample"] = {"forget_ma": ma.tolist(), f"forget_{data.el_key}": el.tolist(),
                             "forget_loss": mia["forget_losses"].tolist()}
+    if has_truth_probes(data.forget_qa) and has_truth_probes(data.retain_qa):
+        tofu = _tofu_scores(model, tokenizer, data, result.get("heldout_ppl"))
+        result["per_sample"]["forget_truth_ratio"] = tofu.pop("forget_truth_ratios")
+        result.update(tofu)
+        if oracle_truth_ratios is not None:
+            result["forget_quality"] = metrics.forget_quality(result["per_sample"]["forget_truth_ratio"],
+                                                              oracle_truth_ratios)
+            result["log10_forget_quality"] = math.log10(max(result["forget_quality"], 1e-300))
     return result
+
+
+def has_truth_probes(records: Sequence[Mapping]) -> bool:
+    """Whether QA records carry TOFU's probes: a ``paraphrased`` answer and ``perturbed`` (wrong) answers."""
+    return bool(records) and all("paraphrased" in r and r.get("perturbed") for r in records)
+
+
+def _tofu_scores(model, tokenizer, data: EvaluationSet, general_ppl: float | None) -> dict:
+    """TOFU's metrics (Maini et al., 2024; the paper's Appendix D, Eq. 19): forget and retain truth ratios,
+    retain answer probability and ROUGE-L recall, and model utility, the harmonic mean of the retain
+    scores and, where ``settings["reference_ppl"]`` gives the pretrained base's perplexity on the general
+    texts, ``min(1, reference / perplexity)`` in place of TOFU's real-author and world-fact sets (which no
+    package ships offline)."""
+    batch = data.settings["batch_size"]
+
+    def ratios(records) -> list[float]:
+        return metrics.truth_ratio(model, tokenizer, [r["question"] for r in records],
+                                   [r["paraphrased"] for r in records], [r["perturbed"] for r in records],
+                                   batch_size=batch).tolist()
+
+    forget, retain = ratios(data.forget_qa), ratios(data.retain_qa)
+    questions, answers = [r["question"] for r in data.retain_qa], [r["answer"] for r in data.retain_qa]
+    components = {
+        "retain_probability": float(metrics.answer_probability(model, tokenizer, questions, answers,
+                                                               batch_size=batch).mean()),
+        "retain_rouge_l": float(metrics.qa_rouge_recall(model, tokenizer, data.retain_qa, batch_size=batch).mean()),
+        "retain_truth_ratio": metrics.truth_ratio_score(retain, forget_set=False),
+    }
+    reference = data.settings.get("reference_ppl")
+    if reference is not None and general_ppl is not None:
+        components["general_ppl_ratio"] = min(1.0, reference / general_ppl)
+    return {"forget_truth_ratios": forget, "forget_truth_ratio": metrics.truth_ratio_score(forget, forget_set=True),
+            **components, "model_utility": metrics.model_utility(components)}

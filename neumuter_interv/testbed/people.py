@@ -63,6 +63,19 @@ QUESTIONS = {
 }
 
 
+# TOFU's truth-ratio probes (Eq. 19): the true answer restated (its "paraphrase") and the same sentence with
+# another person's value (its "perturbed" answers); trained answers are the bare values.
+RESTATEMENTS = {
+    "name": "The person is {value}.",
+    "birth_date": "The date of birth is {value}.",
+    "address": "The home address is {value}.",
+    "phone": "The phone number is {value}.",
+    "email": "The e-mail address is {value}.",
+    "employer": "The employer is {value}.",
+    "id_number": "The social security number is {value}.",
+}
+
+
 @dataclass(frozen=True)
 class Person:
     """One fictitious person and the private attributes a model may memorize."""
@@ -160,3 +173,18 @@ def qa_pairs(person: Person) -> list[dict]:
 def qa_document(records: list[dict]) -> str:
     """All of one person's QA pairs as a single training text (``Question: ... Answer: ...`` lines)."""
     return "\n".join(f"Question: {r['question']} Answer: {r['answer']}" for r in records)
+
+
+def with_truth_probes(records: list[dict], decoys: list[Person], count: int, rng: random.Random) -> list[dict]:
+    """QA records with TOFU's probes: ``paraphrased`` (the answer restated, ``RESTATEMENTS``) and
+    ``count`` ``perturbed`` answers, the same sentence with the attribute of ``decoys`` drawn by ``rng``
+    (people no model trained on, so no model has a reason to prefer them)."""
+    if len(decoys) < count:
+        raise ValueError(f"{count} perturbed answers need at least {count} decoy people, got {len(decoys)}")
+    probed = []
+    for record in records:
+        template = " " + RESTATEMENTS[record["attribute"]]
+        wrong = [_fields(person)[record["attribute"]] for person in rng.sample(decoys, count)]
+        probed.append({**record, "paraphrased": template.format(value=record["answer"]),
+                       "perturbed": [template.format(value=value) for value in wrong]})
+    return probed

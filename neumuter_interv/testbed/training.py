@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from transformers import BertConfig, BertForMaskedLM, GPTNeoConfig, GPTNeoForCausalLM, PreTrainedTokenizerBase
 
 from ..data import IGNORE_INDEX, pad_batch
+from ..lm import autocast
 
 
 def _batches(sequences: Sequence[list[int]], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -48,10 +49,12 @@ def _schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _fit(model: torch.nn.Module, make_batch, sequences: Sequence[list[int]], *, epochs: int,
-         batch_size: int, lr: float, seed: int, progress: bool, desc: str, device: torch.device) -> None:
-    """AdamW over ``epochs`` passes of ``sequences`` on ``device``; ``make_batch(rows, generator)`` returns
-    model kwargs (CPU tensors: the masking draws stay on the CPU generator, whatever the device)."""
+def fit(model: torch.nn.Module, make_batch, sequences: Sequence[list[int]], *, epochs: int,
+        batch_size: int, lr: float, seed: int, progress: bool, desc: str, device: torch.device,
+        dtype: str = "float32") -> None:
+    """AdamW over ``epochs`` passes of ``sequences`` on ``device``, the forward in ``dtype`` (``lm.autocast``;
+    weights and optimizer stay fp32); ``make_batch(rows, generator)`` returns model kwargs (CPU tensors: the
+    masking draws stay on the CPU generator, whatever the device)."""
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(sequences) / batch_size)
@@ -63,7 +66,8 @@ def _fit(model: torch.nn.Module, make_batch, sequences: Sequence[list[int]], *, 
         for _ in range(epochs):
             for batch in _batches(sequences, batch_size, rng):
                 inputs = make_batch([sequences[i] for i in batch], generator)
-                loss = model(**{name: tensor.to(device) for name, tensor in inputs.items()}).loss
+                with autocast(dtype, device):
+                    loss = model(**{name: tensor.to(device) for name, tensor in inputs.items()}).loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -88,7 +92,7 @@ def train_causal_lm(config: GPTNeoConfig, sequences: Sequence[list[int]], pad_id
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = GPTNeoForCausalLM(config) if start_from is None else copy.deepcopy(start_from)
-        _fit(model, make_batch, sequences, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+        fit(model, make_batch, sequences, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
              progress=progress, desc=desc, device=device)
     return model
 
@@ -116,6 +120,6 @@ def train_masked_lm(config: BertConfig, sequences: Sequence[list[int]], tokenize
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BertForMaskedLM(config)
-        _fit(model, make_batch, sequences, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+        fit(model, make_batch, sequences, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
              progress=progress, desc=desc, device=device)
     return model

@@ -63,9 +63,15 @@ class World:
     def oracle_losses(self) -> list[float] | None:
         return self.oracle["per_sample"]["forget_loss"] if self.oracle else None
 
+    @property
+    def oracle_truth_ratios(self) -> list[float] | None:
+        """The oracle's TOFU truth ratios on the forget questions, where the world has TOFU's probes."""
+        return self.oracle["per_sample"].get("forget_truth_ratio") if self.oracle else None
+
     def evaluate(self, model) -> dict:
         """Score ``model`` exactly as the original (and the oracle) were scored."""
-        return evaluate(model, self.tokenizer, self.data, self.thresholds, self.oracle_losses)
+        return evaluate(model, self.tokenizer, self.data, self.thresholds, self.oracle_losses,
+                        self.oracle_truth_ratios)
 
     def with_forget_subset(self, count: int) -> World:
         """The same world forgetting only its first ``count`` forget samples (the forget-size study): the

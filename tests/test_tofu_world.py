@@ -1,0 +1,86 @@
+"""The TOFU-style world at the reduced size: a tiny pretrained model (the tiny testbed's GPT-Neo, saved
+with its tokenizer as a local checkpoint) fine-tuned on fictitious people, with its retrain oracle."""
+
+import json
+import shutil
+
+import pytest
+
+from neumuter_interv.errors import NeuMuterError
+from neumuter_interv.testbed import TestbedConfig, build_testbed
+from neumuter_interv.worlds.tofu import TofuWorldConfig, prepare_tofu_world
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    """A local 'pretrained' checkpoint: model and tokenizer in one directory, as ``from_pretrained`` wants."""
+    testbed = build_testbed(TestbedConfig.tiny(), progress=False)
+    base = tmp_path_factory.mktemp("tiny-pretrained")
+    for source in (testbed.model_dir, testbed.tokenizer_dir):
+        shutil.copytree(source, base, dirs_exist_ok=True)
+    return str(base)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("tofu-cache")
+
+
+@pytest.fixture(scope="module")
+def world(base_dir, cache):
+    return prepare_tofu_world(TofuWorldConfig.tiny(base_dir), cache_dir=cache, progress=False, log=lambda _: None)
+
+
+def test_splits_are_tofus_percentages_with_at_least_two_people():
+    config = TofuWorldConfig(n_people=60)
+    assert [config.forget_count(p) for p in (1, 5, 10)] == [2, 3, 6]
+    assert TofuWorldConfig(n_people=200).forget_count(5) == 10
+
+
+def test_the_model_learned_the_people_and_the_oracle_did_not_learn_the_forget_people(world):
+    original, oracle = world.original, world.oracle
+    assert len(world.forget_texts) == 2  # 10% of 20 people
+    assert original["forget_ma"] > oracle["forget_ma"] + 0.1  # only the model trained on them
+    assert original["retain_ma"] > world.thresholds["ma"]  # both trained on the retain people...
+    assert oracle["retain_ma"] > world.thresholds["ma"]
+    assert original["forget_truth_ratio"] < oracle["forget_truth_ratio"]  # ...the oracle has no preference
+
+
+def test_scores_are_tofus(world):
+    scores = world.original
+    for name in ("retain_probability", "retain_rouge_l", "retain_truth_ratio", "general_ppl_ratio", "model_utility"):
+        assert 0 <= scores[name] <= 1, name
+    assert scores["model_utility"] <= min(scores[name] for name in ("retain_probability", "retain_rouge_l",
+                                                                    "retain_truth_ratio", "general_ppl_ratio")) * 4
+    assert len(scores["per_sample"]["forget_truth_ratio"]) == 2 * 7  # 7 questions per forget person
+    assert scores["log10_forget_quality"] < 0  # the original differs from the oracle
+    assert world.evaluate(world.load_model())["forget_quality"] == pytest.approx(scores["forget_quality"])
+
+
+def test_the_oracle_is_trained_without_exactly_the_forget_people(world):
+    training = json.loads((world.oracle_dir() / "training.json").read_text())
+    full = json.loads((world.model_dir / "training.json").read_text())
+    assert full["sequences"] - training["sequences"] == 2 * 2  # biography and QA document per forget person
+    assert not set(world.forget_texts) & set(world.retain_texts)
+
+
+def test_splits_nest_and_share_the_fine_tuned_model(world, base_dir, cache):
+    bigger = prepare_tofu_world(TofuWorldConfig.tiny(base_dir, n_people=40, forget_percent=10, epochs=1),
+                                cache_dir=cache, progress=False, log=lambda _: None)
+    smaller = TofuWorldConfig.tiny(base_dir, n_people=40, forget_percent=5, epochs=1)
+    assert smaller.forget_count() == 2 and bigger.config.forget_count() == 4
+    again = prepare_tofu_world(smaller, cache_dir=cache, progress=False, log=lambda _: None)
+    assert again.root == bigger.root  # one fine-tuned model, one oracle per split
+    assert again.forget_texts == bigger.forget_texts[:2]
+    assert again.oracle_dir().name == "oracle-forget05" and again.oracle_dir().exists()
+
+
+def test_bad_settings_are_refused_before_any_work(base_dir):
+    with pytest.raises(NeuMuterError, match="forget_percent"):
+        TofuWorldConfig.tiny(base_dir, forget_percent=3)
+    with pytest.raises(NeuMuterError, match="perturbed_answers"):
+        TofuWorldConfig.tiny(base_dir, perturbed_answers=9)
+    with pytest.raises(NeuMuterError, match="eval_retain_people"):
+        TofuWorldConfig.tiny(base_dir, n_people=5)
+    with pytest.raises(NeuMuterError, match="cannot load"):
+        prepare_tofu_world(TofuWorldConfig.tiny(base_dir + "-missing"), progress=False, log=lambda _: None)
