@@ -32,7 +32,7 @@ from .methods.registry import METHODS, make_method
 from .output import check_writable, output_directory, write_json
 from .report import markdown_table, plot_tradeoff
 from .utility import UTILITY_COLUMNS, UtilityConfig
-from .worlds import RealWorldConfig, World, public_scores
+from .worlds import RealWorldConfig, TofuWorldConfig, World, public_scores
 
 ATTRIBUTION = "attribution"  # the demo's attribution baseline, run after NeuMuter at its muted share
 DISPLAY_NAMES = {"neumuter": "NeuMuter", "grun": "GRUN-like", "lunar": "LUNAR-like", ATTRIBUTION: "attribution baseline"}
@@ -88,6 +88,22 @@ class ComparisonConfig(DemoConfig):
         for name in ("gd", "kl", "grun"):  # the forget set in one batch, the 40 retain texts cycled 16 a step
             budgets[name]["batch_size"] = 16
         return cls(real=RealWorldConfig(dtype="auto", batch_size=32), utility=utility, budgets=budgets)
+
+    @classmethod
+    def tofu_real(cls, tofu: TofuWorldConfig | None = None) -> ComparisonConfig:
+        """The TOFU-style world with the real world's budgets (the same SmolLM2, fine-tuned)."""
+        config = cls.real()
+        config.world, config.real = "tofu-real", RealWorldConfig()
+        config.tofu = tofu or TofuWorldConfig()
+        return config
+
+    @classmethod
+    def tofu_real_tiny(cls, tofu: TofuWorldConfig) -> ComparisonConfig:
+        """The TOFU-style world at the tests' size (``TofuWorldConfig.tiny``), two-epoch budgets."""
+        config = cls.tofu_real(tofu)
+        config.neumuter.epochs = 2
+        config.budgets = default_budgets(fine_tuning_epochs=2, ig_positions_per_sample=2, ig_max_neurons=20)
+        return config
 
     @classmethod
     def real_tiny(cls) -> ComparisonConfig:
@@ -235,7 +251,8 @@ def display_name(name: str, entry: dict) -> str:
 SCORE_COLUMNS = [("forget_ma", "forget MA"), ("forget_el10", "forget EL10"), ("forgotten_fraction", "forgotten"),
                  ("other_copies_ma", "other copies MA"), ("retain_ma", "retain MA"), ("heldout_ma", "held-out MA"),
                  ("heldout_ppl", "general PPL"), *UTILITY_COLUMNS, ("mia_distance", "MIA distance"),
-                 ("forget_quality", "forget quality")]
+                 ("forget_quality", "forget quality"), ("log10_forget_quality", "log10 forget quality (TOFU)"),
+                 ("model_utility", "model utility (TOFU)")]
 RECORD_COLUMNS = ["Eq. 17 met", "time (s)", "peak mem (MiB)", "trainable %", "steps", "budget"]
 
 
@@ -265,7 +282,7 @@ def comparison_report(summary: dict) -> str:
                      record["steps"], entry["budget"]])
     notes = [
         f"{RETAIN_MARK} uses the retain set (the other methods see only the forget set): "
-        + ("the retain people." if summary["world"] == "people" else
+        + ("the retain people." if summary["world"] in ("people", "tofu-real") else
            "the retain-memorized windows (also scored as retain MA) and as many documentation passages unlike the "
            "scored general text; the attribution baseline ranks neurons against other memorized windows, not scored."),
         *(f"{REDUCED_MARK} reduced setting: {text}" for text in settings["reduced"].values()),
@@ -274,7 +291,11 @@ def comparison_report(summary: dict) -> str:
         f"({settings['target_fraction']}), the stop rule every fine-tuning method ran under. "
         "`MIA distance` is the loss-based MIA's mean distance of forget losses to held-out losses."
         + (" `forget quality` is the KS-test p-value between the per-sample forget losses of the model and of the "
-           "retrain oracle (higher = closer)." if summary.get("retrain_oracle") else ""),
+           "retrain oracle (higher = closer)." if summary.get("retrain_oracle") and summary["world"] == "people" else "")
+        + (" `forget quality` is TOFU's: the KS-test p-value between the forget questions' truth ratios (Eq. 19) of "
+           "the model and of the retrain oracle; `model utility` the harmonic mean of the retain people's answer "
+           "probability, ROUGE-L recall and truth-ratio score and the general-text perplexity of the pretrained base "
+           "over the model's (capped at 1)." if summary["world"] == "tofu-real" else ""),
         "`time` is the unlearning alone (evaluation excluded); `peak mem` is the growth of the process's resident "
         "memory during unlearning on the CPU (CUDA-allocated bytes on a GPU), so small and noisy here; "
         "`trainable %` counts the parameters the method trains (IG, LUNAR and the attribution baseline edit weights "
@@ -290,7 +311,7 @@ def comparison_report(summary: dict) -> str:
             f"first {utility.get('lambada_samples')} LAMBADA, {utility.get('pubmedqa_samples')} PubMedQA, "
             f"{utility.get('dialogues_per_set')} dialogues per set and {utility.get('ppl_texts')} texts x "
             f"{utility.get('ppl_tokens')} tokens of each PPL file.")
-    precision = settings.get("real", {}).get("dtype", "float32") if summary["world"] == "real" else "float32"
+    precision = settings.get(summary["world"], {}).get("dtype", "float32")
     parts = [
         f"# Unlearning methods compared on the {summary['world']} world (cf. Table 2 of Hou et al., 2025)",
         f"World: {summary['world_description']}. Eq. 17 thresholds (held-out text, original model): MA "
@@ -319,12 +340,12 @@ def _reduced_settings(config: ComparisonConfig) -> dict[str, str]:
 
 
 def _settings(config: ComparisonConfig) -> dict:
-    world = {"real": asdict(config.real)} if config.world == "real" else {"testbed": asdict(config.testbed)}
+    world = {{"people": "testbed"}.get(config.world, config.world): asdict(config.world_settings)}
     return {**world, "methods": list(config.methods), "budgets": config.budgets,
             "neumuter": config.neumuter.to_dict(), "schedule": config.schedule.to_dict() if config.schedule else None,
             "neighbours_per_sample": config.neighbours_per_sample, "replacement_ratio": config.replacement_ratio,
             "target_fraction": config.target_fraction,
-            "el_prefix_stride": config.real.el_prefix_stride if config.world == "real" else config.el_prefix_stride,
+            "el_prefix_stride": getattr(config.world_settings, "el_prefix_stride", config.el_prefix_stride),
             "utility": asdict(config.utility) if config.utility else None, "reduced": _reduced_settings(config)}
 
 

@@ -30,9 +30,11 @@ from .validation import check_number
 from .worlds import (
     WORLD_NAMES,
     RealWorldConfig,
+    TofuWorldConfig,
     World,
     prepare_people_world,
     prepare_real_world,
+    prepare_tofu_world,
     public_scores,
 )
 
@@ -42,6 +44,8 @@ TARGETS = {
              "general_ppl_increase_at_most": 0.05, "neurons_muted_fraction_at_most": 0.01},
     "people": {"forgotten_fraction_at_least": 0.9, "general_ppl_increase_at_most": 0.10,
                "neurons_muted_fraction_at_most": 0.02},
+    "tofu-real": {"forgotten_fraction_at_least": 0.9, "retain_ma_drop_at_most": 0.03,
+                  "general_ppl_increase_at_most": 0.05, "neurons_muted_fraction_at_most": 0.01},
 }
 
 
@@ -50,6 +54,7 @@ class DemoConfig:
     world: str = "real"
     real: RealWorldConfig = field(default_factory=RealWorldConfig)
     testbed: TestbedConfig = field(default_factory=TestbedConfig)
+    tofu: TofuWorldConfig = field(default_factory=TofuWorldConfig)
     neumuter: NeuMuterConfig = field(default_factory=lambda: real_model_neumuter())
     schedule: CoefficientSchedule | None = None  # None: fixed coefficients for neumuter.epochs, no Eq. 17 stop
     neighbours_per_sample: int = 1  # the official code's K (the paper's B.4 says 5)
@@ -67,6 +72,9 @@ class DemoConfig:
         """Refuse a bad setting in one line; run again before work, since commands set fields after building."""
         if self.world not in WORLD_NAMES:
             raise NeuMuterError(f"unknown world {self.world!r}: choose from {', '.join(WORLD_NAMES)}")
+        if self.world == "tofu-real" and self.utility is not None:
+            raise NeuMuterError("--utility applies to the real and people worlds; the tofu-real world scores model "
+                                "utility TOFU's way")
         check_number("el_prefix_stride", self.el_prefix_stride, minimum=1, integer=True)
         check_number("neighbours_per_sample", self.neighbours_per_sample, minimum=1, integer=True)
         check_number("replacement_ratio", self.replacement_ratio, above=0, maximum=1)
@@ -96,6 +104,16 @@ class DemoConfig:
         """The real-model world at the reduced size of the slow test."""
         return cls(real=RealWorldConfig.tiny(), neumuter=real_model_neumuter(epochs=2))
 
+    @classmethod
+    def tofu_real(cls, tofu: TofuWorldConfig | None = None) -> DemoConfig:
+        """The TOFU-style world with the real-model NeuMuter settings (a fine-tuned SmolLM2 is that model)."""
+        return cls(world="tofu-real", tofu=tofu or TofuWorldConfig(), neumuter=real_model_neumuter())
+
+    @property
+    def world_settings(self):
+        """The settings of the world ``world`` names."""
+        return {"real": self.real, "people": self.testbed, "tofu-real": self.tofu}[self.world]
+
 
 def real_model_neumuter(**overrides) -> NeuMuterConfig:
     """NeuMuter's settings for the real-model world, found by ``recipes/real_model_sweep.py`` (README,
@@ -116,6 +134,9 @@ def prepare_world(config: DemoConfig, progress: bool = True, log: Callable[[str]
         return prepare_people_world(config.testbed, target_fraction=config.target_fraction,
                                     el_prefix_stride=config.el_prefix_stride, progress=progress, log=log,
                                     device=config.device, utility=config.utility)
+    if config.world == "tofu-real":
+        return prepare_tofu_world(config.tofu, target_fraction=config.target_fraction, progress=progress, log=log,
+                                  device=config.device)
     return prepare_real_world(config.real, target_fraction=config.target_fraction, progress=progress, log=log,
                               device=config.device, utility=config.utility)
 
@@ -178,7 +199,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
     seconds["generation_examples"] = time.perf_counter() - start
     summary["targets"] = _targets(config.world, summary)
     summary["seconds"] = seconds
-    summary["settings"] = {"world": asdict(config.real) if config.world == "real" else asdict(config.testbed),
+    summary["settings"] = {"world": asdict(config.world_settings),
                            "neumuter": neumuter_config.to_dict(),
                            "schedule": config.schedule.to_dict() if config.schedule else None,
                            "neighbours_per_sample": config.neighbours_per_sample,

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from neumuter_interv.cli import main
 from neumuter_interv.errors import NeuMuterError
 from neumuter_interv.testbed import TestbedConfig, build_testbed
 from neumuter_interv.worlds.tofu import TofuWorldConfig, prepare_tofu_world
@@ -84,3 +85,22 @@ def test_bad_settings_are_refused_before_any_work(base_dir):
         TofuWorldConfig.tiny(base_dir, n_people=5)
     with pytest.raises(NeuMuterError, match="cannot load"):
         prepare_tofu_world(TofuWorldConfig.tiny(base_dir + "-missing"), progress=False, log=lambda _: None)
+
+
+def test_demo_and_compare_run_on_the_tofu_world(world, base_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("NEUMUTER_CACHE", str(world.root.parent.parent))  # the world the fixture built
+    common = ["--world", "tofu-real", "--size", "tiny", "--base", base_dir, "--no-progress"]
+    assert main(["demo", *common, "--out", str(tmp_path / "demo")]) in (0, 1)
+    demo = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert demo["world"] == "tofu-real" and "model_utility" in demo["after"] and "oracle" in demo
+    assert main(["compare", *common, "--methods", "neumuter,gd", "--out", str(tmp_path / "compare")]) == 0
+    report = (tmp_path / "compare" / "comparison.md").read_text()
+    assert "model utility (TOFU)" in report and "truth ratios (Eq. 19)" in report
+
+
+def test_tofu_options_are_refused_elsewhere_and_tiny_needs_a_base(tmp_path, capsys):
+    assert main(["demo", "--world", "people", "--forget-percent", "5", "--out", str(tmp_path / "x")]) == 2
+    assert "apply to the tofu-real world only" in capsys.readouterr().err
+    assert main(["compare", "--world", "tofu-real", "--size", "tiny", "--out", str(tmp_path / "y")]) == 2
+    assert "needs --base" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

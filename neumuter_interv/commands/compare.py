@@ -9,6 +9,7 @@ from pathlib import Path
 from ..comparison import ComparisonConfig, parse_methods, run_comparison
 from ..methods.registry import METHODS
 from ..worlds import WORLD_NAMES
+from .tofu_options import add_tofu_arguments, tofu_config
 from .utility import add_utility_argument, utility_config
 
 
@@ -19,7 +20,9 @@ def register(subparsers) -> None:
                         help=f"comma-separated method names (default: all of {','.join(METHODS)})")
     parser.add_argument("--world", choices=WORLD_NAMES, default="people",
                         help="people (default): the testbed with its retrain oracle; real: SmolLM2-135M and the "
-                             "licence it memorized (eleven methods with --utility: 80 minutes on 2 CPU cores, README)")
+                             "licence it memorized (eleven methods with --utility: 80 minutes on 2 CPU cores, README); "
+                             "tofu-real: SmolLM2-135M fine-tuned on fictitious people, with its retrain oracle")
+    add_tofu_arguments(parser)
     parser.add_argument("--size", choices=["default", "tiny"], default="default",
                         help="'tiny' is the reduced world (and budgets) the tests use")
     add_utility_argument(parser)
@@ -34,8 +37,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    tofu = tofu_config(args)
     presets = {("people", "default"): ComparisonConfig.people, ("people", "tiny"): ComparisonConfig.tiny,
-               ("real", "default"): ComparisonConfig.real, ("real", "tiny"): ComparisonConfig.real_tiny}
+               ("real", "default"): ComparisonConfig.real, ("real", "tiny"): ComparisonConfig.real_tiny,
+               ("tofu-real", "default"): lambda: ComparisonConfig.tofu_real(tofu),
+               ("tofu-real", "tiny"): lambda: ComparisonConfig.tofu_real_tiny(tofu)}
     config = presets[args.world, args.size]()
     config.utility = utility_config(args)
     config.methods = parse_methods(args.methods)
@@ -44,7 +50,7 @@ def run(args) -> int:
             if "max_epochs" in budget:
                 budget["max_epochs"] = args.max_epochs
     if args.el_prefix_stride is not None:
-        config.el_prefix_stride = config.real.el_prefix_stride = args.el_prefix_stride
+        config.el_prefix_stride = config.real.el_prefix_stride = config.tofu.el_prefix_stride = args.el_prefix_stride
     out = Path(args.out or time.strftime("comparison-%Y%m%d-%H%M%S"))
     run_comparison(out, config, overwrite=args.overwrite, progress=not args.no_progress)
     print((out / "comparison.md").read_text())

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..demo import DemoConfig, run_demo
 from ..errors import NeuMuterError
 from ..worlds import WORLD_NAMES
+from .tofu_options import add_tofu_arguments, tofu_config
 from .utility import add_utility_argument, utility_config
 
 
@@ -16,7 +17,9 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="make SmolLM2-135M forget the MIT licence it memorized (or, with "
                                                 "--world people, 32 fictitious people a tiny model learned) and report")
     parser.add_argument("--world", choices=WORLD_NAMES, default="real",
-                        help="real (default): SmolLM2-135M and texts on this machine; people: the embedded testbed")
+                        help="real (default): SmolLM2-135M and texts on this machine; people: the embedded testbed; "
+                             "tofu-real: SmolLM2-135M fine-tuned on fictitious people, with its retrain oracle")
+    add_tofu_arguments(parser)
     parser.add_argument("--forget", nargs="+", metavar="PATH",
                         help="real world: files, directories or globs of the document to forget (default: the MIT "
                              "licence as installed packages ship it)")
@@ -36,9 +39,15 @@ def register(subparsers) -> None:
 def run(args) -> int:
     if args.forget and args.world != "real":
         raise NeuMuterError("--forget applies to the real world only: the people world forgets its forget people")
+    tofu = tofu_config(args)
     if args.world == "people":
         config = DemoConfig.tiny() if args.size == "tiny" else DemoConfig.people()
         config.testbed = config.testbed.with_(seed=args.seed)
+    elif args.world == "tofu-real":
+        config = DemoConfig.tofu_real(tofu)
+        config.tofu.seed = args.seed
+        if args.size == "tiny":
+            config.neumuter.epochs = 2
     else:
         config = DemoConfig.real_tiny() if args.size == "tiny" else DemoConfig()
         if args.forget:

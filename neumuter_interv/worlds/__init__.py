@@ -6,8 +6,9 @@ from __future__ import annotations
 from .base import World, public_scores
 from .people import PeopleWorld, prepare_people_world
 from .real import RealWorld, RealWorldConfig, prepare_real_world
+from .tofu import TofuWorld, TofuWorldConfig, prepare_tofu_world
 
-WORLD_NAMES = ("real", "people")
+WORLD_NAMES = ("real", "people", "tofu-real")
 
 __all__ = ["WORLD_NAMES", "PeopleWorld", "RealWorld", "RealWorldConfig", "World", "prepare_people_world",
-           "prepare_real_world", "public_scores"]
+           "prepare_real_world", "prepare_tofu_world", "public_scores", "TofuWorld", "TofuWorldConfig"]

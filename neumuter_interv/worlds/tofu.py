@@ -117,6 +117,7 @@ class TofuWorld(World):
     root: Path | None = None
     people: dict = field(default_factory=dict)  # the saved ``people.json``
     training_retain: list[str] = field(default_factory=list)
+    unscored_retain: list[str] = field(default_factory=list)  # biographies of the retain people not scored
     device: str = "cpu"
 
     @property
@@ -135,6 +136,11 @@ class TofuWorld(World):
         """TOFU's retain set for GD, KL and the other retain-set methods: every retain person's training
         texts (biography and QA document), of which the scored retain biographies are a part."""
         return list(self.training_retain)
+
+    @property
+    def attribution_reference(self) -> list[str]:
+        """The biographies of the retain people that are trained on but not scored."""
+        return list(self.unscored_retain) or list(self.data.retain_texts)
 
     def neighbours(self, texts: Sequence[str], k: int, ratio: float, seed: int = 0) -> list[str]:
         """Self-neighbours of the fine-tuned model (as the real world: no masked LM installs offline)."""
@@ -207,7 +213,7 @@ def prepare_tofu_world(config: TofuWorldConfig | None = None, *, target_fraction
                                     el_prefix_stride=config.el_prefix_stride, batch_size=config.score_batch_size,
                                     dtype=config.dtype)
     return TofuWorld("tofu-real", tokenizer, data, limits, reference["original"], reference["oracle"], criterion,
-                     config, root, people, split["retain_training"], device)
+                     config, root, people, split["retain_training"], split["unscored_retain"], device)
 
 
 def _people(config: TofuWorldConfig, tokenizer) -> dict:
@@ -252,7 +258,8 @@ def _split(people: dict, config: TofuWorldConfig) -> dict:
             "forget_qa": [r for i in forget for r in people["qa"][str(i)]],
             "retain_qa": [r for i in scored_retain for r in people["qa"][str(i)]],
             "oracle_training": [text for text in training_order if text not in forgotten],
-            "retain_training": [text for i in retain for text in per_person[str(i)]]}
+            "retain_training": [text for i in retain for text in per_person[str(i)]],
+            "unscored_retain": [people["bios"][str(i)] for i in retain if i not in scored_retain]}
 
 
 def _build_once(target: Path, build: Callable[[Path], None], log) -> None:
