@@ -3,9 +3,10 @@
 A world is built once (cached on disk) and gives the demo, ``compare`` and the studies the same things:
 the forget texts, the retain texts a rival method may use, a fresh copy of the original model, the Eq. 17
 thresholds, the original model's (and, where one exists, the retrain oracle's) scores, the stopping
-criterion, neighbours for NeuMuter's KL term, and ``evaluate`` for any unlearned model. Two worlds exist:
-``people`` (a tiny model trained here on fictitious people, with a retrain oracle) and ``real`` (a
-pretrained SmolLM2-135M and texts it memorized during pretraining, no oracle).
+criterion, neighbours for NeuMuter's KL term, and ``evaluate`` for any unlearned model. Three worlds exist:
+``people`` (a tiny model trained here on fictitious people, with a retrain oracle), ``real`` (a
+pretrained SmolLM2-135M and texts it memorized during pretraining, no oracle) and ``tofu-real`` (a
+pretrained model fine-tuned here on fictitious people, with a retrain oracle per TOFU split).
 """
 
 from __future__ import annotations
