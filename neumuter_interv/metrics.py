@@ -478,13 +478,13 @@ def rouge_l_recall(generated: str, reference: str) -> float:
 
 def qa_rouge_recall(model, tokenizer, records: Sequence[QARecord], *, batch_size: int = 8,
                     max_new_tokens: int = 32) -> torch.Tensor:
-    """Per QA record, ROUGE-L recall of the model's greedy answer (``max_new_tokens``, cut at the first
-    line break as TOFU cuts at the end of the answer) against the true answer."""
+    """Per QA record, ROUGE-L recall of the model's greedy answer (``max_new_tokens``, leading whitespace
+    dropped, cut at the next line break as TOFU cuts at the end of the answer) against the true answer."""
     lm = as_language_model(model)
     pairs = _qa_pairs(records)
     prompts = [list(tokenizer(question)["input_ids"]) for question, _ in pairs]
     generated = _greedy_continuations(lm, prompts, [max_new_tokens] * len(prompts), batch_size)
-    texts = [tokenizer.decode(ids, skip_special_tokens=True).split("\n")[0] for ids in generated]
+    texts = [tokenizer.decode(ids, skip_special_tokens=True).strip().split("\n")[0] for ids in generated]
     return torch.tensor([rouge_l_recall(text, answer) for text, (_, answer) in zip(texts, pairs)])
 
 
