@@ -93,8 +93,7 @@ class ComparisonConfig(DemoConfig):
     def tofu_real(cls, tofu: TofuWorldConfig | None = None) -> ComparisonConfig:
         """The TOFU-style world with the real world's budgets (the same SmolLM2, fine-tuned)."""
         config = cls.real()
-        config.world, config.real = "tofu-real", RealWorldConfig()
-        config.tofu = tofu or TofuWorldConfig()
+        config.world, config.tofu = "tofu-real", tofu or TofuWorldConfig()
         return config
 
     @classmethod

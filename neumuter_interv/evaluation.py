@@ -118,8 +118,6 @@ def _evaluate(model, tokenizer, data: EvaluationSet, forgetting_thresholds: Mapp
             result[f"{name}_ma"] = float(teacher_forced(texts)[0].mean())
     if data.general_texts:
         result["heldout_ppl"] = metrics.perplexity(model, tokenizer, data.general_texts, batch_size=batch)
-    if oracle_forget_losses is not None:
-        result["forget_quality"] = metrics.forget_quality(mia["forget_losses"], oracle_forget_losses)
     if data.utility is not None:
         result.update(evaluate_utility(model, tokenizer, data.utility))
     for name, records in (("forget_qa", data.forget_qa), ("retain_qa", data.retain_qa)):
@@ -130,14 +128,23 @@ def _evaluate(model, tokenizer, data: EvaluationSet, forgetting_thresholds: Mapp
     result["per_sample"] = {"forget_ma": ma.tolist(), f"forget_{data.el_key}": el.tolist(),
                             "forget_loss": mia["forget_losses"].tolist()}
     if has_truth_probes(data.forget_qa) and has_truth_probes(data.retain_qa):
-        tofu = _tofu_scores(model, tokenizer, data, result.get("heldout_ppl"))
+        tofu = _tofu_scores(model, tokenizer, data, result["retain_qa_probability"], result.get("heldout_ppl"))
         result["per_sample"]["forget_truth_ratio"] = tofu.pop("forget_truth_ratios")
         result.update(tofu)
-        if oracle_truth_ratios is not None:
-            result["forget_quality"] = metrics.forget_quality(result["per_sample"]["forget_truth_ratio"],
-                                                              oracle_truth_ratios)
-            result["log10_forget_quality"] = math.log10(max(result["forget_quality"], 1e-300))
+    result.update(_forget_quality(result["per_sample"], oracle_forget_losses, oracle_truth_ratios))
     return result
+
+
+def _forget_quality(per_sample: Mapping, oracle_losses: Sequence[float] | None,
+                    oracle_ratios: Sequence[float] | None) -> dict:
+    """The KS p-value against the oracle: on the forget truth ratios where both models have them (TOFU's,
+    with its log10 as Table 13 reports it), else on the per-sample forget losses; nothing without an oracle."""
+    if oracle_ratios is not None and "forget_truth_ratio" in per_sample:
+        quality = metrics.forget_quality(per_sample["forget_truth_ratio"], oracle_ratios)
+        return {"forget_quality": quality, "log10_forget_quality": math.log10(max(quality, 1e-300))}
+    if oracle_losses is not None:
+        return {"forget_quality": metrics.forget_quality(per_sample["forget_loss"], oracle_losses)}
+    return {}
 
 
 def has_truth_probes(records: Sequence[Mapping]) -> bool:
@@ -145,10 +152,10 @@ def has_truth_probes(records: Sequence[Mapping]) -> bool:
     return bool(records) and all("paraphrased" in r and r.get("perturbed") for r in records)
 
 
-def _tofu_scores(model, tokenizer, data: EvaluationSet, general_ppl: float | None) -> dict:
+def _tofu_scores(model, tokenizer, data: EvaluationSet, retain_probability: float, general_ppl: float | None) -> dict:
     """TOFU's metrics (Maini et al., 2024; the paper's Appendix D, Eq. 19): forget and retain truth ratios,
-    retain answer probability and ROUGE-L recall, and model utility, the harmonic mean of the retain
-    scores and, where ``settings["reference_ppl"]`` gives the pretrained base's perplexity on the general
+    retain ROUGE-L recall, and model utility, the harmonic mean of the retain scores (answer probability
+    as ``qa_exposure`` measured it, ROUGE-L recall, truth ratio) and, where ``settings["reference_ppl"]`` gives the pretrained base's perplexity on the general
     texts, ``min(1, reference / perplexity)`` in place of TOFU's real-author and world-fact sets (which no
     package ships offline)."""
     batch = data.settings["batch_size"]
@@ -159,10 +166,8 @@ def _tofu_scores(model, tokenizer, data: EvaluationSet, general_ppl: float | Non
                                    batch_size=batch).tolist()
 
     forget, retain = ratios(data.forget_qa), ratios(data.retain_qa)
-    questions, answers = [r["question"] for r in data.retain_qa], [r["answer"] for r in data.retain_qa]
     components = {
-        "retain_probability": float(metrics.answer_probability(model, tokenizer, questions, answers,
-                                                               batch_size=batch).mean()),
+        "retain_probability": retain_probability,
         "retain_rouge_l": float(metrics.qa_rouge_recall(model, tokenizer, data.retain_qa, batch_size=batch).mean()),
         "retain_truth_ratio": metrics.truth_ratio_score(retain, forget_set=False),
     }

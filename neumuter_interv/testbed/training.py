@@ -16,7 +16,14 @@ from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import BertConfig, BertForMaskedLM, GPTNeoConfig, GPTNeoForCausalLM, PreTrainedTokenizerBase
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    GPTNeoConfig,
+    GPTNeoForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from ..data import IGNORE_INDEX, pad_batch
 from ..lm import autocast
@@ -49,9 +56,9 @@ def _schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def fit(model: torch.nn.Module, make_batch, sequences: Sequence[list[int]], *, epochs: int,
-        batch_size: int, lr: float, seed: int, progress: bool, desc: str, device: torch.device,
-        dtype: str = "float32") -> None:
+def _fit(model: torch.nn.Module, make_batch, sequences: Sequence[list[int]], *, epochs: int,
+         batch_size: int, lr: float, seed: int, progress: bool, desc: str, device: torch.device,
+         dtype: str = "float32") -> None:
     """AdamW over ``epochs`` passes of ``sequences`` on ``device``, the forward in ``dtype`` (``lm.autocast``;
     weights and optimizer stay fp32); ``make_batch(rows, generator)`` returns model kwargs (CPU tensors: the
     masking draws stay on the CPU generator, whatever the device)."""
@@ -78,12 +85,14 @@ def fit(model: torch.nn.Module, make_batch, sequences: Sequence[list[int]], *, e
     model.eval().cpu()
 
 
-def train_causal_lm(config: GPTNeoConfig, sequences: Sequence[list[int]], pad_id: int, *, epochs: int,
+def train_causal_lm(config: GPTNeoConfig | None, sequences: Sequence[list[int]], pad_id: int, *, epochs: int,
                     batch_size: int, lr: float, seed: int, progress: bool, desc: str,
-                    start_from: GPTNeoForCausalLM | None = None,
-                    device: torch.device = torch.device("cpu")) -> GPTNeoForCausalLM:  # noqa: B008
-    """Train a ``GPTNeoForCausalLM`` on token-id sequences: from scratch (initialised from ``seed``), or,
-    with ``start_from``, a copy of that model (left untouched) trained further. Returned on the CPU."""
+                    start_from: PreTrainedModel | None = None,
+                    device: torch.device = torch.device("cpu"),  # noqa: B008
+                    dtype: str = "float32") -> PreTrainedModel:
+    """Train a causal LM on token-id sequences: a ``GPTNeoForCausalLM`` of ``config`` from scratch
+    (initialised from ``seed``), or, with ``start_from`` (any causal LM; ``config`` unused), a copy of that
+    model (left untouched) trained further, every weight. Forwards in ``dtype`` (``fit``). Returned on the CPU."""
 
     def make_batch(rows, _generator):
         batch = pad_batch(rows, pad_id)
@@ -92,8 +101,8 @@ def train_causal_lm(config: GPTNeoConfig, sequences: Sequence[list[int]], pad_id
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = GPTNeoForCausalLM(config) if start_from is None else copy.deepcopy(start_from)
-        fit(model, make_batch, sequences, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-             progress=progress, desc=desc, device=device)
+        _fit(model, make_batch, sequences, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+             progress=progress, desc=desc, device=device, dtype=dtype)
     return model
 
 
@@ -120,6 +129,6 @@ def train_masked_lm(config: BertConfig, sequences: Sequence[list[int]], tokenize
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BertForMaskedLM(config)
-        fit(model, make_batch, sequences, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+        _fit(model, make_batch, sequences, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
              progress=progress, desc=desc, device=device)
     return model

@@ -34,7 +34,7 @@ import torch
 from filelock import FileLock
 
 from .. import metrics
-from ..data import pad_batch, texts_sha256
+from ..data import texts_sha256
 from ..errors import NeuMuterError
 from ..evaluation import EvaluationSet, evaluate, thresholds
 from ..lm import autocast, resolve_device
@@ -44,7 +44,7 @@ from ..stopping import ForgettingCriterion
 from ..testbed import default_cache_dir
 from ..testbed.corpus import general_corpus
 from ..testbed.people import biography, make_people, qa_document, qa_pairs, with_truth_probes
-from ..testbed.training import fit
+from ..testbed.training import train_causal_lm
 from ..validation import check_number
 from .base import World, cached_reference_scores, write_atomically
 
@@ -125,7 +125,7 @@ class TofuWorld(World):
         return self.root / "model"
 
     def oracle_dir(self, percent: int | None = None) -> Path:
-        return self.root / f"oracle-forget{percent or self.config.forget_percent:02d}"
+        return self.root / oracle_name(percent or self.config.forget_percent)
 
     def load_model(self):
         model, _ = load_causal_lm(str(self.model_dir))
@@ -159,6 +159,11 @@ class TofuWorld(World):
                 "forget_samples": len(self.forget_texts), "forget_sha256": texts_sha256(self.forget_texts)}
 
 
+def oracle_name(percent: int) -> str:
+    """The directory of a split's oracle, named as TOFU names its splits (``oracle-forget05``)."""
+    return f"oracle-forget{percent:02d}"
+
+
 def prepare_tofu_world(config: TofuWorldConfig | None = None, *, target_fraction: float = 0.9,
                        cache_dir: str | Path | None = None, progress: bool = True,
                        log: Callable[[str], None] = print, device: str = "cpu") -> TofuWorld:
@@ -177,16 +182,17 @@ def prepare_tofu_world(config: TofuWorldConfig | None = None, *, target_fraction
     root = cache / "tofu-world" / key
     root.mkdir(parents=True, exist_ok=True)
     people = _people(config, tokenizer)
-    write_atomically(root / "people.json", people)
+    if not (root / "people.json").exists():  # a record of who was trained (the world is rebuilt from the config)
+        write_atomically(root / "people.json", people)
     split = _split(people, config)
     general = general_corpus(config.seed, 60, config.general_passages)[1]
 
     def train(name: str, texts: list[str]) -> None:
-        _build_once(root / name, lambda out: _fine_tune(base_dir, gguf, cache, texts, config, out, progress,
-                                                        build_device, name), log)
+        _build_once(root / name, lambda out: _fine_tune(base, tokenizer, texts, config, out, progress, build_device,
+                                                        name), log)
 
     train("model", people["training"]["forget10"] + people["training"]["retain"])
-    train(f"oracle-forget{config.forget_percent:02d}", split["oracle_training"])
+    train(oracle_name(config.forget_percent), split["oracle_training"])
     log(f"tofu world: {len(split['forget'])} forget / {config.n_people - len(split['forget'])} retain / "
         f"{config.n_heldout} held-out people at {root}")
     model, tokenizer = load_causal_lm(str(root / "model"))
@@ -197,7 +203,7 @@ def prepare_tofu_world(config: TofuWorldConfig | None = None, *, target_fraction
                          settings={"el_n": 10, "el_prefix_stride": config.el_prefix_stride,
                                    "batch_size": config.score_batch_size, "dtype": config.dtype,
                                    "reference_ppl": reference_ppl, "split": config.forget_percent})
-    oracle_dir = root / f"oracle-forget{config.forget_percent:02d}"
+    oracle_dir = root / oracle_name(config.forget_percent)
 
     def compute() -> dict:
         limits = thresholds(model, tokenizer, data)
@@ -282,24 +288,17 @@ def _build_once(target: Path, build: Callable[[Path], None], log) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _fine_tune(base_dir: str, gguf: str | None, cache: Path, texts: list[str], config: TofuWorldConfig, out: Path,
-               progress: bool, device: torch.device, name: str) -> None:
-    """A fresh copy of the base, every weight fine-tuned on ``texts`` (EOS-terminated, cut at
+def _fine_tune(base, tokenizer, texts: list[str], config: TofuWorldConfig, out: Path, progress: bool,
+               device: torch.device, name: str) -> None:
+    """A copy of ``base`` (left untouched), every weight fine-tuned on ``texts`` (EOS-terminated, cut at
     ``max_seq_len``), saved with its tokenizer and the training record."""
-    model, tokenizer = load_causal_lm(base_dir, gguf_file=gguf, cache_dir=cache)
     sequences = [ids[:config.max_seq_len - 1] + [tokenizer.eos_token_id]
                  for ids in tokenizer(texts)["input_ids"]]
-
-    def make_batch(rows, _generator):
-        batch = pad_batch(rows, tokenizer.pad_token_id)
-        return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "labels": batch.labels}
-
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        fit(model, make_batch, sequences, epochs=config.epochs, batch_size=config.batch_size,
-            lr=config.learning_rate, seed=config.seed, progress=progress, desc=f"tofu world: fine-tuning {name}",
-            device=device, dtype=config.train_dtype)
+    model = train_causal_lm(None, sequences, tokenizer.pad_token_id, epochs=config.epochs,
+                            batch_size=config.batch_size, lr=config.learning_rate, seed=config.seed,
+                            progress=progress, desc=f"tofu world: fine-tuning {name}", start_from=base,
+                            device=device, dtype=config.train_dtype)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     write_atomically(out / "training.json", {"sequences": len(sequences), "tokens": sum(map(len, sequences)),
