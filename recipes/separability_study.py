@@ -1,9 +1,11 @@
-"""Do the forget people get neurons of their own? The separability study of issue 3 over testbed worlds.
+"""Do the forget people get neurons of their own? The separability study of issues 3 and 15 over worlds of people.
 
 NeuMuter (Hou et al., 2025) assumes that a few FFN neurons hold the forget samples' memory specifically;
 TOFU (Maini et al., 2024) that forget and retain authors can be unlearned apart. For each world variant
 (a small base world with one setting changed: FFN width, depth, share of general text, templated vs
-unique biographies, memorization depth, TOFU's pretrain-then-inject), this recipe measures:
+unique biographies, memorization depth, TOFU's pretrain-then-inject) and for the TOFU-style world on the
+real SmolLM2-135M (``tofu-smollm2``: fine-tuned on 60 fictitious people, forget10's 6 people forgotten), this
+recipe measures:
 
 - before unlearning: the per-neuron forget/retain attribution(-share) ratio on the original model
   (``separability.attribution_ratio``), next to a null ratio between two halves of the retain people,
@@ -22,9 +24,10 @@ unique biographies, memorization depth, TOFU's pretrain-then-inject), this recip
         [--keep results/separability/separability.json --overwrite]
 
 ``--keep`` reports the variants of an earlier run next to the new ones without running them again. The
-``pile-documents`` variant reads the paper's forget samples from ``../shared/data``. Each world builds in about one to three minutes on 2 shared CPU cores (one torch thread: two threads
-on two busy cores are many times slower) and is cached; writes ``separability.json``,
-``separability.md`` and ``specificity.png``.
+``pile-documents`` variant reads the paper's forget samples from ``../shared/data``. Each testbed world builds in about one to three minutes on 2 shared CPU cores (one torch thread: two threads
+on two busy cores are many times slower) and is cached; ``tofu-smollm2`` reuses the cache of
+``neumuter compare --world tofu-real --forget-percent 10`` (cold: about 35 minutes of fine-tuning on 2 cores).
+Writes ``separability.json``, ``separability.md`` and ``specificity.png``.
 """
 
 from __future__ import annotations
@@ -48,7 +51,13 @@ from neumuter_interv.separability import (
     top_fraction_selection,
 )
 from neumuter_interv.testbed import TestbedConfig
-from neumuter_interv.worlds import prepare_people_world, public_scores
+from neumuter_interv.worlds import (
+    TofuWorldConfig,
+    World,
+    prepare_people_world,
+    prepare_tofu_world,
+    public_scores,
+)
 
 PILE_DOCUMENTS = (Path(__file__).resolve().parents[2] / "shared" / "data" / "knowledge-unlearning" / "main"
                   / "lm_extraction_128_0.csv")
@@ -68,6 +77,9 @@ VARIANTS = {
     # The base model memorizes them only shallowly (MA 0.23 vs 0.15 unseen): the default model size, 16 epochs.
     "pile-documents-4x128": {"documents": str(PILE_DOCUMENTS), "max_seq_len": 640, "hidden_size": 128,
                              "n_layers": 4, "n_heads": 4, "ffn_size": 512, "epochs": 16},
+    # Issue 15: not the tiny base but the TOFU-style world on the pretrained SmolLM2-135M (TofuWorldConfig's
+    # defaults: 60 people, unique biographies, 8 epochs), forget10 split; the other keys are TofuWorldConfig's.
+    "tofu-smollm2": {"world": "tofu-real", "forget_percent": 10},
 }
 # Sparsity 0 and KL 0.2 with 120 steps: past the point where gates move on the base world (with the
 # official L0 pull, or 60 steps, no gate moves; see the testbed findings), so the gates rank neurons.
@@ -76,13 +88,26 @@ BUDGET = 0.05  # share of all FFN neurons muted by the equal-size masks
 EL_PREFIX_STRIDE = 8  # EL10 over every 8th prefix: exact EL10 is O(T^2) greedy decoding
 
 
+def prepare_variant(name: str, overrides: dict) -> tuple[World, dict]:
+    """The variant's world (a testbed world: ``BASE`` with ``overrides``; or, with ``"world": "tofu-real"``,
+    the TOFU-style world) and what the results record about how it was built."""
+    settings = dict(overrides)
+    log = lambda message: print(f"  [{name}] {message}", flush=True)  # noqa: E731
+    if settings.pop("world", "people") == "tofu-real":
+        world = prepare_tofu_world(TofuWorldConfig(**settings), progress=False, log=log)
+        trained = [json.loads((path / "training.json").read_text()) for path in (world.model_dir, world.oracle_dir())]
+        return world, {"tofu": asdict(world.config), "cache_key": world.root.name,
+                       "build_seconds": sum(record["seconds"] for record in trained)}
+    world = prepare_people_world(BASE.with_(**settings), el_prefix_stride=EL_PREFIX_STRIDE, progress=False, log=log)
+    return world, {"testbed": asdict(world.testbed.config), "cache_key": world.testbed.config.cache_key(),
+                   "build_seconds": world.testbed.manifest["build_seconds"]}
+
+
 def study_variant(name: str, overrides: dict) -> dict:
     start = time.perf_counter()
-    world = prepare_people_world(BASE.with_(**overrides), el_prefix_stride=EL_PREFIX_STRIDE, progress=False,
-                                    log=lambda message: print(f"  [{name}] {message}", flush=True))
-    testbed, tokenizer = world.testbed, world.tokenizer
-    model = testbed.load_model()
-    forget, retain = testbed.forget_texts, testbed.retain_texts
+    world, built = prepare_variant(name, overrides)
+    tokenizer, model = world.tokenizer, world.load_model()
+    forget, retain = world.forget_texts, list(world.data.retain_texts)  # the scored retain people's biographies
     forget_attr = neuron_attribution(model, tokenizer, forget)
     ratio = attribution_ratio(forget_attr, neuron_attribution(model, tokenizer, retain))
     halves = (retain[:len(retain) // 2], retain[len(retain) // 2:])
@@ -104,7 +129,7 @@ def study_variant(name: str, overrides: dict) -> dict:
     masks = {}
     for mask, selection in selections.items():
         if selection.neurons_muted:
-            masked = freeze(testbed.load_model(), selection)
+            masked = freeze(world.load_model(), selection)
             after, halves_after = world.evaluate(masked), halves_ma(masked)
         else:
             after, halves_after = world.original, halves_before
@@ -116,9 +141,7 @@ def study_variant(name: str, overrides: dict) -> dict:
                        "median_attribution_ratio": ratios[len(ratios) // 2] if ratios else None}
     return {
         "overrides": overrides,
-        "testbed": asdict(testbed.config),
-        "cache_key": testbed.config.cache_key(),
-        "build_seconds": testbed.manifest["build_seconds"],
+        **built,
         "unseen_ma": world.thresholds["ma"],  # Eq. 17's MA threshold: the original model on unseen people
         "before": public_scores(world.original),
         "oracle": public_scores(world.oracle),
@@ -165,8 +188,12 @@ def report(results: dict) -> str:
     neumuter = ", ".join(f"{key}={value}" for key, value in NEUMUTER.items() if key != "progress")
     return "\n\n".join([
         "# Separability study: are there forget-specific neurons?",
-        f"Base world: {base}. One NeuMuter training setting for every world: {neumuter}, MLM neighbours "
-        f"(k=1, r=1), no schedule. {sum(r['seconds'] for r in results.values()) / 60:.1f} minutes in all, plus "
+        f"Base world of the testbed variants: {base}. The tofu-smollm2 row is the TOFU-style world instead (the "
+        "pretrained SmolLM2-135M fully fine-tuned on 60 fictitious people, forget10 split: 6 forget people, 12 "
+        "scored retain people, 12 held-out people; its oracle is fine-tuned without the forget people). One "
+        f"NeuMuter training setting for every world: {neumuter}, the world's neighbours (k=1, r=1: MLM-written "
+        "in the testbed worlds, the model's own in tofu-smollm2), no schedule. "
+        f"{sum(r['seconds'] for r in results.values()) / 60:.1f} minutes in all, plus "
         f"{sum(r['build_seconds'] for r in results.values()) / 60:.1f} minutes of world builds (cached).",
         markdown_table(header, rows),
         "Mask cells: forget MA drop / retain MA drop (specificity), drops absolute (before - after); specificity = "

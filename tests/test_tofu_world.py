@@ -1,8 +1,11 @@
 """The TOFU-style world at the reduced size: a tiny pretrained model (the tiny testbed's GPT-Neo, saved
 with its tokenizer as a local checkpoint) fine-tuned on fictitious people, with its retrain oracle."""
 
+import importlib.util
 import json
 import shutil
+from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +13,8 @@ from neumuter_interv.cli import main
 from neumuter_interv.errors import NeuMuterError
 from neumuter_interv.testbed import TestbedConfig, build_testbed
 from neumuter_interv.worlds.tofu import TofuWorldConfig, prepare_tofu_world
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +109,23 @@ def test_tofu_options_are_refused_elsewhere_and_tiny_needs_a_base(tmp_path, caps
     assert main(["compare", "--world", "tofu-real", "--size", "tiny", "--out", str(tmp_path / "y")]) == 2
     assert "needs --base" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_the_separability_study_measures_the_tofu_world_like_the_testbed_worlds(world, base_dir, monkeypatch):
+    """``recipes/separability_study.py`` on a tofu-real variant: attribution ratios against their null, and
+    the four masks with their forget and retain drops, on the same world the fixture built."""
+    spec = importlib.util.spec_from_file_location("separability_study", ROOT / "recipes" / "separability_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    monkeypatch.setenv("NEUMUTER_CACHE", str(world.root.parent.parent))
+    result = study.study_variant("tofu-tiny", {"world": "tofu-real", **asdict(world.config)})
+    assert result["cache_key"] == world.root.name and result["tofu"]["n_people"] == 20
+    assert result["build_seconds"] > 0  # the model's and the oracle's fine-tunes
+    assert result["before"]["forget_ma"] == world.original["forget_ma"]
+    assert 1.0 <= result["attribution_ratio"]["q99.9"] <= result["attribution_ratio"]["max"]
+    assert set(result["masks"]) == {"neumuter_threshold", "neumuter_budget", "forget_attribution_budget",
+                                    "ratio_budget"}
+    for mask in ("neumuter_budget", "forget_attribution_budget", "ratio_budget"):
+        assert result["masks"][mask]["neurons_muted_fraction"] == pytest.approx(study.BUDGET, abs=0.01)
+        assert len(result["masks"][mask]["retain_half_drops"]) == 2
+    assert "tofu-tiny" in study.report({"tofu-tiny": result})
