@@ -156,7 +156,7 @@ def main() -> None:
     unknown = [name for name in names if name not in WORLDS]
     if unknown:
         parser.error(f"unknown world(s) {', '.join(unknown)}: choose from {', '.join(WORLDS)}")
-    check_writable(args.out, args.overwrite)
+    check_writable(args.out, args.overwrite, {"--keep": args.keep})  # never replace the results it reads
     work = Path(args.work or f"{args.out.rstrip('/')}-work")
     results = json.loads(Path(args.keep).read_text())["worlds"] if args.keep else {}
     for number, name in enumerate(names, start=1):

@@ -21,9 +21,10 @@ recipe measures:
   share (Eq. 17), and the drops of the two retain halves (how far groups of people differ by chance).
 
     OMP_NUM_THREADS=1 python recipes/separability_study.py --out results/separability/ [--variants base,inject]
-        [--keep results/separability/separability.json --overwrite]
+        [--keep results/separability/separability.json]
 
-``--keep`` reports the variants of an earlier run next to the new ones without running them again. The
+``--keep`` reports the variants of an earlier run next to the new ones without running them again (the new
+report goes to a new directory: an output never replaces the results it reads). The
 ``pile-documents`` variant reads the paper's forget samples from ``../shared/data``. Each testbed world builds in about one to three minutes on 2 shared CPU cores (one torch thread: two threads
 on two busy cores are many times slower) and is cached; ``tofu-smollm2`` reuses the cache of
 ``neumuter compare --world tofu-real --forget-percent 10`` (cold: about 35 minutes of fine-tuning on 2 cores).
@@ -223,7 +224,7 @@ def main() -> None:
     unknown = [name for name in names if name not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
-    check_writable(args.out, args.overwrite)
+    check_writable(args.out, args.overwrite, {"--keep": args.keep})  # never replace the results it reads
     results = json.loads(Path(args.keep).read_text())["variants"] if args.keep else {}
     for number, name in enumerate(names, start=1):
         print(f"[{number}/{len(names)}] {name}: {VARIANTS[name] or 'base world'}", flush=True)

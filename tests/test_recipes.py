@@ -35,3 +35,14 @@ def test_each_studied_value_passes_its_settings_check_before_any_work(tmp_path):
     result = run_recipe("sensitivity_study.py", "--study", "forget-size", "--values", "0,4", "--out",
                         str(tmp_path / "n"))
     assert result.returncode == 2 and "forget size" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_study_never_writes_over_the_earlier_results_it_keeps(tmp_path):
+    earlier = tmp_path / "separability"
+    earlier.mkdir()
+    (earlier / "separability.json").write_text('{"variants": {}}')
+    result = run_recipe("separability_study.py", "--variants", "base", "--keep", str(earlier / "separability.json"),
+                        "--out", str(earlier), "--overwrite")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--keep" in result.stderr
+    assert (earlier / "separability.json").read_text() == '{"variants": {}}'
