@@ -58,6 +58,22 @@ def check_writable(target: str | Path, overwrite: bool = False, inputs: Inputs |
     return target
 
 
+def read_kept_results(path: str | Path | None, key: str) -> dict:
+    """The ``key`` entries of an earlier run's results JSON (a study's ``--keep``), ``{}`` without a path;
+    call before long work: a missing or foreign file is a ``NeuMuterError`` naming it."""
+    if path is None:
+        return {}
+    try:
+        kept = json.loads(Path(path).read_text())[key]
+    except OSError as error:
+        raise NeuMuterError(f"--keep {str(path)!r} cannot be read: {error.strerror or error}") from None
+    except (ValueError, KeyError, TypeError):
+        raise NeuMuterError(f"--keep {str(path)!r} is not an earlier run's results: it has no {key!r} entries") from None
+    if not isinstance(kept, dict):
+        raise NeuMuterError(f"--keep {str(path)!r} is not an earlier run's results: its {key!r} is not a mapping")
+    return kept
+
+
 def _refuse_overlap(shown: str, resolved: Path, label: str, path) -> None:
     if path is None or not os.path.lexists(path):
         return

@@ -24,7 +24,6 @@ directory goes to ``--work``); results are written after every world, so a cut-o
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from dataclasses import asdict
@@ -33,7 +32,7 @@ from pathlib import Path
 from neumuter_interv.demo import DemoConfig, run_demo
 from neumuter_interv.errors import run_script
 from neumuter_interv.methods.neumuter.selection import freeze
-from neumuter_interv.output import check_writable, output_directory, write_json
+from neumuter_interv.output import check_writable, output_directory, read_kept_results, write_json
 from neumuter_interv.report import markdown_table, plot_grouped_bars
 from neumuter_interv.separability import attribution_ratio, neuron_attribution, top_fraction_selection
 from neumuter_interv.testbed import TestbedConfig
@@ -158,7 +157,7 @@ def main() -> None:
         parser.error(f"unknown world(s) {', '.join(unknown)}: choose from {', '.join(WORLDS)}")
     check_writable(args.out, args.overwrite, {"--keep": args.keep})  # never replace the results it reads
     work = Path(args.work or f"{args.out.rstrip('/')}-work")
-    results = json.loads(Path(args.keep).read_text())["worlds"] if args.keep else {}
+    results = read_kept_results(args.keep, "worlds")
     for number, name in enumerate(names, start=1):
         print(f"[{number}/{len(names)}] {name}: {WORLDS[name] or 'the default world'}", flush=True)
         results[name] = result = study_world(name, WORLDS[name], work, args.device)

@@ -43,7 +43,7 @@ from neumuter_interv.errors import run_script
 from neumuter_interv.methods.neumuter import NeuMuter, NeuMuterConfig
 from neumuter_interv.methods.neumuter.selection import freeze, select_neurons
 from neumuter_interv.metrics import memorization_accuracy
-from neumuter_interv.output import check_writable, output_directory, write_json
+from neumuter_interv.output import check_writable, output_directory, read_kept_results, write_json
 from neumuter_interv.report import markdown_table, plot_grouped_bars
 from neumuter_interv.separability import (
     attribution_ratio,
@@ -225,7 +225,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
     check_writable(args.out, args.overwrite, {"--keep": args.keep})  # never replace the results it reads
-    results = json.loads(Path(args.keep).read_text())["variants"] if args.keep else {}
+    results = read_kept_results(args.keep, "variants")
     for number, name in enumerate(names, start=1):
         print(f"[{number}/{len(names)}] {name}: {VARIANTS[name] or 'base world'}", flush=True)
         results[name] = result = study_variant(name, VARIANTS[name])

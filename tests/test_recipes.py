@@ -46,3 +46,15 @@ def test_a_study_never_writes_over_the_earlier_results_it_keeps(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--keep" in result.stderr
     assert (earlier / "separability.json").read_text() == '{"variants": {}}'
+
+
+def test_kept_results_that_are_missing_or_foreign_are_named_before_any_work(tmp_path):
+    missing = run_recipe("separability_study.py", "--variants", "base", "--keep", str(tmp_path / "none.json"),
+                         "--out", str(tmp_path / "out"))
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr and "cannot be read" in missing.stderr
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text('{"worlds": {}}')  # the scale study's results, not the separability study's
+    result = run_recipe("separability_study.py", "--variants", "base", "--keep", str(foreign),
+                        "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "has no 'variants' entries" in result.stderr
+    assert not (tmp_path / "out").exists()
