@@ -54,15 +54,24 @@ def plot_tradeoff(points: Mapping[str, Mapping[str, float]], path: str | Path, x
                   panels: Sequence[tuple[str, str]], title: str, x_key: str = "forget_ma") -> None:
     """Labelled scatter plots side by side, one per (score key, axis label) of ``panels``, each point a
     named model (e.g. a method) at ``points[name][x_key]`` on x: utility against forgetting."""
+    plot_scatter_panels([("", ylabel, {name: (scores[x_key], scores[key]) for name, scores in points.items()},
+                          key.endswith("_ppl")) for key, ylabel in panels], path, xlabel, title)
+
+
+def plot_scatter_panels(panels: Sequence[tuple[str, str, Mapping[str, tuple[float, float]], bool]],
+                        path: str | Path, xlabel: str, title: str) -> None:
+    """Labelled scatter plots side by side: per panel (its title, y label, named (x, y) points, whether a
+    wide y range goes on a log scale)."""
     figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
-    for axis, (key, ylabel) in zip(axes[0], panels):
-        for name, scores in points.items():
-            axis.scatter([scores[x_key]], [scores[key]])
-            axis.annotate(name, (scores[x_key], scores[key]), textcoords="offset points", xytext=(4, 4),
-                          fontsize="small")
+    for axis, (panel_title, ylabel, points, log_if_wide) in zip(axes[0], panels):
+        for name, (x, y) in points.items():
+            axis.scatter([x], [y])
+            axis.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
         axis.set_xlabel(xlabel)
         axis.set_ylabel(ylabel)
-        if key.endswith("_ppl") and max(s[key] for s in points.values()) > 5 * min(s[key] for s in points.values()):
+        axis.set_title(panel_title)
+        ys = [y for _, y in points.values()]
+        if log_if_wide and min(ys) > 0 and max(ys) > 5 * min(ys):
             axis.set_yscale("log")  # one ruined model must not flatten the others
     figure.suptitle(title)
     figure.tight_layout()

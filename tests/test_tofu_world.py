@@ -4,6 +4,8 @@ with its tokenizer as a local checkpoint) fine-tuned on fictitious people, with 
 import importlib.util
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -70,6 +72,11 @@ def test_the_oracle_is_trained_without_exactly_the_forget_people(world):
     assert not set(world.forget_texts) & set(world.retain_texts)
 
 
+def test_the_retain_set_is_what_the_model_was_fine_tuned_on_cut_at_max_seq_len(world):
+    lengths = [len(ids) for ids in world.tokenizer(world.retain_texts)["input_ids"]]
+    assert max(lengths) == world.config.max_seq_len - 1  # the tiny QA documents are longer: cut as in training
+
+
 def test_splits_nest_and_share_the_fine_tuned_model(world, base_dir, cache):
     bigger = prepare_tofu_world(TofuWorldConfig.tiny(base_dir, n_people=40, forget_percent=10, epochs=1),
                                 cache_dir=cache, progress=False, log=lambda _: None)
@@ -92,7 +99,7 @@ def test_bad_settings_are_refused_before_any_work(base_dir):
         prepare_tofu_world(TofuWorldConfig.tiny(base_dir + "-missing"), progress=False, log=lambda _: None)
 
 
-def test_demo_and_compare_run_on_the_tofu_world(world, base_dir, tmp_path, monkeypatch):
+def test_demo_compare_and_table13_run_on_the_tofu_world(world, base_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("NEUMUTER_CACHE", str(world.root.parent.parent))  # the world the fixture built
     common = ["--world", "tofu-real", "--size", "tiny", "--base", base_dir, "--no-progress"]
     assert main(["demo", *common, "--out", str(tmp_path / "demo")]) in (0, 1)
@@ -101,6 +108,34 @@ def test_demo_and_compare_run_on_the_tofu_world(world, base_dir, tmp_path, monke
     assert main(["compare", *common, "--methods", "neumuter,gd", "--out", str(tmp_path / "compare")]) == 0
     report = (tmp_path / "compare" / "comparison.md").read_text()
     assert "model utility (TOFU)" in report and "truth ratios (Eq. 19)" in report
+
+    # Table 13 from one run per split of the same world (forget 5% is also 2 of the 20 people, its own oracle)
+    assert main(["compare", *common, "--forget-percent", "5", "--methods", "ga", "--out", str(tmp_path / "c5")]) == 0
+    table = run_table13(str(tmp_path / "compare"), str(tmp_path / "c5"), "--out", str(tmp_path / "t13"))
+    assert table.returncode == 0, table.stderr
+    summary = json.loads((tmp_path / "t13" / "table13.json").read_text())
+    assert list(summary["splits"]) == ["forget05", "forget10"]  # sorted by split, whatever the argument order
+    models = summary["splits"]["forget10"]["models"]
+    assert list(models) == ["original", "retrain oracle", "NeuMuter", "attribution baseline†", "GD†"]
+    assert all("error" not in entry for entry in models.values())
+    assert models["retrain oracle"]["log10_forget_quality"] == 0.0  # the oracle against itself
+    assert models["original"]["log10_forget_quality"] >= summary["splits"]["forget10"]["log10_forget_quality_floor"]
+    assert (tmp_path / "t13" / "forget_quality.png").stat().st_size > 0
+    assert "| 5% | GA |" in (tmp_path / "t13" / "table13.md").read_text()
+
+    other_world = json.loads((tmp_path / "c5" / "comparison.json").read_text())
+    other_world["settings"]["tofu-real"]["epochs"] += 1
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "comparison.json").write_text(json.dumps(other_world))
+    refused = run_table13(str(tmp_path / "compare"), str(tmp_path / "other"), "--out", str(tmp_path / "t13b"))
+    assert refused.returncode == 2 and "differ in epochs" in refused.stderr and not (tmp_path / "t13b").exists()
+    missing = run_table13(str(tmp_path / "nowhere"), "--out", str(tmp_path / "t13c"))
+    assert missing.returncode == 2 and "holds no readable comparison.json" in missing.stderr
+
+
+def run_table13(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "recipes" / "tofu_table13.py"), *args], capture_output=True,
+                          text=True, timeout=120)
 
 
 def test_tofu_options_are_refused_elsewhere_and_tiny_needs_a_base(tmp_path, capsys):

@@ -238,8 +238,12 @@ def _people(config: TofuWorldConfig, tokenizer) -> dict:
         raise NeuMuterError(f"biographies are up to {longest} tokens (with EOS), longer than max_seq_len "
                             f"{config.max_seq_len}: raise it")
 
+    def as_trained(text: str) -> str:  # what the fine-tune sees of it: a QA document may be cut at max_seq_len
+        ids = tokenizer(text)["input_ids"]
+        return text if len(ids) < config.max_seq_len else tokenizer.decode(ids[:config.max_seq_len - 1])
+
     def training(group) -> list[str]:
-        return [text for p in group for text in (bios[p.person_id], qa_document(qa_pairs(p)))]
+        return [as_trained(text) for p in group for text in (bios[p.person_id], qa_document(qa_pairs(p)))]
 
     return {"people": [asdict(p) for p in people],
             "forget_order": [p.person_id for p in by_split["forget"]],
