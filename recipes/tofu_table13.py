@@ -70,13 +70,18 @@ def check_one_world(splits: dict[int, dict]) -> dict:
     return world(first)
 
 
-def rows_of(summary: dict) -> list[tuple[str, dict, dict | None]]:
-    """(label, scores, method entry) for the original, the oracle and each method, in the run's order."""
-    oracle = {**summary["retrain_oracle"], "forget_quality": 1.0, "log10_forget_quality": 0.0}  # itself: p = 1
-    rows = [("original", summary["original"], None), ("retrain oracle", oracle, None)]
+def models_of(summary: dict) -> dict[str, dict]:
+    """Per model of one run (the original, the oracle, each method in the run's order): its ``COLUMNS``
+    scores and, for a method, whether it met Eq. 17 and its unlearning time, or the first line of its error."""
+    oracle = {**summary["retrain_oracle"], "log10_forget_quality": 0.0}  # the oracle against itself: p = 1
+    models = {label: {key: scores.get(key) for key, _ in COLUMNS}
+              for label, scores in (("original", summary["original"]), ("retrain oracle", oracle))}
     for name, entry in summary["methods"].items():
-        rows.append((display_name(name, entry), entry.get("evaluation", {}), entry))
-    return rows
+        models[display_name(name, entry)] = (
+            {"error": entry["error"].splitlines()[0]} if "error" in entry else
+            {**{key: entry["evaluation"].get(key) for key, _ in COLUMNS}, "eq17_met": entry["eq17_met"],
+             "seconds": entry["record"]["seconds"]})
+    return models
 
 
 def forget_questions(summary: dict) -> int:
@@ -93,28 +98,28 @@ def log10_quality_floor(n: int) -> float:
     return math.log10(ks_2samp(list(range(n)), list(range(n, 2 * n))).pvalue)
 
 
-def report(splits: dict[int, dict], world: dict) -> str:
+def report(table: dict[str, dict], world: dict) -> str:
     header = ["split", "model", *(label for _, label in COLUMNS), "Eq. 17 met", "time (s)"]
-    table = []
-    for percent, summary in splits.items():
-        for label, scores, entry in rows_of(summary):
-            if entry is not None and "error" in entry:
-                table.append([f"{percent}%", label, f"**failed** ({entry['error'].splitlines()[0][:80]})",
-                              *[None] * (len(header) - 3)])
+    rows = []
+    for split in table.values():
+        for label, model in split["models"].items():
+            if "error" in model:
+                rows.append([f"{split['percent']}%", label, f"**failed** ({model['error'][:80]})",
+                             *[None] * (len(header) - 3)])
                 continue
-            record = [None, None] if entry is None else ["yes" if entry["eq17_met"] else "**no**",
-                                                          round(entry["record"]["seconds"], 1)]
-            table.append([f"{percent}%", label, *(scores.get(key) for key, _ in COLUMNS), *record])
+            record = ["yes" if model["eq17_met"] else "**no**", round(model["seconds"], 1)] if "seconds" in model \
+                else [None, None]
+            rows.append([f"{split['percent']}%", label, *(model[key] for key, _ in COLUMNS), *record])
     config = TofuWorldConfig(**world)
     return "\n\n".join([
         "# TOFU's Table 13 on the tofu-real world",
         f"World: {config.base or 'the packaged SmolLM2-135M'} fully fine-tuned on {config.n_people} fictitious people "
         f"({config.epochs} epochs, lr {config.learning_rate}), {config.eval_retain_people} retain people scored, "
         f"{config.n_heldout} held-out people. Each split is its own `neumuter compare` run: "
-        + "; ".join(f"forget{p:02d}: {config.forget_count(p)} people, {forget_questions(s)} forget questions "
-                    f"(log10 forget quality floor {log10_quality_floor(forget_questions(s)):.2f}), "
-                    f"{s['seconds'] / 60:.0f} min" for p, s in splits.items()) + ".",
-        markdown_table(header, table),
+        + "; ".join(f"{name}: {config.forget_count(split['percent'])} people, {split['forget_questions']} forget "
+                    f"questions (log10 forget quality floor {split['log10_forget_quality_floor']:.2f}), "
+                    f"{split['minutes']:.0f} min" for name, split in table.items()) + ".",
+        markdown_table(header, rows),
         "Model utility (TOFU) is the harmonic mean of the retain people's answer probability, ROUGE-L recall of the "
         "greedy answer, truth-ratio score, and the general-text perplexity of the pretrained base over the model's "
         "(capped at 1); forget quality is the KS-test p-value between the forget questions' truth ratios (Eq. 19) "
@@ -144,25 +149,20 @@ def main() -> None:
         splits[percent], sources[percent] = summary, directory
     splits = dict(sorted(splits.items()))
     world = check_one_world(splits)
-    table = {f"forget{p:02d}": {"source": sources[p], "forget_questions": forget_questions(s),
+    table = {f"forget{p:02d}": {"percent": p, "source": sources[p], "minutes": s["seconds"] / 60,
+                                "forget_questions": forget_questions(s),
                                 "log10_forget_quality_floor": log10_quality_floor(forget_questions(s)),
-                                "models": {label: {key: scores.get(key) for key, _ in COLUMNS}
-                                           | ({"eq17_met": entry["eq17_met"], "seconds": entry["record"]["seconds"]}
-                                              if entry is not None and "error" not in entry else {})
-                                           | ({"error": entry["error"].splitlines()[0]}
-                                              if entry is not None and "error" in entry else {})
-                                           for label, scores, entry in rows_of(s)}}
-             for p, s in splits.items()}
+                                "models": models_of(s)} for p, s in splits.items()}
     with output_directory(args.out, args.overwrite) as staging:
         write_json(staging / "table13.json", {"world": world, "splits": table})
-        (staging / "table13.md").write_text(report(splits, world))
-        plot_scatter_panels([(f"forget {p}%", "log10 forget quality (0 = the oracle)",
-                              {label: (scores["model_utility"], scores["log10_forget_quality"])
-                               for label, scores, entry in rows_of(s) if "model_utility" in scores}, False)
-                             for p, s in splits.items()],
+        (staging / "table13.md").write_text(report(table, world))
+        plot_scatter_panels([(f"forget {split['percent']}%", "log10 forget quality (0 = the oracle)",
+                              {label: (model["model_utility"], model["log10_forget_quality"])
+                               for label, model in split["models"].items() if "error" not in model}, False)
+                             for split in table.values()],
                             staging / "forget_quality.png", "model utility (higher = more kept)",
                             "Forget quality against model utility (cf. TOFU; Hou et al. 2025, Figure 5)")
-    print(report(splits, world))
+    print(report(table, world))
 
 
 if __name__ == "__main__":
