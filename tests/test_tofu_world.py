@@ -68,13 +68,17 @@ def test_scores_are_tofus(world):
 def test_the_oracle_is_trained_without_exactly_the_forget_people(world):
     training = json.loads((world.oracle_dir() / "training.json").read_text())
     full = json.loads((world.model_dir / "training.json").read_text())
-    assert full["sequences"] - training["sequences"] == 2 * 2  # biography and QA document per forget person
+    assert full["sequences"] - training["sequences"] == 2 * (1 + 7)  # biography and 7 QA pairs per forget person
     assert not set(world.forget_texts) & set(world.retain_texts)
 
 
-def test_the_retain_set_is_what_the_model_was_fine_tuned_on_cut_at_max_seq_len(world):
+def test_each_qa_pair_is_fine_tuned_as_its_own_text_in_the_form_it_is_asked(world):
+    """TOFU trains every question/answer pair as one example; the probes ask ``Question: ... Answer:``."""
+    asked = [record["question"] + record["answer"] for record in world.data.retain_qa]
+    assert asked and set(asked) <= set(world.retain_texts)  # the retain set is what the model was fine-tuned on
+    assert set(world.data.retain_texts) <= set(world.retain_texts)  # with the scored biographies
     lengths = [len(ids) for ids in world.tokenizer(world.retain_texts)["input_ids"]]
-    assert max(lengths) == world.config.max_seq_len - 1  # the tiny QA documents are longer: cut as in training
+    assert max(lengths) < world.config.max_seq_len  # nothing cut: each text trains whole
 
 
 def test_splits_nest_and_share_the_fine_tuned_model(world, base_dir, cache):

@@ -3,7 +3,8 @@
 the forget people as the retrain oracle: the design of TOFU (Maini et al., 2024), the paper's second
 benchmark (Appendix D, Table 13).
 
-* **people**: ``n_people`` trained people (biography + QA document each, ``testbed.people``) and
+* **people**: ``n_people`` trained people (``testbed.people``: a biography and their 7 question/answer pairs,
+  each pair a training text of its own in the scoring prompt's form, as TOFU trains its QA pairs) and
   ``n_heldout`` people no model saw (the Eq. 17 thresholds and the perturbed answers of the truth ratio);
 * **splits**: forget 1%, 5% or 10% of the trained people (``forget_percent``; at least 2 people), nested
   as TOFU's (forget01 within forget05 within forget10); the other trained people are the retain set;
@@ -43,14 +44,14 @@ from ..neighbours import generate_self_neighbours, model_fingerprint
 from ..stopping import ForgettingCriterion
 from ..testbed import default_cache_dir
 from ..testbed.corpus import general_corpus
-from ..testbed.people import biography, make_people, qa_document, qa_pairs, with_truth_probes
+from ..testbed.people import biography, make_people, qa_pairs, with_truth_probes
 from ..testbed.training import train_causal_lm
 from ..validation import check_number
 from .base import World, cached_reference_scores, write_atomically
 
-BUILD_VERSION = 1  # part of the cache key: bump when the way the world is built changes
+BUILD_VERSION = 2  # part of the cache key: bump when the way the world is built changes
 FORGET_PERCENTS = (1, 5, 10)  # TOFU's forget01, forget05, forget10
-QA_PROMPT = "Question: {question} Answer:"  # the scoring prompt, as ``qa_document`` trains the pairs
+QA_PROMPT = "Question: {question} Answer:"  # the scoring prompt; each pair trains as prompt + answer
 
 
 @dataclass
@@ -65,7 +66,7 @@ class TofuWorldConfig:
     epochs: int = 8
     learning_rate: float = 1e-4
     batch_size: int = 8
-    max_seq_len: int = 256  # training sequences are cut here (QA documents may be; biographies must fit)
+    max_seq_len: int = 256  # training sequences are cut here (a long QA pair may be; biographies must fit)
     train_dtype: str = "auto"  # bf16 autocast where the hardware has it; weights and optimizer stay fp32
     # evaluation (not part of the model's key)
     eval_retain_people: int = 12  # retain people scored (MA, truth ratio, probability, ROUGE): the rest only train
@@ -134,7 +135,7 @@ class TofuWorld(World):
     @property
     def retain_texts(self) -> list[str]:
         """TOFU's retain set for GD, KL and the other retain-set methods: every retain person's training
-        texts (biography and QA document), of which the scored retain biographies are a part."""
+        texts (biography and QA pairs), of which the scored retain biographies are a part."""
         return list(self.training_retain)
 
     @property
@@ -238,12 +239,13 @@ def _people(config: TofuWorldConfig, tokenizer) -> dict:
         raise NeuMuterError(f"biographies are up to {longest} tokens (with EOS), longer than max_seq_len "
                             f"{config.max_seq_len}: raise it")
 
-    def as_trained(text: str) -> str:  # what the fine-tune sees of it: a QA document may be cut at max_seq_len
+    def as_trained(text: str) -> str:  # what the fine-tune sees of it: a QA pair may be cut at max_seq_len
         ids = tokenizer(text)["input_ids"]
         return text if len(ids) < config.max_seq_len else tokenizer.decode(ids[:config.max_seq_len - 1])
 
     def training(group) -> list[str]:
-        return [as_trained(text) for p in group for text in (bios[p.person_id], qa_document(qa_pairs(p)))]
+        return [as_trained(text) for p in group for text in
+                (bios[p.person_id], *(r["question"] + r["answer"] for r in records[p.person_id]))]
 
     return {"people": [asdict(p) for p in people],
             "forget_order": [p.person_id for p in by_split["forget"]],
