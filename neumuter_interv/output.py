@@ -15,6 +15,9 @@ only when everything succeeded. The rules, checked once here for every command:
   read-only file system or ``/proc`` is refused too, whoever runs it);
 * staging directories honour the umask (a served checkpoint must be readable), and those left by a
   killed process (its PID gone) are removed by the next write to the same parent.
+
+Cache entries (built worlds, dequantized checkpoints) are written the same all-or-nothing way by
+``build_cache_entry``, under a file lock instead of the overwrite rules.
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ import math
 import os
 import secrets
 import shutil
-from collections.abc import Iterator, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from .errors import NeuMuterError
 
@@ -162,6 +168,31 @@ def _process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    return True
+
+
+def build_cache_entry(target: Path, marker: str, build: Callable[[Path], None]) -> bool:
+    """Build the cache directory ``target`` once, whole: unless ``target / marker`` exists, ``build(staging)``
+    writes a hidden sibling under a file lock (concurrent processes wait for one build) and the sibling is
+    renamed into place. A killed build leaves no ``marker``; what it left (its staging, an unfinished
+    ``target``) is removed by the next build, which holds the lock the killed one held. Returns whether it
+    built."""
+    if (target / marker).exists():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / marker).exists():
+            return False
+        for stale in target.parent.glob(f".{target.name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            build(staging)
+            if target.exists():
+                shutil.rmtree(target)
+            os.rename(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return True
 
 

@@ -52,14 +52,19 @@ def read_split(directory: str) -> tuple[int, dict]:
     if not world or not summary.get("retrain_oracle"):
         raise NeuMuterError(f"{str(path)!r} is not a comparison on the tofu-real world (no tofu-real settings "
                             "or no retrain oracle)")
+    if "build" not in summary.get("provenance", {}):
+        raise NeuMuterError(f"{str(path)!r} does not record which build of the world it ran on (a compare run of "
+                            "an older neumuter_interv): run its compare again")
     return world["forget_percent"], summary
 
 
 def check_one_world(splits: dict[int, dict]) -> dict:
-    """The shared world settings; refuses runs of different worlds (other people, epochs or base model)."""
+    """The shared world: its ``build`` (the cache key its compare runs recorded) and its ``settings``;
+    refuses runs of different worlds (other people, epochs or base model, or a world built another way)."""
     def world(summary: dict) -> dict:
         settings = summary["settings"]["tofu-real"]
-        return {key: value for key, value in settings.items() if key not in SPLIT_SETTINGS_IGNORED}
+        return {"build": summary["provenance"]["build"],
+                **{key: value for key, value in settings.items() if key not in SPLIT_SETTINGS_IGNORED}}
 
     first_percent, first = next(iter(splits.items()))
     for percent, summary in splits.items():
@@ -67,7 +72,8 @@ def check_one_world(splits: dict[int, dict]) -> dict:
         if differing:
             raise NeuMuterError(f"the forget{percent:02d} and forget{first_percent:02d} runs are of different worlds "
                                 f"(they differ in {', '.join(differing)}): compare splits of one world")
-    return world(first)
+    shared = world(first)
+    return {"build": shared.pop("build"), "settings": shared}
 
 
 def models_of(summary: dict) -> dict[str, dict]:
@@ -110,12 +116,13 @@ def report(table: dict[str, dict], world: dict) -> str:
             record = ["yes" if model["eq17_met"] else "**no**", round(model["seconds"], 1)] if "seconds" in model \
                 else [None, None]
             rows.append([f"{split['percent']}%", label, *(model[key] for key, _ in COLUMNS), *record])
-    config = TofuWorldConfig(**world)
+    config = TofuWorldConfig(**world["settings"])
     return "\n\n".join([
         "# TOFU's Table 13 on the tofu-real world",
         f"World: {config.base or 'the packaged SmolLM2-135M'} fully fine-tuned on {config.n_people} fictitious people "
         f"({config.epochs} epochs, lr {config.learning_rate}), {config.eval_retain_people} retain people scored, "
-        f"{config.n_heldout} held-out people. Each split is its own `neumuter compare` run: "
+        f"{config.n_heldout} held-out people (world build {world['build']}). Each split is its own `neumuter "
+        "compare` run: "
         + "; ".join(f"{name}: {config.forget_count(split['percent'])} people, {split['forget_questions']} forget "
                     f"questions (log10 forget quality floor {split['log10_forget_quality_floor']:.2f}), "
                     f"{split['minutes']:.0f} min" for name, split in table.items()) + ".",

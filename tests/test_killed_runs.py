@@ -14,6 +14,7 @@ from conftest import FORGET
 from neumuter_interv.cli import main
 from neumuter_interv.errors import NeuMuterError
 from neumuter_interv.export.runs import read_run
+from neumuter_interv.output import build_cache_entry
 
 # ``save`` kills the process from inside the save step: after the run's JSON files and pyvene's config are
 # staged, at the moment the weights would be written.
@@ -65,3 +66,42 @@ def test_a_killed_run_leaves_nothing_loadable_and_the_next_run_succeeds(stages, 
     assert json.loads((out / "config.json").read_text())["forget_samples"] == len(FORGET)
     assert read_run(out).selection.neurons_muted > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["forget.txt", "run"]  # the killed runs' staging is gone
+
+
+CACHE_BUILDER = """
+import os, signal, sys
+from pathlib import Path
+from neumuter_interv.output import build_cache_entry
+
+def build(staging):
+    (staging / "weights.bin").write_bytes(b"half")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+build_cache_entry(Path(sys.argv[1]), "config.json", build)
+"""
+
+
+def test_a_killed_cache_build_leaves_no_entry_and_the_next_build_removes_its_staging(tmp_path):
+    """Cached worlds and dequantized checkpoints are built through ``output.build_cache_entry``."""
+    target = tmp_path / "entry"
+    process = subprocess.run([sys.executable, "-c", CACHE_BUILDER, str(target)], timeout=120)
+    assert process.returncode == -signal.SIGKILL
+    assert not target.exists() and [p.name for p in tmp_path.glob(".entry-*")]  # the killed build's staging
+
+    def build(staging):
+        (staging / "config.json").write_text("{}")
+
+    assert build_cache_entry(target, "config.json", build)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry", "entry.lock"]  # staging gone
+    assert sorted(p.name for p in target.iterdir()) == ["config.json"]
+    assert not build_cache_entry(target, "config.json", lambda _: pytest.fail("built twice"))
+
+
+def test_a_failed_cache_build_leaves_nothing_and_raises(tmp_path):
+    def failing(staging):
+        (staging / "weights.bin").write_bytes(b"half")
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        build_cache_entry(tmp_path / "entry", "config.json", failing)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry.lock"]

@@ -133,6 +133,15 @@ def test_demo_compare_and_table13_run_on_the_tofu_world(world, base_dir, tmp_pat
     (tmp_path / "other" / "comparison.json").write_text(json.dumps(other_world))
     refused = run_table13(str(tmp_path / "compare"), str(tmp_path / "other"), "--out", str(tmp_path / "t13b"))
     assert refused.returncode == 2 and "differ in epochs" in refused.stderr and not (tmp_path / "t13b").exists()
+    other_build = json.loads((tmp_path / "c5" / "comparison.json").read_text())
+    other_build["provenance"]["build"] = "0" * 20  # same settings, a world built another way (BUILD_VERSION)
+    (tmp_path / "other" / "comparison.json").write_text(json.dumps(other_build))
+    refused = run_table13(str(tmp_path / "compare"), str(tmp_path / "other"), "--out", str(tmp_path / "t13b"))
+    assert refused.returncode == 2 and "differ in build" in refused.stderr
+    del other_build["provenance"]["build"]
+    (tmp_path / "other" / "comparison.json").write_text(json.dumps(other_build))
+    refused = run_table13(str(tmp_path / "compare"), str(tmp_path / "other"), "--out", str(tmp_path / "t13b"))
+    assert refused.returncode == 2 and "does not record which build" in refused.stderr
     missing = run_table13(str(tmp_path / "nowhere"), "--out", str(tmp_path / "t13c"))
     assert missing.returncode == 2 and "holds no readable comparison.json" in missing.stderr
 

@@ -11,14 +11,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
@@ -33,6 +30,7 @@ from ..data import read_texts
 from ..errors import NeuMuterError
 from ..lm import resolve_device
 from ..metrics import memorization_accuracy
+from ..output import build_cache_entry
 from .config import TestbedConfig
 from .corpus import general_corpus
 from .people import biography, make_people, qa_document, qa_pairs
@@ -132,17 +130,7 @@ def build_testbed(config: TestbedConfig = TestbedConfig(), cache_dir: str | Path
     parent = parent / "testbed"
     parent.mkdir(parents=True, exist_ok=True)
     root = parent / (config.cache_key() + ("" if build_device.type == "cpu" else f"-{build_device.type}"))
-    if not (root / "manifest.json").exists():
-        with FileLock(str(root) + ".lock"):
-            if not (root / "manifest.json").exists():
-                staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=parent))
-                try:
-                    _build(config, staging, progress, build_device)
-                    if root.exists():  # a stale, unfinished directory (killed build without the lock)
-                        shutil.rmtree(root)
-                    os.rename(staging, root)
-                finally:
-                    shutil.rmtree(staging, ignore_errors=True)
+    build_cache_entry(root, "manifest.json", lambda staging: _build(config, staging, progress, build_device))
     return _read(config, root)
 
 

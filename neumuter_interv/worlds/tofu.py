@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,7 +29,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 
 from .. import metrics
 from ..data import texts_sha256
@@ -41,6 +37,7 @@ from ..evaluation import EvaluationSet, evaluate, thresholds
 from ..lm import autocast, resolve_device
 from ..loading import load_causal_lm, packaged_smollm2
 from ..neighbours import generate_self_neighbours, model_fingerprint
+from ..output import build_cache_entry
 from ..stopping import ForgettingCriterion
 from ..testbed import default_cache_dir
 from ..testbed.corpus import general_corpus
@@ -156,7 +153,10 @@ class TofuWorld(World):
                 f"{c.n_heldout} held-out people; with its retrain oracle")
 
     def provenance(self) -> dict:
-        return {"model": str(self.model_dir), "forget_file": f"tofu forget{self.config.forget_percent:02d} people",
+        """With ``build``, the world's cache key: it hashes the base model, the people, the fine-tuning settings
+        and ``BUILD_VERSION``, so two runs with the same key scored the same fine-tuned model."""
+        return {"model": str(self.model_dir), "build": self.root.name,
+                "forget_file": f"tofu forget{self.config.forget_percent:02d} people",
                 "forget_samples": len(self.forget_texts), "forget_sha256": texts_sha256(self.forget_texts)}
 
 
@@ -275,23 +275,10 @@ def _split(people: dict, config: TofuWorldConfig) -> dict:
 
 
 def _build_once(target: Path, build: Callable[[Path], None], log) -> None:
-    """Build ``target`` in a staging directory and rename it into place, under a lock (concurrent runs
-    wait for one build; a killed build leaves no half-written model)."""
-    if (target / "config.json").exists():
-        return
-    with FileLock(str(target) + ".lock"):
-        if (target / "config.json").exists():
-            return
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        try:
-            start = time.perf_counter()
-            build(staging)
-            log(f"tofu world: built {target.name} in {time.perf_counter() - start:.0f} s")
-            if target.exists():
-                shutil.rmtree(target)
-            os.rename(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    """Build the model directory ``target`` once, whole (``output.build_cache_entry``), and log its time."""
+    start = time.perf_counter()
+    if build_cache_entry(target, "config.json", build):
+        log(f"tofu world: built {target.name} in {time.perf_counter() - start:.0f} s")
 
 
 def _fine_tune(base, tokenizer, texts: list[str], config: TofuWorldConfig, out: Path, progress: bool,
