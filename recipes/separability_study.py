@@ -27,7 +27,7 @@ recipe measures:
 report goes to a new directory: an output never replaces the results it reads). The
 ``pile-documents`` variant reads the paper's forget samples from ``../shared/data``. Each testbed world builds in about one to three minutes on 2 shared CPU cores (one torch thread: two threads
 on two busy cores are many times slower) and is cached; ``tofu-smollm2`` reuses the cache of
-``neumuter compare --world tofu-real --forget-percent 10`` (cold: about 35 minutes of fine-tuning on 2 cores).
+``neumuter compare --world tofu-real --forget-percent 10`` (cold: the model and the forget10 oracle, about 40-55 minutes of fine-tuning on 2 cores).
 Writes ``separability.json``, ``separability.md`` and ``specificity.png``.
 """
 
