@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import torch
+
 from .lm import as_language_model, autocast
 from .metrics import extraction_likelihood, forgotten_fraction, memorization_accuracy
 
@@ -32,11 +34,21 @@ class ForgettingCriterion:
         with autocast(self.dtype, as_language_model(model).device):
             return self._check(model)
 
-    def _check(self, model) -> bool:
+    def necessary(self, model) -> bool:
+        """The MA half of Eq. 17 alone (one teacher-forced forward): where it fails, the criterion does too.
+        A readout that searches many masks checks this first (``readout.MaskReadout``)."""
+        with autocast(self.dtype, as_language_model(model).device):
+            return self._ma_holds(model)[0]
+
+    def _ma_holds(self, model) -> tuple[bool, torch.Tensor]:
         ma = memorization_accuracy(model, self.tokenizer, self.forget_texts, batch_size=self.batch_size)
         ma_ok = float((ma <= self.thresholds["ma"]).float().mean())
         self.last = {"forgotten_fraction": 0.0, "ma_passing_fraction": ma_ok, "forget_ma": float(ma.mean())}
-        if ma_ok < self.target_fraction:
+        return ma_ok >= self.target_fraction, ma
+
+    def _check(self, model) -> bool:
+        holds, ma = self._ma_holds(model)
+        if not holds:
             return False
         el = extraction_likelihood(model, self.tokenizer, self.forget_texts, self.n,
                                    batch_size=self.batch_size, prefix_stride=self.el_prefix_stride)

@@ -26,7 +26,7 @@ from ...hard_concrete import HardConcreteParams
 from ...lm import check_dtype
 from ...validation import check_number
 
-SELECTION_RULES = ("threshold", "energy", "top_k", "fraction")
+SELECTION_RULES = ("threshold", "energy", "top_k", "fraction", "smallest")
 
 
 @dataclass
@@ -53,6 +53,9 @@ class NeuMuterConfig:
     energy: float = 0.05  # cumulative-energy share, the paper's rule
     top_k: int | None = None
     fraction: float | None = None
+    # "smallest": the fewest lowest gates whose mask meets the stopping criterion, searched up to this share
+    # of the gated neurons (``readout``; needs a criterion: ``NeuMuter(stop_when=...)``)
+    max_fraction: float = 0.05
     # neighbours when none are given: written by the model itself ("self": no masked LM installs offline;
     # see neighbours.self_neighbours) or random tokens ("random"); the MLM generator lives in neighbours.py
     neighbour_source: str = "self"
@@ -85,6 +88,7 @@ class NeuMuterConfig:
             check_number(name, getattr(self, name), minimum=0)
         check_number("threshold", self.threshold, above=0, maximum=1)
         check_number("energy", self.energy, above=0, maximum=1)
+        check_number("max_fraction", self.max_fraction, above=0, maximum=1)
         check_number("replacement_ratio", self.replacement_ratio, above=0, maximum=1)
         check_number("init_open_probability", self.init_open_probability, above=0, maximum=1)
         if self.selection not in SELECTION_RULES:

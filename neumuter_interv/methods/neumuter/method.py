@@ -71,11 +71,15 @@ class NeuMuter(UnlearningMethod):
                  schedule: CoefficientSchedule | None = None,
                  make_neighbours: Callable[[Sequence[str]], list[str]] | None = None):
         """With ``stop_when`` (e.g. a ``ForgettingCriterion``), training runs in stages of a
-        ``CoefficientSchedule`` until the frozen mask satisfies it (Appendix B.4); otherwise it runs
+        ``CoefficientSchedule`` until the frozen mask satisfies it (Appendix B.4; with
+        ``config.selection="smallest"`` the mask is the fewest neurons that do); otherwise it runs
         ``config.epochs`` epochs with fixed coefficients. ``make_neighbours(forget_texts)`` returns k
         neighbour texts per forget sample, sample-major (e.g. from ``neighbours.generate_neighbours``);
         ``unlearn`` uses it, and ``config.neighbour_source`` without it."""
         self.config = config or NeuMuterConfig()
+        if self.config.selection == "smallest" and stop_when is None:
+            raise NeuMuterError("selection 'smallest' searches for the fewest neurons that meet a stopping criterion: "
+                                "give NeuMuter one (stop_when=...), or choose threshold, energy, top_k or fraction")
         self.on_epoch_end = on_epoch_end
         self.log = log
         self.stop_when = stop_when
@@ -101,10 +105,10 @@ class NeuMuter(UnlearningMethod):
             if self.stop_when is None:
                 _, localization = localize(model, forget, neighbours, config, pad_id_of(tokenizer),
                                            self.on_epoch_end, self.log)
+                selection = select_neurons(model, localization.log_alpha, localization.params, config)
             else:
-                _, localization, calibration = localize_until_forgotten(
+                _, localization, calibration, selection = localize_until_forgotten(
                     model, forget, neighbours, config, pad_id_of(tokenizer), self.stop_when, self.schedule, self.log)
-            selection = select_neurons(model, localization.log_alpha, localization.params, config)
             frozen = freeze(model, selection)
         record.trainable_parameters = sum(a.numel() for a in localization.log_alpha.values())
         record.steps = localization.steps

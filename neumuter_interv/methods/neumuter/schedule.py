@@ -14,7 +14,11 @@ The schedule keeps the objective of Eq. 13 and only re-weights it:
    Stages do not warm-start: a strong L0 stage drives log_alpha far above its initial value, which
    would only delay the next stage;
 3. stop at the first mask that meets the criterion: along this path the weights only ever relax, so the
-   first passing mask is the least damaging one the schedule finds; or stop when the budget is spent.
+   first passing mask is the least damaging one the schedule finds; or stop when the budget is spent and
+   keep the mask that came closest.
+
+Which mask a check reads out of the gates is the config's rule (``readout.MaskReadout``): a fixed rule, or
+``selection="smallest"``, the fewest lowest gates whose mask meets the criterion.
 
 The run reports which coefficients it ended with. ``CoefficientSchedule(max_stages=1)`` is the paper's
 fixed setting with Eq. 17 stopping.
@@ -28,7 +32,7 @@ from dataclasses import asdict, dataclass, replace
 from ...intervenable import interventions_by_layer
 from .config import NeuMuterConfig
 from .localize import LocalizationResult, localize
-from .selection import Selection, freeze, select_neurons
+from .readout import MaskReadout
 
 
 @dataclass
@@ -54,54 +58,58 @@ class CoefficientSchedule:
 def localize_until_forgotten(model, forget, neighbours, config: NeuMuterConfig, pad_id: int,
                              stop_when: Callable, schedule: CoefficientSchedule,
                              log: Callable[[str], None] = print):
-    """``localize`` in stages until ``stop_when(frozen_model)`` holds; returns the last stage's gated
-    model, the whole run's ``LocalizationResult`` and a calibration report.
+    """``localize`` in stages until the mask read out of the gates (``readout.MaskReadout``: the config's
+    rule, or the smallest mask that meets ``stop_when``) meets ``stop_when``; returns the last stage's gated
+    model, the whole run's ``LocalizationResult`` (its ``log_alpha`` are the gates the kept mask was read
+    from), a calibration report and the kept mask: the first that met the criterion or, when the budget
+    ended first, the one that came closest (``ReadoutCheck.score``).
 
-    ``stop_when`` must be a function of the frozen model (as ``ForgettingCriterion`` is): a mask that
-    was checked before is not checked again, its verdict and ``stop_when.last`` are reused. Early
-    checks of a stage often select no neuron at all, i.e. the unchanged model, again and again.
+    ``stop_when`` must be a function of the frozen model (as ``ForgettingCriterion`` is).
     """
     report = {"schedule": schedule.to_dict(), "stages": [], "met": False}
     total = LocalizationResult(log_alpha={}, params=config.hard_concrete)
-    verdicts: dict[tuple, tuple[bool, dict]] = {}  # selection -> (met, stop_when.last)
+    readout = MaskReadout(model, stop_when, config)
+    best: dict = {}
     epoch = 1
     for stage, (kl_weight, sparsity_weight) in enumerate(schedule.stages(config), start=1):
         stage_config = replace(config, kl_weight=kl_weight, sparsity_weight=sparsity_weight, epochs=schedule.stage_epochs)
         checks: list[dict] = []
 
-        def check(at_epoch, record, pv_model, stage_config=stage_config, checks=checks, stage_start=epoch):
+        def check(at_epoch, record, pv_model, checks=checks, stage_start=epoch):
             done = at_epoch - stage_start + 1
             if done % schedule.check_every and done != schedule.stage_epochs:
                 return False
-            gates = {layer: gate.log_alpha.detach() for layer, gate in interventions_by_layer(pv_model).items()}
-            selection = select_neurons(model, gates, stage_config.hard_concrete, stage_config)
-            key = _mask_key(selection)
-            if key not in verdicts:
-                met = bool(stop_when(freeze(model, selection)))
-                verdicts[key] = met, dict(getattr(stop_when, "last", {}))
-            met, last = verdicts[key]
-            checks.append({"epoch": at_epoch, "met": met, "neurons_muted_fraction": selection.neurons_muted_fraction,
-                           **last})
-            return met
+            gates = {layer: gate.log_alpha.detach().float().cpu().clone()
+                     for layer, gate in interventions_by_layer(pv_model).items()}
+            result = readout(gates)
+            checks.append({"epoch": at_epoch, "met": result.met,
+                           "neurons_muted_fraction": result.selection.neurons_muted_fraction, **result.numbers,
+                           **({"probes": result.probes} if result.probes else {})})
+            if not best or result.score > best["check"].score:
+                best.update(check=result, gates=gates, epoch=at_epoch)
+            return result.met
 
         log(f"NeuMuter stage {stage}: kl_weight={kl_weight:g}, sparsity_weight={sparsity_weight:g}")
         pv_model, result = localize(model, forget, neighbours, stage_config, pad_id, check, log, first_epoch=epoch)
         total.history += result.history
         total.steps += result.steps
         total.seconds += result.seconds
-        total.log_alpha = result.log_alpha
         epoch += len(result.history)
-        met = any(c["met"] for c in checks)
         report["stages"].append({"stage": stage, "kl_weight": kl_weight, "sparsity_weight": sparsity_weight,
                                  "epochs": len(result.history), "checks": checks})
         report.update(final_kl_weight=kl_weight, final_sparsity_weight=sparsity_weight)
-        if met:
+        if best and best["check"].met:
             report["met"] = True
             break
     total.stopped_early = report["met"]
-    return pv_model, total, report
+    total.log_alpha = best["gates"]
+    kept = best["check"]
+    report.update(kept_epoch=best["epoch"], kept_neurons=kept.selection.neurons_muted)
+    if not report["met"]:
+        log(f"NeuMuter: the budget ended before the criterion held; keeping the closest mask (epoch {best['epoch']}, "
+            f"{kept.selection.neurons_muted} neurons, {_numbers_text(kept.numbers)})")
+    return pv_model, total, report, kept.selection
 
 
-def _mask_key(selection: Selection) -> tuple:
-    """What the frozen model of a selection depends on: the muted neurons and their scales per layer."""
-    return tuple((layer, tuple(neurons.indices), tuple(neurons.scales)) for layer, neurons in sorted(selection.layers.items()))
+def _numbers_text(numbers: dict) -> str:
+    return ", ".join(f"{key} {value:.3f}" for key, value in numbers.items() if isinstance(value, float)) or "no check"

@@ -8,6 +8,8 @@ Rules (all global over the gated layers):
   total; neurons with m <= epsilon are selected. Neurons whose gate is still exactly 1 are never
   selected (muting them would change nothing).
 * ``top_k`` / ``fraction``: the k (or fraction x all gated neurons) lowest sigmoid(log_alpha).
+* ``smallest``: the fewest lowest gates whose mask meets a stopping criterion (``readout``: it needs the
+  criterion, so it is read out there, not here).
 
 Every selected neuron keeps its deterministic gate value as its scale; every other neuron is 1.
 """
@@ -142,6 +144,9 @@ def select_neurons(model, log_alpha: dict[int, torch.Tensor], params: HardConcre
     gate = deterministic_gate(flat_alpha, params)
     probability = torch.sigmoid(flat_alpha)
     rule: dict = {"rule": config.selection}
+    if config.selection == "smallest":
+        raise NeuMuterError("selection 'smallest' searches for the fewest neurons that meet a stopping criterion: "
+                            "give NeuMuter one (stop_when=...), or choose threshold, energy, top_k or fraction")
     if config.selection == "threshold":
         chosen = probability < config.threshold
         rule["threshold"] = config.threshold
