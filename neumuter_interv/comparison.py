@@ -46,7 +46,7 @@ def default_budgets(fine_tuning_epochs: int = 100, ig_positions_per_sample: int 
     so one optimizer step per epoch; SGA one step on its most memorized sample) and the compute dtype of
     their forwards, and IG's attribution reduced to ``ig_positions_per_sample`` target tokens per sample
     (``None``: all, the paper's setting, which costs one gradient pass per token and layer). NeuMuter's
-    budget is its coefficient schedule (people) or its fixed epochs (real)."""
+    budget is its schedule (``DemoConfig.schedule``)."""
     budgets = {name: {"max_epochs": fine_tuning_epochs, "dtype": dtype} for name, entry in METHODS.items()
                if issubclass(entry.settings, FineTuneSettings)}
     budgets["ig"] = {"positions_per_sample": ig_positions_per_sample, "max_neurons": ig_max_neurons}
@@ -77,8 +77,8 @@ class ComparisonConfig(DemoConfig):
 
     @classmethod
     def real(cls, utility: UtilityConfig | None = None) -> ComparisonConfig:
-        """The real-model world as the demo runs it (NeuMuter 8 epochs at the demo's settings, no Eq. 17
-        stop for it), every forward in bf16 autocast where the CPU has it and scoring batches of 32 (EL10's
+        """The real-model world as the demo runs it (NeuMuter to Eq. 17 within the demo's budget, like every
+        other method), every forward in bf16 autocast where the CPU has it and scoring batches of 32 (EL10's
         greedy decoding is bound by per-step overhead on a CPU) so that eleven methods fit a CPU budget: 10
         epochs for the fine-tuning methods (the forget set in one batch; GD, KL and GRUN pair it with 16
         retain texts a step), IG on 1 target token per window, 5 integration steps, layers 1-, up to 460
@@ -100,7 +100,7 @@ class ComparisonConfig(DemoConfig):
     def tofu_real_tiny(cls, tofu: TofuWorldConfig) -> ComparisonConfig:
         """The TOFU-style world at the tests' size (``TofuWorldConfig.tiny``), two-epoch budgets."""
         config = cls.tofu_real(tofu)
-        config.neumuter.epochs = 2
+        config.schedule.stage_epochs, config.schedule.check_every = 2, 1
         config.budgets = default_budgets(fine_tuning_epochs=2, ig_positions_per_sample=2, ig_max_neurons=20)
         return config
 
@@ -197,8 +197,7 @@ def build_method(name: str, world: World, config: ComparisonConfig,
         def world_neighbours(texts):
             return world.neighbours(texts, config.neighbours_per_sample, config.replacement_ratio, neumuter_config.seed)
 
-        stop_when = world.criterion if config.schedule is not None else None  # as the demo: fixed epochs otherwise
-        return NeuMuter(neumuter_config, log=log, stop_when=stop_when, schedule=config.schedule,
+        return NeuMuter(neumuter_config, log=log, stop_when=world.criterion, schedule=config.schedule,
                         make_neighbours=world_neighbours)
     overrides = dict(config.budgets.get(name, {}))
     if "stop_when" in {f.name for f in fields(METHODS[name].settings)}:
@@ -236,9 +235,8 @@ def method_settings(method: UnlearningMethod) -> dict:
 
 def budget_text(name: str, config: ComparisonConfig) -> str:
     if name == "neumuter":
-        if config.schedule is None:
-            return f"{config.neumuter.epochs} epochs (the demo's, no stop rule)"
-        return f"≤ {config.schedule.max_stages} stages × {config.schedule.stage_epochs} epochs"
+        stages = config.schedule.max_stages
+        return (f"≤ {stages} stages × " if stages > 1 else "≤ ") + f"{config.schedule.stage_epochs} epochs"
     budget = config.budgets.get(name, {})
     return ", ".join(f"{key}={value}" for key, value in budget.items()) or "method defaults"
 
@@ -342,7 +340,7 @@ def _reduced_settings(config: ComparisonConfig) -> dict[str, str]:
 def _settings(config: ComparisonConfig) -> dict:
     world = {{"people": "testbed"}.get(config.world, config.world): asdict(config.world_settings)}
     return {**world, "methods": list(config.methods), "budgets": config.budgets,
-            "neumuter": config.neumuter.to_dict(), "schedule": config.schedule.to_dict() if config.schedule else None,
+            "neumuter": config.neumuter.to_dict(), "schedule": config.schedule.to_dict(),
             "neighbours_per_sample": config.neighbours_per_sample, "replacement_ratio": config.replacement_ratio,
             "target_fraction": config.target_fraction,
             "el_prefix_stride": getattr(config.world_settings, "el_prefix_stride", config.el_prefix_stride),

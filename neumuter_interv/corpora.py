@@ -17,6 +17,7 @@ is the same on every machine with the same installed packages.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import importlib.util
 import re
@@ -165,6 +166,27 @@ def _owner(path: Path, owners: dict[str, set[str]]) -> set[str]:
         if part.endswith(".dist-info"):
             return {normalize_distribution(part[:-len(".dist-info")].rsplit("-", 1)[0])}
     return owners.get(path.parent.name, set())
+
+
+def is_licence_source(source: str) -> bool:
+    """Whether a document's source names a licence file (a licence file of a package, or the system's common
+    licences): ``LICENSE*``, ``COPYING*`` and the like, or any file under ``common-licenses``."""
+    path = Path(source)
+    return "common-licenses" in path.parts or any(fnmatch.fnmatch(path.name.lower(), pattern.lower())
+                                                   for pattern in _LICENCE_PATTERNS)
+
+
+def portable_source(source: str) -> str:
+    """A source path as it reads on any machine: relative to ``site-packages`` for an installed package's file,
+    ``stdlib:NAME`` for a standard-library module, unchanged otherwise (system paths, records of data files)."""
+    parts = Path(source).parts
+    if "site-packages" in parts:
+        return Path(*parts[parts.index("site-packages") + 1:]).as_posix()
+    stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
+    try:
+        return "stdlib:" + Path(source).resolve().relative_to(stdlib).as_posix()
+    except ValueError:
+        return source
 
 
 def stdlib_sources(modules: tuple[str, ...] = STDLIB_MODULES) -> list[Document]:

@@ -3,7 +3,7 @@ same muted fraction and, where the world has one, the retrain oracle.
 
 Steps: build (or load) the world (``worlds``: ``real``, the default, is SmolLM2-135M and a licence it
 memorized; ``people`` is the embedded testbed); write neighbours for the forget set; run NeuMuter (on
-the people world until the frozen mask meets Eq. 17, with the coefficient schedule); mute the same
+until the frozen mask meets Eq. 17, on the people world with the coefficient schedule); mute the same
 number of neurons by attribution as a baseline; evaluate everything with the same metrics; write
 ``metrics.json``, ``report.md``, the plots, generation examples and the run directory (the frozen
 intervention, loadable with pyvene).
@@ -12,6 +12,7 @@ intervention, loadable with pyvene).
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,8 +22,15 @@ from . import metrics
 from .errors import NeuMuterError
 from .lm import resolve_device
 from .methods.neumuter import CoefficientSchedule, NeuMuter, NeuMuterConfig, freeze
+from .operating_curve import curve_counts, operating_curve
 from .output import check_writable, output_directory, write_json
-from .report import markdown_table, plot_distributions, plot_grouped_bars, plot_muted_per_layer
+from .report import (
+    markdown_table,
+    plot_distributions,
+    plot_grouped_bars,
+    plot_muted_per_layer,
+    plot_operating_curve,
+)
 from .separability import attribution_ratio, neuron_attribution, top_fraction_selection
 from .testbed import TestbedConfig
 from .utility import UtilityConfig
@@ -40,8 +48,9 @@ from .worlds import (
 
 # The success criteria of the issues that set each world's demo; the report states each with its numbers.
 TARGETS = {
-    "real": {"forgotten_fraction_at_least": 0.9, "retain_ma_drop_at_most": 0.03, "heldout_ma_drop_at_most": 0.01,
-             "general_ppl_increase_at_most": 0.05, "neurons_muted_fraction_at_most": 0.01},
+    "real": {"forgotten_fraction_at_least": 0.9, "retain_licences_ma_drop_at_most": 0.05,
+             "retain_other_ma_drop_at_most": 0.01, "heldout_ma_drop_at_most": 0.01,
+             "general_ppl_increase_at_most": 0.03, "neurons_muted_fraction_at_most": 0.01},
     "people": {"forgotten_fraction_at_least": 0.9, "general_ppl_increase_at_most": 0.10,
                "neurons_muted_fraction_at_most": 0.02},
     "tofu-real": {"forgotten_fraction_at_least": 0.9, "retain_ma_drop_at_most": 0.03,
@@ -56,12 +65,15 @@ class DemoConfig:
     testbed: TestbedConfig = field(default_factory=TestbedConfig)
     tofu: TofuWorldConfig = field(default_factory=TofuWorldConfig)
     neumuter: NeuMuterConfig = field(default_factory=lambda: real_model_neumuter())
-    schedule: CoefficientSchedule | None = None  # None: fixed coefficients for neumuter.epochs, no Eq. 17 stop
+    # NeuMuter trains until the world's Eq. 17 criterion holds (Appendix B.4), within this budget, as every
+    # other method of ``compare`` does
+    schedule: CoefficientSchedule = field(default_factory=lambda: real_model_schedule())
     neighbours_per_sample: int = 1  # the official code's K (the paper's B.4 says 5)
     replacement_ratio: float = 1.0  # the paper's r: every token rewritten
     target_fraction: float = 0.9  # Eq. 17: the share of forget samples that must be forgotten
     el_prefix_stride: int = 4  # people world: EL10 over every 4th prefix (the real world sets its own)
     attribution_baseline: bool = True
+    curve_points: int = 10  # the operating-point curve's log-spaced counts (``operating_curve``); 0: none
     device: str = "cpu"  # where the world is built and scored and NeuMuter runs ("auto": GPU if any)
     utility: UtilityConfig | None = None  # the paper's utility benchmarks (``utility``), where their files are given
 
@@ -79,6 +91,7 @@ class DemoConfig:
         check_number("neighbours_per_sample", self.neighbours_per_sample, minimum=1, integer=True)
         check_number("replacement_ratio", self.replacement_ratio, above=0, maximum=1)
         check_number("target_fraction", self.target_fraction, above=0, maximum=1)
+        check_number("curve_points", self.curve_points, minimum=0, integer=True)
         NeuMuterConfig.from_dict(self.neumuter.to_dict())
 
     @classmethod
@@ -97,12 +110,14 @@ class DemoConfig:
         config.neumuter = NeuMuterConfig(batch_size=2, progress=False)
         config.schedule = CoefficientSchedule(stage_epochs=25, max_stages=6, check_every=5)
         config.el_prefix_stride = 8
+        config.curve_points = 3
         return config
 
     @classmethod
     def real_tiny(cls) -> DemoConfig:
         """The real-model world at the reduced size of the slow test."""
-        return cls(real=RealWorldConfig.tiny(), neumuter=real_model_neumuter(epochs=2))
+        return cls(real=RealWorldConfig.tiny(), schedule=real_model_schedule(stage_epochs=2, check_every=1),
+                   curve_points=3)
 
     @classmethod
     def tofu_real(cls, tofu: TofuWorldConfig | None = None) -> DemoConfig:
@@ -119,13 +134,20 @@ def real_model_neumuter(**overrides) -> NeuMuterConfig:
     """NeuMuter's settings for the real-model world, found by ``recipes/real_model_sweep.py`` (README,
     "Making NeuMuter forget on a real model"): batch 2 (the official code runs batch 1: optimizer steps,
     not epochs, move the gates), learning rate 0.3 (0.1 moved the lowest 1% too slowly for a few minutes
-    of CPU), KL weight 20 and L0 weight 5 (the official 5 / 500 keep every gate open on this model), 8
-    epochs (the lowest 1% forget most after 40-60 steps, then the closing gates spread over more
-    neurons), and the lowest 1% of gates read out with their trained values (the official threshold rule
-    selects ~1% here too, but by accident of the step count)."""
+    of CPU), KL weight 20 and L0 weight 5 (the official 5 / 500 keep every gate open on this model), and
+    the readout ``smallest``: the fewest lowest gates, with their trained values, whose mask meets Eq. 17,
+    up to 5% of the gated neurons (``readout``). Training stops at the first check where such a mask
+    exists (``real_model_schedule``)."""
     return NeuMuterConfig(**{"layers": "1-", "epochs": 8, "batch_size": 2, "learning_rate": 0.3, "kl_weight": 20.0,
-                             "sparsity_weight": 5.0, "selection": "fraction", "fraction": 0.01, "dtype": "auto",
+                             "sparsity_weight": 5.0, "selection": "smallest", "max_fraction": 0.05, "dtype": "auto",
                              "progress": False, **overrides})
+
+
+def real_model_schedule(**overrides) -> CoefficientSchedule:
+    """The real-model worlds' budget under the stopping rule: the coefficients fixed (one stage, the paper's
+    setting), up to 24 epochs (168 steps at batch 2 on 13 windows, three times the 56 steps that took the
+    lowest 1% under the threshold on 11 of 13 windows), the readout checked every 2 epochs."""
+    return CoefficientSchedule(**{"stage_epochs": 24, "max_stages": 1, "check_every": 2, **overrides})
 
 
 def prepare_world(config: DemoConfig, progress: bool = True, log: Callable[[str], None] = print) -> World:
@@ -167,14 +189,16 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
 
     neumuter_config = copy.deepcopy(config.neumuter)
     neumuter_config.progress, neumuter_config.device = progress, config.device
-    stop_when = world.criterion if config.schedule is not None else None
-    run = NeuMuter(neumuter_config, stop_when=stop_when, schedule=config.schedule, log=log).run(
+    run = NeuMuter(neumuter_config, stop_when=world.criterion, schedule=config.schedule, log=log).run(
         world.load_model(), world.tokenizer, world.forget_texts, neighbours)
     seconds["neumuter"] = run.record.seconds
 
     start = time.perf_counter()
     after = world.evaluate(run.frozen)
     seconds["evaluation"] = time.perf_counter() - start
+    start = time.perf_counter()
+    curve = _curve(world, run, config.curve_points, log)
+    seconds["curve"] = time.perf_counter() - start
     summary = {
         "world": config.world,
         "before": public_scores(world.original), "after": public_scores(after),
@@ -182,6 +206,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
         "neurons_muted": run.selection.neurons_muted,
         "thresholds": {"ma": world.thresholds["ma"], "el10": world.thresholds["el10"]},
         "calibration": run.calibration,
+        "curve": curve,
         "unlearning_seconds": run.record.seconds,
         "neighbour_example": {"forget": world.forget_texts[0], "neighbour": neighbours[0]},
         "per_sample": {"before": world.original["per_sample"], "after": after["per_sample"]},
@@ -201,7 +226,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
     summary["seconds"] = seconds
     summary["settings"] = {"world": asdict(config.world_settings),
                            "neumuter": neumuter_config.to_dict(),
-                           "schedule": config.schedule.to_dict() if config.schedule else None,
+                           "schedule": config.schedule.to_dict(),
                            "neighbours_per_sample": config.neighbours_per_sample,
                            "replacement_ratio": config.replacement_ratio, "target_fraction": config.target_fraction,
                            "el_prefix_stride": world.data.settings["el_prefix_stride"]}
@@ -209,6 +234,11 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
         write_json(staging / "metrics.json", summary)
         (staging / "report.md").write_text(demo_report(summary))
         plot_muted_per_layer(run.selection.per_layer_counts(), run.selection.ffn_width, staging / "muted_per_layer.png")
+        if curve:
+            write_json(staging / "curve.json", curve)
+        if any(point["neurons_muted"] for point in curve):
+            plot_operating_curve(curve, staging / "curve.png", "NeuMuter's operating points along the gates' ranking",
+                                 world.thresholds["ma"], run.selection.neurons_muted_fraction)
         plot_distributions({name: summary["per_sample"][name]["forget_loss"] for name in summary["per_sample"]},
                            staging / "forget_loss.png", "per-sample loss on the forget set (nats/token)",
                            "Forget-set losses before and after")
@@ -219,6 +249,19 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
                  run_info=world.provenance())
     log(f"wrote {out}/ (metrics.json, report.md, muted_per_layer.png, forget_loss.png, memorization.png, run/)")
     return summary
+
+
+def _curve(world: World, run, points: int, log) -> list[dict]:
+    """The operating-point curve of the run's gates (``operating_curve``): ``points`` log-spaced counts up
+    to the readout's cap (``max_fraction`` of the gated neurons) or the kept count if larger, and the kept
+    count itself."""
+    if not points:
+        return []
+    gated = sum(values.numel() for values in run.localization.log_alpha.values())
+    largest = max(math.floor(run.config.max_fraction * gated), run.selection.neurons_muted)
+    counts = curve_counts(largest, points, include=[run.selection.neurons_muted])
+    return operating_curve(run.frozen.model, world.tokenizer, run.localization.log_alpha, run.localization.params,
+                           world.data, world.thresholds, counts, log)
 
 
 def attribution_baseline(world: World, layers, fraction: float, log=print):
@@ -253,10 +296,10 @@ def _targets(world: str, summary: dict) -> dict:
         "general_ppl_increase": (after["heldout_ppl"] / before["heldout_ppl"] - 1, "general_ppl_increase_at_most", "<="),
         "neurons_muted_fraction": (summary["neurons_muted_fraction"], "neurons_muted_fraction_at_most", "<="),
     }
-    if "retain_ma_drop_at_most" in goals:
-        checks["retain_ma_drop"] = (before["retain_ma"] - after["retain_ma"], "retain_ma_drop_at_most", "<=")
-    if "heldout_ma_drop_at_most" in goals:
-        checks["heldout_ma_drop"] = (before["heldout_ma"] - after["heldout_ma"], "heldout_ma_drop_at_most", "<=")
+    for group in ("retain", "retain_licences", "retain_other", "heldout"):
+        goal = f"{group}_ma_drop_at_most"
+        if goal in goals and f"{group}_ma" in before:
+            checks[f"{group}_ma_drop"] = (before[f"{group}_ma"] - after[f"{group}_ma"], goal, "<=")
     targets = {name: {"value": value, "target": f"{op} {goals[goal]}",
                       "met": value >= goals[goal] if op == ">=" else value <= goals[goal]}
                for name, (value, goal, op) in checks.items()}
@@ -274,11 +317,18 @@ def _targets(world: str, summary: dict) -> dict:
 
 _ROWS = [("forget_ma", "forget MA (Eq. 15)"), ("forget_el10", "forget EL10 (Eq. 16)"),
          ("forgotten_fraction", "forget samples meeting Eq. 17"), ("other_copies_ma", "other copies MA"),
-         ("retain_ma", "retain MA"), ("heldout_ma", "held-out MA"), ("heldout_ppl", "general-text PPL"),
+         ("retain_ma", "retain MA"), ("retain_licences_ma", "retain MA: licence windows (look-alike)"),
+         ("retain_other_ma", "retain MA: other windows (unrelated)"), ("heldout_ma", "held-out MA"), ("heldout_ppl", "general-text PPL"),
          ("classification_acc", "ACC (LAMBADA, PubMedQA)"), ("dialogue_f1", "dialogue F1"),
          ("dialogue_ce", "dialogue CE"), ("pile_ppl", "Pile PPL"), ("wikitext_ppl", "WikiText PPL"),
          ("mia_distance", "loss-MIA distance"), ("forget_quality", "forget quality (KS p vs oracle)"),
          ("forget_qa_exposed", "forget QA exposed"), ("retain_qa_exposed", "retain QA exposed")]
+
+
+_CURVE_COLUMNS = [("forget_ma", "forget MA"), ("forgotten_fraction", "forgotten"),
+                  ("other_copies_ma", "other copies MA"), ("retain_ma", "retain MA"),
+                  ("retain_licences_ma", "retain: licences"), ("retain_other_ma", "retain: other"),
+                  ("heldout_ma", "held-out MA"), ("heldout_ppl", "general PPL")]
 
 
 def _columns(summary: dict) -> dict[str, str]:
@@ -300,7 +350,8 @@ def demo_report(summary: dict) -> str:
                  *("-" for c in columns if c == "oracle")])
     targets = [[name, t["value"] if isinstance(t["value"], str) else f"{t['value']:.4g}", t["target"],
                 "yes" if t["met"] else "**no**"] for name, t in summary["targets"].items()]
-    title = "the real model (SmolLM2-135M)" if summary["world"] == "real" else "the embedded people testbed"
+    title = {"real": "the real model (SmolLM2-135M)", "tofu-real": "the TOFU-style world (SmolLM2-135M fine-tuned)",
+             "people": "the embedded people testbed"}[summary["world"]]
     parts = [
         f"# NeuMuter on {title}",
         f"Eq. 17 thresholds (held-out text, original model): MA {summary['thresholds']['ma']:.4f}, "
@@ -320,10 +371,24 @@ def demo_report(summary: dict) -> str:
                                 f"- **NeuMuter** ({100 * example['after_matches']:.0f}% match): {_quote(example['after'])}"]))
     calibration = summary.get("calibration")
     if calibration:
-        parts += ["## Coefficient schedule",
-                  f"Stopping criterion met: {calibration.get('met')}; ended with kl_weight="
-                  f"{calibration.get('final_kl_weight')}, sparsity_weight={calibration.get('final_sparsity_weight')} "
-                  f"after {sum(s['epochs'] for s in calibration.get('stages', []))} epochs."]
+        checks = [check for stage in calibration.get("stages", []) for check in stage["checks"]]
+        probes = sum(len(check.get("probes", [])) for check in checks)
+        parts += ["## Stopping rule (Appendix B.4)",
+                  f"Eq. 17 for {summary['settings']['target_fraction']:.0%} of the forget samples "
+                  f"{'**met**' if calibration.get('met') else '**not met** within the budget'}: trained "
+                  f"{sum(s['epochs'] for s in calibration.get('stages', []))} epochs "
+                  f"({len(calibration.get('stages', []))} stage(s), ending with kl_weight="
+                  f"{calibration.get('final_kl_weight')}, sparsity_weight={calibration.get('final_sparsity_weight')}), "
+                  f"checked {len(checks)} times ({probes} masks probed by the readout); kept the mask of epoch "
+                  f"{calibration.get('kept_epoch')} with {calibration.get('kept_neurons')} neurons."]
+    if summary.get("curve"):
+        parts += ["## Operating-point curve (curve.json, curve.png)",
+                  "The first c neurons of the trained gates' ranking muted (trained values kept), scored with "
+                  "teacher-forced MA and EL10 where MA passes; the readout's mask is marked.",
+                  markdown_table(["muted", *(label for key, label in _CURVE_COLUMNS if key in summary["curve"][0])],
+                                 [[f"{p['neurons_muted']} ({100 * p['neurons_muted_fraction']:.2f}%)"
+                                   + (" ←" if p["neurons_muted"] == summary["neurons_muted"] else ""),
+                                   *(p[key] for key, _ in _CURVE_COLUMNS if key in p)] for p in summary["curve"]])]
     parts += ["## Time per stage (s)",
               markdown_table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in summary["seconds"].items()]),
               "Rates are fractions in [0, 1]. The attribution baseline zeroes as many neurons as NeuMuter muted: "

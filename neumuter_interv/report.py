@@ -98,3 +98,31 @@ def plot_grouped_bars(groups: Mapping[str, Mapping[str, float]], path: str | Pat
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def plot_operating_curve(points: Sequence[Mapping[str, float]], path: str | Path, title: str,
+                         ma_threshold: float | None = None, kept_fraction: float | None = None) -> None:
+    """The operating-point curve (``operating_curve``): MA of each group and the forgotten share (left),
+    general-text perplexity (right) against the share of FFN neurons muted (log scale), with Eq. 17's MA
+    threshold and the readout's count marked."""
+    points = [p for p in points if p["neurons_muted"] > 0]
+    x = [100 * p["neurons_muted_fraction"] for p in points]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for key in [k for k in points[0] if k.endswith("_ma")] + ["forgotten_fraction"]:
+        left.plot(x, [p[key] for p in points], marker="o", markersize=3, label=key.replace("_", " "),
+                  linestyle="--" if key == "forgotten_fraction" else "-")
+    if ma_threshold is not None:
+        left.axhline(ma_threshold, color="grey", linewidth=0.8, linestyle=":", label="Eq. 17 MA threshold")
+    if "heldout_ppl" in points[0]:
+        right.plot(x, [p["heldout_ppl"] for p in points], marker="o", markersize=3, color="#C44E52")
+    for axis, ylabel in ((left, "MA / share of forget samples"), (right, "general-text perplexity")):
+        if kept_fraction:
+            axis.axvline(100 * kept_fraction, color="black", linewidth=0.8, linestyle=":")
+        axis.set_xscale("log")
+        axis.set_xlabel("% of FFN neurons muted (lowest gates first)")
+        axis.set_ylabel(ylabel)
+    left.legend(fontsize="small")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

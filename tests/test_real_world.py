@@ -38,7 +38,7 @@ def test_the_real_demo_reports_neumuter_the_attribution_baseline_and_generation_
     assert {p.name for p in out.iterdir()} >= {"metrics.json", "report.md", "memorization.png", "run"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"before", "after", "attribution"} <= set(metrics) and "oracle" not in metrics
-    assert 0 < metrics["neurons_muted_fraction"] <= 0.01
+    assert 0 < metrics["neurons_muted_fraction"] <= 0.05  # the readout's cap (5% of the gated neurons)
     report = (out / "report.md").read_text()
     for name in summary["targets"]:
         assert name in report
@@ -53,3 +53,31 @@ def test_the_real_world_is_cached_and_deterministic(demo):
     second = prepare_real_world(RealWorldConfig.tiny(), progress=False, log=lambda message: None)
     assert first.root == second.root and first.groups == second.groups
     assert first.forget_texts[0] == demo[1]["neighbour_example"]["forget"], "the demo forgot this world's windows"
+
+
+def test_a_packaged_world_is_read_from_its_file_whatever_this_machine_has_installed(demo, tmp_path, monkeypatch):
+    from neumuter_interv import corpora
+    from neumuter_interv.worlds import RealWorldConfig, prepare_real_world, real
+
+    quiet = dict(progress=False, log=lambda message: None)
+    scanned = prepare_real_world(RealWorldConfig.tiny(frozen=False), **quiet)
+    path = tmp_path / "world.json"
+    real.freeze_world(scanned, path)
+    monkeypatch.setattr(real, "FROZEN_WORLD", path)
+
+    def read_this_machine(*args, **kwargs):
+        raise AssertionError("a packaged world reads no text of this machine")
+
+    for name in ("licence_files", "installed_candidates", "project_texts", "python_documentation", "read_documents"):
+        monkeypatch.setattr(corpora, name, read_this_machine)
+    packaged = prepare_real_world(RealWorldConfig.tiny(), **quiet)
+    assert packaged.groups == json.loads(json.dumps(scanned.groups)) and packaged.root == scanned.root
+    assert packaged.forget_texts == scanned.forget_texts and packaged.retain_texts == scanned.retain_texts
+    assert all("site-packages" not in w["source"] for records in packaged.groups.values() if isinstance(records, list)
+               for w in records), "sources read the same on every machine"
+
+    damaged = json.loads(path.read_text())
+    damaged["groups"]["forget"][0]["text"] += " and more"
+    path.write_text(json.dumps(damaged))
+    with pytest.raises(NeuMuterError, match="damaged"):
+        prepare_real_world(RealWorldConfig.tiny(), **quiet)

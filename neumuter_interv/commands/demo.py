@@ -47,7 +47,7 @@ def run(args) -> int:
         config = DemoConfig.tofu_real(tofu)
         config.tofu.seed = args.seed
         if args.size == "tiny":
-            config.neumuter.epochs = 2
+            config.schedule.stage_epochs, config.schedule.check_every = 2, 1
     else:
         config = DemoConfig.real_tiny() if args.size == "tiny" else DemoConfig()
         if args.forget:

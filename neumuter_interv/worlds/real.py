@@ -51,7 +51,7 @@ from ..utility import UtilityConfig, load_utility
 from .base import World, cached_reference_scores, write_atomically
 
 MIT_MARKER = "Permission is hereby granted, free of charge"
-BUILD_VERSION = 1  # part of the cache key: bump when the way groups are built changes
+BUILD_VERSION = 2  # part of the cache key: bump when the way groups are built changes
 OVERLAP_NGRAM = 8
 RETAIN_GENERAL_PASSAGES = 8  # general text in the retain set of GD, KL, GRUN, LUNAR (next to 32 memorized windows)
 
@@ -74,6 +74,8 @@ class RealWorldConfig:
     el_prefix_stride: int = 32  # EL10 over prefixes 1, 33, 65, 97 of a 128-token window (an estimate)
     batch_size: int = 8
     dtype: str = "float32"  # of every scoring forward; "auto": bf16 autocast where the CPU has it (the studies)
+    # read the packaged world (FROZEN_WORLD) when these settings and the model are the ones it was built with
+    frozen: bool = True
 
     @classmethod
     def tiny(cls, **overrides) -> RealWorldConfig:
@@ -115,8 +117,7 @@ class RealWorld(World):
         """What a method with a retain set trains on: the retain-memorized windows (which it is then also
         scored on, so such methods are marked in every report) plus ``RETAIN_GENERAL_PASSAGES`` passages of
         Python's documentation, general text disjoint from the passages that measure perplexity."""
-        general = corpora.python_documentation(chunks=self.config.general_passages, others=RETAIN_GENERAL_PASSAGES)
-        return list(self.data.retain_texts) + [d.text for d in general]
+        return list(self.data.retain_texts) + [w["text"] for w in self.groups["retain_general"]]
 
     @property
     def attribution_reference(self) -> list[str]:
@@ -141,35 +142,48 @@ def prepare_real_world(config: RealWorldConfig | None = None, *, target_fraction
                        cache_dir: str | Path | None = None, progress: bool = True,
                        log: Callable[[str], None] = print, device: str = "cpu",
                        utility: UtilityConfig | None = None) -> RealWorld:
-    """Load the model, build (or read from cache) the world's texts, its thresholds and the original
-    model's scores (with the paper's utility benchmarks when ``utility`` names their files), and the
-    stopping criterion."""
+    """Load the model, read the world's texts (the packaged ones, ``FROZEN_WORLD``, where the settings and
+    the model are the ones they were built with; else scanned from this machine's texts and cached), its
+    thresholds and the original model's scores (with the paper's utility benchmarks when ``utility`` names
+    their files), and the stopping criterion."""
     config = config or RealWorldConfig()
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    documents = _documents(config)  # a missing forget file fails here, before the model loads
+    frozen = frozen_world() if config.frozen and config.model is None and not config.forget else None
+    if frozen is not None and frozen["settings"] != group_settings(config):
+        log("real world: settings differ from the packaged world's; scanning this machine's texts instead")
+        frozen = None
+    documents = _documents(config) if frozen is None else {}  # a missing forget file fails here, before the model loads
     utility_data = load_utility(utility) if utility is not None else None  # so does a missing utility file
     directory, gguf = (config.model, config.gguf_file) if config.model else packaged_smollm2()
     model, tokenizer = load_causal_lm(directory, gguf_file=gguf, cache_dir=cache)
     model_dir = str(model.name_or_path)
     model_key = Path(model_dir).name if gguf else hashlib.sha256(model_fingerprint(model_dir).encode()).hexdigest()[:20]
+    if frozen is not None and frozen["model"] != model_key:
+        log(f"real world: the packaged world was built on model {frozen['model']}, not {model_key}; scanning instead")
+        frozen, documents = None, _documents(config)
     model.to(resolve_device(device))
-    scoring_only = {"el_prefix_stride", "batch_size", "dtype"}  # they change the reference scores (keyed apart), not the texts
-    settings = {name: value for name, value in asdict(config).items() if name not in scoring_only}
-    key = hashlib.sha256(json.dumps({"version": BUILD_VERSION, "model": model_key, "config": settings, "texts": {
-        name: texts_sha256([d.text + "\0" + d.source for d in docs]) for name, docs in documents.items()}},
-        sort_keys=True, default=str).encode()).hexdigest()[:20]
-    root = cache / "real-world" / key
-    world_file = root / "world.json"
-    if world_file.exists():
-        groups = json.loads(world_file.read_text())
+    if frozen is not None:
+        groups = frozen["groups"]
     else:
-        groups = _build_groups(model, tokenizer, documents, config, progress, log)
-        write_atomically(world_file, groups)
+        scan_key = _key({"version": BUILD_VERSION, "model": model_key, "config": group_settings(config), "texts": {
+            name: texts_sha256([d.text + "\0" + d.source for d in docs]) for name, docs in documents.items()}})
+        scanned = cache / "real-world" / "scans" / scan_key / "world.json"
+        if scanned.exists():
+            groups = json.loads(scanned.read_text())
+        else:
+            groups = _build_groups(model, tokenizer, documents, config, progress, log)
+            write_atomically(scanned, groups)
+    # scores and neighbours are keyed by the texts themselves: a scan that finds the packaged texts shares them
+    root = cache / "real-world" / _key({"version": BUILD_VERSION, "model": model_key, "texts": group_hashes(groups)})
     names = {name: [w["text"] for w in records] for name, records in groups.items() if name != "scan"}
-    log(f"real world: {len(names['forget'])} forget windows, {len(names['other_copies'])} other copies, "
-        f"{len(names['retain_memorized'])} retain-memorized, {len(names['heldout'])} held-out windows at {root}")
+    log(f"real world ({'packaged' if frozen is not None else 'scanned'}): {len(names['forget'])} forget windows, "
+        f"{len(names['other_copies'])} other copies, {len(names['retain_memorized'])} retain-memorized "
+        f"({len(retain_of_kind(groups, 'licence'))} licence, {len(retain_of_kind(groups, 'other'))} other), "
+        f"{len(names['heldout'])} held-out windows at {root}")
+    ma_groups = {"other_copies": names["other_copies"], "heldout": names["heldout"],
+                 "retain_licences": retain_of_kind(groups, "licence"), "retain_other": retain_of_kind(groups, "other")}
     data = EvaluationSet(names["forget"], names["heldout"], names["general"], names["retain_memorized"],
-                         ma_groups={"other_copies": names["other_copies"], "heldout": names["heldout"]},
+                         ma_groups={name: texts for name, texts in ma_groups.items() if texts},
                          settings={"el_n": 10, "el_prefix_stride": config.el_prefix_stride,
                                    "batch_size": config.batch_size, "dtype": config.dtype},
                          utility=utility_data)
@@ -181,6 +195,55 @@ def prepare_real_world(config: RealWorldConfig | None = None, *, target_fraction
                                     dtype=config.dtype)
     return RealWorld("real", tokenizer, data, limits, original, None, criterion, config, root, model_dir, model_key,
                      groups, device)
+
+
+def _key(values: dict) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def group_hashes(groups: dict) -> dict[str, str]:
+    """The SHA-256 of each group's texts, in order."""
+    return {name: texts_sha256([w["text"] for w in records]) for name, records in groups.items() if name != "scan"}
+
+
+def group_settings(config: RealWorldConfig) -> dict:
+    """The settings that decide which windows a world holds (the scoring ones only change its scores)."""
+    scoring_only = {"el_prefix_stride", "batch_size", "dtype", "frozen"}
+    return json.loads(json.dumps({name: value for name, value in asdict(config).items() if name not in scoring_only},
+                                 default=str))
+
+
+def retain_of_kind(groups: dict, kind: str) -> list[str]:
+    """The retain-memorized windows from licence files (``licence``: phrasing shared with a licence to
+    forget) or from other text (``other``: source code and the rest)."""
+    return [w["text"] for w in groups["retain_memorized"] if w.get("kind") == kind]
+
+
+FROZEN_WORLD = Path(__file__).resolve().parents[1] / "resources" / "real-world-smollm2.json"
+
+
+def frozen_world(path: Path | None = None) -> dict | None:
+    """The packaged world: the windows ``_build_groups`` chose for the default settings on the packaged
+    SmolLM2, frozen so that every install holds the same texts in the same order (the installed licence
+    files, the standard library and Python's documentation differ between machines and versions). Its
+    per-group SHA-256 are checked on reading. None where the file is absent."""
+    path = path or FROZEN_WORLD
+    if not path.is_file():
+        return None
+    frozen = json.loads(path.read_text(encoding="utf-8"))
+    for name, digest in group_hashes(frozen["groups"]).items():
+        if digest != frozen["sha256"].get(name):
+            raise NeuMuterError(f"{path}: the texts of group {name!r} do not match their recorded SHA-256: the "
+                                "packaged world is damaged; reinstall the package")
+    return frozen
+
+
+def freeze_world(world: RealWorld, path: Path | None = None) -> None:
+    """Write ``world``'s groups as the packaged world (``recipes/freeze_real_world.py``; then rerun the demo
+    and update the numbers the README quotes)."""
+    frozen = {"version": BUILD_VERSION, "model": world.model_key, "settings": group_settings(world.config),
+              "sha256": group_hashes(world.groups), "groups": world.groups}
+    (path or FROZEN_WORLD).write_text(json.dumps(frozen, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _documents(config: RealWorldConfig) -> dict[str, list[corpora.Document]]:
@@ -219,24 +282,40 @@ def _build_groups(model, tokenizer, documents: dict, config: RealWorldConfig, pr
     copies = [w for w in cut["candidates"] if overlap[id(w)] >= config.copy_overlap and w.text not in forget_texts]
     unrelated = sorted((w for w in cut["candidates"] if w.memorized and overlap[id(w)] < config.unrelated_overlap),
                        key=lambda w: -w.excess)
-    retain, spare = unrelated[:config.max_retain_windows], unrelated[config.max_retain_windows:]
+    retain = _balanced_by_kind(unrelated, config.max_retain_windows)
+    spare = [w for w in unrelated if all(w is not kept for kept in retain)]
     log(f"real world: {len(forget)} of {len(cut['forget'])} forget windows memorized; {len(copies)} other-copy "
         f"windows; {sum(bool(w.memorized) for w in cut['candidates'])} of {len(cut['candidates'])} candidate "
         f"windows memorized")
     general = [{"text": d.text, "source": d.source} for d in documents["general"]]
+    retain_general = corpora.python_documentation(chunks=config.general_passages, others=RETAIN_GENERAL_PASSAGES)
     return {"forget": [_record(w) for w in forget],
             "other_copies": [_record(w) for w in evenly_spaced(copies, config.max_other_copy_windows)],
             "retain_memorized": [_record(w) for w in retain],
             "heldout": [_record(w) for w in cut["heldout"]],
             "attribution_reference": [_record(w) for w in evenly_spaced(spare, config.max_attribution_windows)],
             "general": general,
+            "retain_general": [{"text": d.text, "source": d.source} for d in retain_general],
             "scan": {"forget_windows": len(cut["forget"]), "candidate_windows": len(cut["candidates"]),
                      "candidate_memorized": sum(bool(w.memorized) for w in cut["candidates"]),
                      "other_copy_windows": len(copies)}}
 
 
+def _balanced_by_kind(windows: list[Window], count: int) -> list[Window]:
+    """Up to ``count`` of ``windows`` (most memorized first), half from licence files and half from other
+    text where both have enough, so that the retain set measures both what shares a licence's phrasing
+    and what does not; most memorized first."""
+    licences = [w for w in windows if corpora.is_licence_source(w.source)]
+    others = [w for w in windows if not corpora.is_licence_source(w.source)]
+    take_licences = max(count // 2, count - len(others))
+    chosen = licences[:take_licences] + others[:count - min(take_licences, len(licences))]
+    return sorted(chosen, key=lambda w: -w.excess)
+
+
 def _record(window: Window) -> dict:
-    return {key: value for key, value in asdict(window).items() if key != "copies"} | {"copies": len(window.copies)}
+    kind = "licence" if corpora.is_licence_source(window.source) else "other"
+    return ({key: value for key, value in asdict(window).items() if key not in ("copies", "source")}
+            | {"source": corpora.portable_source(window.source), "kind": kind, "copies": len(window.copies)})
 
 
 def _grams(tokenizer, text: str) -> set:

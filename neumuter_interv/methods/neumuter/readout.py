@@ -96,9 +96,10 @@ class ReadoutCheck:
 
     @property
     def score(self) -> tuple:
-        """How close to the criterion: met, then the forgotten and MA-passing shares, then fewer neurons."""
+        """How close to the criterion: met, then the forgotten and MA-passing shares, then the lower forget MA,
+        then fewer neurons."""
         return (self.met, self.numbers.get("forgotten_fraction", 0.0), self.numbers.get("ma_passing_fraction", 0.0),
-                -self.selection.neurons_muted)
+                -self.numbers.get("forget_ma", 1.0), -self.selection.neurons_muted)
 
 
 class MaskReadout:

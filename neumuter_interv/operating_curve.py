@@ -1,0 +1,83 @@
+"""The operating-point curve: what a mask forgets and what it costs as it grows along the trained gates'
+ranking, so that a researcher can pick the operating point by looking instead of by one readout rule.
+
+For trained gates, ``operating_curve`` mutes the first ``c`` neurons of their ranking (lowest closing
+probability first, trained gate values kept: ``readout.GateRanking``) for log-spaced counts ``c`` and
+scores each mask with ``score_point``: teacher-forced MA of the forget set and of every MA group of the
+world (other copies, the retain-memorized windows and their look-alike / unrelated halves, held-out
+text), the general-text perplexity, and the share of forget samples meeting Eq. 17. EL10 is decoded only
+for the forget samples whose MA already passes (the others cannot meet Eq. 17), so a point costs one
+batched forward per group and a few greedy decodes: the curve stays within minutes on the real world.
+Every number equals what ``evaluation.evaluate`` gives the same mask (a test holds the two together).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from . import metrics
+from .evaluation import EvaluationSet, scoring_precision
+from .methods.neumuter.readout import GateRanking
+from .methods.neumuter.selection import freeze
+
+
+def curve_counts(largest: int, points: int = 10, include: Sequence[int] = ()) -> list[int]:
+    """``points`` counts spaced evenly on a log scale from ``largest / 256`` (at least 1) to ``largest``,
+    plus ``include`` (e.g. the count a readout kept), sorted and distinct."""
+    if largest < 1:
+        return sorted({c for c in include if c >= 1})
+    smallest = max(1.0, largest / 256)
+    spaced = np.geomspace(smallest, largest, points) if largest > smallest else [largest]
+    return sorted({int(round(c)) for c in spaced} | {int(c) for c in include if 1 <= c <= largest})
+
+
+def score_point(model, tokenizer, data: EvaluationSet, thresholds: Mapping[str, float]) -> dict:
+    """The teacher-forced scores of one model (see the module docstring), keyed as ``evaluate`` keys them."""
+    with scoring_precision(model, data):
+        return _score_point(model, tokenizer, data, thresholds)
+
+
+def _score_point(model, tokenizer, data: EvaluationSet, thresholds: Mapping[str, float]) -> dict:
+    n, batch, stride = data.settings["el_n"], data.settings["batch_size"], data.settings["el_prefix_stride"]
+    forget = list(data.forget_texts)
+    ma, _ = metrics.teacher_forced_scores(model, tokenizer, forget, batch_size=batch)
+    could = (ma <= thresholds["ma"]).nonzero().flatten().tolist()
+    el = torch.full_like(ma, math.inf)  # a sample whose MA fails cannot meet Eq. 17 whatever its EL10
+    if could:
+        el[could] = metrics.extraction_likelihood(model, tokenizer, [forget[i] for i in could], n, batch_size=batch,
+                                                  prefix_stride=stride)
+    point = {"forget_ma": float(ma.mean()), "forgotten_fraction": metrics.forgotten_fraction(ma, el, thresholds, n),
+             "ma_passing_fraction": len(could) / len(forget)}
+    if data.retain_texts:
+        point["retain_ma"] = float(metrics.memorization_accuracy(model, tokenizer, data.retain_texts,
+                                                                 batch_size=batch).mean())
+    for name, texts in data.ma_groups.items():
+        if texts:
+            point[f"{name}_ma"] = float(metrics.memorization_accuracy(model, tokenizer, texts, batch_size=batch).mean())
+    if data.general_texts:
+        point["heldout_ppl"] = metrics.perplexity(model, tokenizer, data.general_texts, batch_size=batch)
+    return point
+
+
+def operating_curve(model, tokenizer, log_alpha: dict[int, torch.Tensor], params, data: EvaluationSet,
+                    thresholds: Mapping[str, float], counts: Sequence[int],
+                    log: Callable[[str], None] = print) -> list[dict]:
+    """``score_point`` of the mask of each count of ``counts`` along the ranking of ``log_alpha`` (count 0:
+    the model itself; a count past the neurons whose gate moved is that many); each point also records its
+    count and its share of the model's FFN neurons."""
+    ranking = GateRanking.of(model, log_alpha, params)
+    points = []
+    for count in sorted({min(count, ranking.size) for count in counts}):
+        selection = ranking.selection(count)
+        scored = model if selection.neurons_muted == 0 else freeze(model, selection)
+        point = {"neurons_muted": selection.neurons_muted, "neurons_muted_fraction": selection.neurons_muted_fraction,
+                 **score_point(scored, tokenizer, data, thresholds)}
+        points.append(point)
+        log(f"curve: {point['neurons_muted']} neurons ({100 * point['neurons_muted_fraction']:.2f}%): forget MA "
+            f"{point['forget_ma']:.3f}, forgotten {point['forgotten_fraction']:.2f}"
+            + (f", retain MA {point['retain_ma']:.3f}" if "retain_ma" in point else ""))
+    return points
