@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .demo import DemoConfig, attribution_baseline, demo_inputs, prepare_world
+from .demo import DemoConfig, attribution_baseline, demo_inputs, neumuter_neighbours, prepare_world
 from .errors import NeuMuterError
 from .lm import resolve_device
 from .methods.base import UnlearningMethod, UnlearningRecord, measured
@@ -193,12 +193,9 @@ def build_method(name: str, world: World, config: ComparisonConfig,
     if name == "neumuter":
         neumuter_config = copy.deepcopy(config.neumuter)
         neumuter_config.device = config.device
-
-        def world_neighbours(texts):
-            return world.neighbours(texts, config.neighbours_per_sample, config.replacement_ratio, neumuter_config.seed)
-
         return NeuMuter(neumuter_config, log=log, stop_when=world.criterion, schedule=config.schedule,
-                        make_neighbours=world_neighbours)
+                        make_neighbours=lambda texts: neumuter_neighbours(world, config, texts),
+                        uses_retained_text=config.anchors_per_sample > 0)
     overrides = dict(config.budgets.get(name, {}))
     if "stop_when" in {f.name for f in fields(METHODS[name].settings)}:
         overrides["stop_when"] = world.criterion
@@ -217,7 +214,8 @@ def run_method(name: str, world: World, config: ComparisonConfig,
         scores = world.evaluate(result.model)
         entry.update(evaluation=public_scores(scores), record=result.record.to_dict(),
                      eq17_met=scores["forgotten_fraction"] >= config.target_fraction,
-                     per_sample=scores["per_sample"])
+                     per_sample=scores["per_sample"],
+                     uses_retain_set=entry["uses_retain_set"] or result.record.uses_retain_set)
         del result
     except Exception as error:  # noqa: BLE001 - one broken method must not end the comparison
         entry.update(error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
@@ -342,6 +340,7 @@ def _settings(config: ComparisonConfig) -> dict:
     return {**world, "methods": list(config.methods), "budgets": config.budgets,
             "neumuter": config.neumuter.to_dict(), "schedule": config.schedule.to_dict(),
             "neighbours_per_sample": config.neighbours_per_sample, "replacement_ratio": config.replacement_ratio,
+            "anchors_per_sample": config.anchors_per_sample,
             "target_fraction": config.target_fraction,
             "el_prefix_stride": getattr(config.world_settings, "el_prefix_stride", config.el_prefix_stride),
             "utility": asdict(config.utility) if config.utility else None, "reduced": _reduced_settings(config)}

@@ -22,6 +22,7 @@ from . import metrics
 from .errors import NeuMuterError
 from .lm import resolve_device
 from .methods.neumuter import CoefficientSchedule, NeuMuter, NeuMuterConfig, freeze
+from .neighbours import with_anchors
 from .operating_curve import curve_counts, operating_curve
 from .output import check_writable, output_directory, write_json
 from .report import (
@@ -70,6 +71,9 @@ class DemoConfig:
     schedule: CoefficientSchedule = field(default_factory=lambda: real_model_schedule())
     neighbours_per_sample: int = 1  # the official code's K (the paper's B.4 says 5)
     replacement_ratio: float = 1.0  # the paper's r: every token rewritten
+    # other memorized windows added to each forget sample's neighbours for the KL term (``neighbours.with_anchors``;
+    # the world's anchor texts, never the scored retain windows); a run with anchors is marked † like GD
+    anchors_per_sample: int = 0
     target_fraction: float = 0.9  # Eq. 17: the share of forget samples that must be forgotten
     el_prefix_stride: int = 4  # people world: EL10 over every 4th prefix (the real world sets its own)
     attribution_baseline: bool = True
@@ -89,6 +93,7 @@ class DemoConfig:
                                 "utility TOFU's way")
         check_number("el_prefix_stride", self.el_prefix_stride, minimum=1, integer=True)
         check_number("neighbours_per_sample", self.neighbours_per_sample, minimum=1, integer=True)
+        check_number("anchors_per_sample", self.anchors_per_sample, minimum=0, integer=True)
         check_number("replacement_ratio", self.replacement_ratio, above=0, maximum=1)
         check_number("target_fraction", self.target_fraction, above=0, maximum=1)
         check_number("curve_points", self.curve_points, minimum=0, integer=True)
@@ -183,13 +188,13 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
     seconds["world"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    neighbours = world.neighbours(world.forget_texts, config.neighbours_per_sample, config.replacement_ratio,
-                                  config.neumuter.seed)
+    neighbours = neumuter_neighbours(world, config, world.forget_texts)
     seconds["neighbours"] = time.perf_counter() - start
 
     neumuter_config = copy.deepcopy(config.neumuter)
     neumuter_config.progress, neumuter_config.device = progress, config.device
-    run = NeuMuter(neumuter_config, stop_when=world.criterion, schedule=config.schedule, log=log).run(
+    run = NeuMuter(neumuter_config, stop_when=world.criterion, schedule=config.schedule, log=log,
+                   uses_retained_text=config.anchors_per_sample > 0).run(
         world.load_model(), world.tokenizer, world.forget_texts, neighbours)
     seconds["neumuter"] = run.record.seconds
 
@@ -204,6 +209,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
         "before": public_scores(world.original), "after": public_scores(after),
         "neurons_muted_fraction": run.selection.neurons_muted_fraction,
         "neurons_muted": run.selection.neurons_muted,
+        "uses_retained_text": run.record.uses_retain_set,
         "thresholds": {"ma": world.thresholds["ma"], "el10": world.thresholds["el10"]},
         "calibration": run.calibration,
         "curve": curve,
@@ -228,7 +234,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
                            "neumuter": neumuter_config.to_dict(),
                            "schedule": config.schedule.to_dict(),
                            "neighbours_per_sample": config.neighbours_per_sample,
-                           "replacement_ratio": config.replacement_ratio, "target_fraction": config.target_fraction,
+                           "replacement_ratio": config.replacement_ratio,
+                           "anchors_per_sample": config.anchors_per_sample, "target_fraction": config.target_fraction,
                            "el_prefix_stride": world.data.settings["el_prefix_stride"]}
     with output_directory(out, overwrite) as staging:
         write_json(staging / "metrics.json", summary)
@@ -249,6 +256,16 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
                  run_info=world.provenance())
     log(f"wrote {out}/ (metrics.json, report.md, muted_per_layer.png, forget_loss.png, memorization.png, run/)")
     return summary
+
+
+def neumuter_neighbours(world: World, config: DemoConfig, texts) -> list[str]:
+    """NeuMuter's KL texts for ``texts``: the world's neighbours, ``config.neighbours_per_sample`` per text, and
+    ``config.anchors_per_sample`` of the world's anchor texts (``World.attribution_reference``) with each."""
+    neighbours = world.neighbours(texts, config.neighbours_per_sample, config.replacement_ratio, config.neumuter.seed)
+    if not config.anchors_per_sample:
+        return neighbours
+    return with_anchors(neighbours, config.neighbours_per_sample, world.attribution_reference,
+                        config.anchors_per_sample)
 
 
 def _curve(world: World, run, points: int, log) -> list[dict]:
@@ -332,7 +349,8 @@ _CURVE_COLUMNS = [("forget_ma", "forget MA"), ("forgotten_fraction", "forgotten"
 
 
 def _columns(summary: dict) -> dict[str, str]:
-    names = {"before": "original", "after": "NeuMuter", "attribution": "attribution baseline",
+    names = {"before": "original", "after": "NeuMuter" + ("†" if summary.get("uses_retained_text") else ""),
+             "attribution": "attribution baseline†",
              "oracle": "retrain oracle"}
     return {key: label for key, label in names.items() if key in summary}
 
@@ -392,7 +410,9 @@ def demo_report(summary: dict) -> str:
     parts += ["## Time per stage (s)",
               markdown_table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in summary["seconds"].items()]),
               "Rates are fractions in [0, 1]. The attribution baseline zeroes as many neurons as NeuMuter muted: "
-              "those with the highest forget/other |activation x gradient| share ratio."]
+              "those with the highest forget/other |activation x gradient| share ratio. † uses retained text: other "
+              "memorized windows (the world's anchor texts, never the scored retain windows), as the attribution "
+              "baseline's reference or as NeuMuter's KL anchors."]
     return "\n\n".join(parts) + "\n"
 
 

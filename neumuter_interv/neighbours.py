@@ -341,3 +341,18 @@ def generate_neighbours(texts: Sequence[str], mlm_path: str, *, k: int = 1, rati
     if cache_file is not None:
         _write_cache(cache_file, key, neighbours)
     return neighbours
+
+
+def with_anchors(neighbours: Sequence[str], k: int, anchors: Sequence[str], per_sample: int) -> list[str]:
+    """Sample-major neighbours (``k`` per forget sample) with ``per_sample`` anchor texts added to each sample's,
+    taken round-robin from ``anchors``: other memorized text whose outputs the KL term then keeps too (a retain
+    term in the mask objective, as BalancedSubnet's; a run that uses it uses retained text)."""
+    if per_sample and not anchors:
+        raise NeuMuterError("anchors were asked for, but the world has no anchor texts (other memorized windows)")
+    if len(neighbours) % k:
+        raise NeuMuterError(f"{len(neighbours)} neighbours are not {k} per forget sample")
+    out: list[str] = []
+    for sample in range(len(neighbours) // k):
+        out += list(neighbours[sample * k:(sample + 1) * k])
+        out += [anchors[(sample * per_sample + j) % len(anchors)] for j in range(per_sample)]
+    return out

@@ -105,3 +105,29 @@ def test_an_existing_result_is_not_overwritten_without_asking(tmp_path, capsys):
     code = main(["compare", "--size", "tiny", "--methods", "ga", "--out", str(out), "--no-progress"])
     assert code == 2 and "--overwrite" in capsys.readouterr().err
     assert (out / "comparison.json").read_text() == "{}"
+
+
+def test_neumuter_runs_under_the_same_criterion_as_every_other_method():
+    from types import SimpleNamespace
+
+    from neumuter_interv.comparison import ComparisonConfig, build_method
+
+    world = SimpleNamespace(criterion=object(), neighbours=lambda *args: [])
+    for config in (ComparisonConfig.real(), ComparisonConfig.tiny()):
+        for name in ("neumuter", "ga", "npo", "kl"):
+            method = build_method(name, world, config, log=lambda message: None)
+            stop = method.stop_when if name == "neumuter" else method.settings.stop_when
+            assert stop is world.criterion, (name, config.world)
+    real = build_method("neumuter", world, ComparisonConfig.real(), log=lambda message: None)
+    assert real.config.selection == "smallest" and real.schedule.max_stages == 1  # the paper's fixed coefficients
+
+
+def test_a_neumuter_run_with_anchors_is_marked_like_the_retain_set_methods(tmp_path):
+    out = tmp_path / "anchored"
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main(["compare", "--size", "tiny", "--methods", "neumuter", "--anchors", "1", "--out", str(out),
+                     "--no-progress"])
+    assert code == 0
+    summary = json.loads((out / "comparison.json").read_text())
+    assert summary["methods"]["neumuter"]["uses_retain_set"] and summary["settings"]["anchors_per_sample"] == 1
+    assert "| NeuMuter† |" in (out / "comparison.md").read_text()

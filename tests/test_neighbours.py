@@ -214,3 +214,14 @@ def test_generate_self_neighbours_decodes_and_caches(tmp_path, tokenizer):
         for parameter in model.parameters():
             parameter.add_(1.0)  # a cache hit must not look at the model
     assert generate_self_neighbours(TEXTS, model, tokenizer, model_key="tiny", ratio=0.5, seed=0, cache_dir=tmp_path) == first
+
+
+def test_anchors_join_each_samples_neighbours_round_robin():
+    from neumuter_interv.neighbours import with_anchors
+
+    neighbours = ["n0a", "n0b", "n1a", "n1b", "n2a", "n2b"]  # k = 2 per forget sample
+    assert with_anchors(neighbours, 2, ["A", "B", "C", "D", "E"], 2) == [
+        "n0a", "n0b", "A", "B", "n1a", "n1b", "C", "D", "n2a", "n2b", "E", "A"]
+    assert with_anchors(neighbours, 2, ["A"], 0) == neighbours
+    with pytest.raises(NeuMuterError, match="no anchor texts"):
+        with_anchors(neighbours, 2, [], 1)

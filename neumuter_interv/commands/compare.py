@@ -25,6 +25,10 @@ def register(subparsers) -> None:
     add_tofu_arguments(parser)
     parser.add_argument("--size", choices=["default", "tiny"], default="default",
                         help="'tiny' is the reduced world (and budgets) the tests use")
+    parser.add_argument("--anchors", type=int, default=0, metavar="N",
+                        help="add N other memorized windows to each forget sample's neighbours in NeuMuter's KL term "
+                             "(never the scored retain windows; the run is then marked with a dagger, as it uses "
+                             "retained text)")
     add_utility_argument(parser)
     parser.add_argument("--max-epochs", type=int, help="epoch budget of every fine-tuning method "
                                                        "(default: 100; 20 with --size tiny)")
@@ -45,6 +49,7 @@ def run(args) -> int:
     config = presets[args.world, args.size]()
     config.utility = utility_config(args)
     config.methods = parse_methods(args.methods)
+    config.anchors_per_sample = args.anchors
     if args.max_epochs is not None:
         for budget in config.budgets.values():
             if "max_epochs" in budget:

@@ -31,6 +31,10 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="cpu",
                         help="where the world is built and NeuMuter runs: cpu (default: the README's numbers), "
                              "cuda, or auto; a GPU builds another people world for the same seed, cached apart")
+    parser.add_argument("--anchors", type=int, default=0, metavar="N",
+                        help="add N other memorized windows to each forget sample's neighbours in NeuMuter's KL term "
+                             "(never the scored retain windows; the run is then marked with a dagger, as it uses "
+                             "retained text)")
     add_utility_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
@@ -53,6 +57,7 @@ def run(args) -> int:
         if args.forget:
             config.real.forget = tuple(args.forget)
     config.neumuter.seed = args.seed
+    config.anchors_per_sample = args.anchors
     config.utility = utility_config(args)
     config.device = args.device
     out = Path(args.out or time.strftime("demo-%Y%m%d-%H%M%S"))

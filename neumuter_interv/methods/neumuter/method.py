@@ -69,13 +69,16 @@ class NeuMuter(UnlearningMethod):
     def __init__(self, config: NeuMuterConfig | None = None, on_epoch_end: EpochCallback | None = None,
                  log: Callable[[str], None] = print, stop_when: Callable | None = None,
                  schedule: CoefficientSchedule | None = None,
-                 make_neighbours: Callable[[Sequence[str]], list[str]] | None = None):
+                 make_neighbours: Callable[[Sequence[str]], list[str]] | None = None,
+                 uses_retained_text: bool = False):
         """With ``stop_when`` (e.g. a ``ForgettingCriterion``), training runs in stages of a
         ``CoefficientSchedule`` until the frozen mask satisfies it (Appendix B.4; with
         ``config.selection="smallest"`` the mask is the fewest neurons that do); otherwise it runs
         ``config.epochs`` epochs with fixed coefficients. ``make_neighbours(forget_texts)`` returns k
         neighbour texts per forget sample, sample-major (e.g. from ``neighbours.generate_neighbours``);
-        ``unlearn`` uses it, and ``config.neighbour_source`` without it."""
+        ``unlearn`` uses it, and ``config.neighbour_source`` without it. ``uses_retained_text`` marks a run
+        whose neighbours include retained text (anchors: ``neighbours.with_anchors``) in its record, so that
+        every report marks it as it marks the methods with a retain set."""
         self.config = config or NeuMuterConfig()
         if self.config.selection == "smallest" and stop_when is None:
             raise NeuMuterError("selection 'smallest' searches for the fewest neurons that meet a stopping criterion: "
@@ -85,6 +88,7 @@ class NeuMuter(UnlearningMethod):
         self.stop_when = stop_when
         self.schedule = schedule or CoefficientSchedule()
         self.make_neighbours = make_neighbours
+        self.uses_retained_text = uses_retained_text
 
     def run(self, model, tokenizer, forget_texts: Sequence[str], neighbour_texts: Sequence[str] | None = None) -> NeuMuterRun:
         """Localize, select and freeze. ``neighbour_texts`` holds k neighbours per forget sample,
@@ -99,7 +103,8 @@ class NeuMuter(UnlearningMethod):
             if len(neighbour_texts) % len(forget_texts):
                 raise NeuMuterError(f"{len(neighbour_texts)} neighbours for {len(forget_texts)} forget samples: need k per sample")
             neighbours = tokenize(tokenizer, neighbour_texts, context, "neighbour")
-        record = UnlearningRecord(method=self.name, total_parameters=count_parameters(model))
+        record = UnlearningRecord(method=self.name, total_parameters=count_parameters(model),
+                                  uses_retain_set=self.uses_retained_text)
         calibration = None
         with measured(record, resolve_device(config.device)):
             if self.stop_when is None:
