@@ -52,12 +52,13 @@ def _score_point(model, tokenizer, data: EvaluationSet, thresholds: Mapping[str,
                                                   prefix_stride=stride)
     point = {"forget_ma": float(ma.mean()), "forgotten_fraction": metrics.forgotten_fraction(ma, el, thresholds, n),
              "ma_passing_fraction": len(could) / len(forget)}
-    if data.retain_texts:
-        point["retain_ma"] = float(metrics.memorization_accuracy(model, tokenizer, data.retain_texts,
-                                                                 batch_size=batch).mean())
-    for name, texts in data.ma_groups.items():
-        if texts:
-            point[f"{name}_ma"] = float(metrics.memorization_accuracy(model, tokenizer, texts, batch_size=batch).mean())
+    groups = {"retain": list(data.retain_texts), **{name: list(texts) for name, texts in data.ma_groups.items()}}
+    distinct = list(dict.fromkeys(text for texts in groups.values() for text in texts))  # groups overlap: score once
+    if distinct:
+        by_text = dict(zip(distinct, metrics.memorization_accuracy(model, tokenizer, distinct, batch_size=batch).tolist()))
+        for name, texts in groups.items():
+            if texts:
+                point[f"{name}_ma"] = sum(by_text[text] for text in texts) / len(texts)
     if data.general_texts:
         point["heldout_ppl"] = metrics.perplexity(model, tokenizer, data.general_texts, batch_size=batch)
     return point
