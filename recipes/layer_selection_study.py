@@ -1,8 +1,9 @@
 """Which layers to mask? The paper's Table 3 study, on the real model (default) or the people testbed.
 
-For each layer spec, NeuMuter runs with the same settings (the demo's on the real world: 8 epochs, the
-lowest 1% of the gated neurons read out; fixed coefficients on the people world; no stopping rule, so the
-specs are compared at equal effort), then the frozen mask is scored with the world's metrics (and the
+For each layer spec, NeuMuter runs with the same settings under the world's stopping rule (Appendix B.4:
+Eq. 17 for the target share of forget samples, within the same budget; on the real world the demo's
+settings, the smallest mask along the trained gates that meets it; fixed coefficients on the people
+world), then the frozen mask is scored with the world's metrics (and the
 paper's utility benchmarks with ``--utility DIR``). The full-model mask's per-layer muted counts show
 which layers NeuMuter chose when it could choose any.
 
@@ -10,9 +11,9 @@ which layers NeuMuter chose when it could choose any.
         --out results/layer-study-smollm2
     python recipes/layer_selection_study.py --world people --specs "all;0-1;1-2;2-3;0;3" --out layer-study/
 
-Layers are 0-based (the paper's blocks 2-8 of GPT-Neo 125M are "1-7"). ``selection="fraction"`` mutes 1% of
-the GATED neurons, so a single layer mutes 1% of its own 1,536 (16 neurons) and the muted count differs by
-range, as it would under the paper's energy rule.
+Layers are 0-based (the paper's blocks 2-8 of GPT-Neo 125M are "1-7"). The readout searches up to 5% of the
+GATED neurons, so a range of few layers may be unable to meet the rule: its row then says so (``met``) and
+shows the closest mask.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import argparse
 import time
 
 from neumuter_interv.architectures import describe_layers, num_layers, parse_layers
-from neumuter_interv.comparison import ComparisonConfig
+from neumuter_interv.comparison import ComparisonConfig, budget_text
 from neumuter_interv.demo import prepare_world
 from neumuter_interv.errors import run_script
-from neumuter_interv.methods.neumuter import NeuMuter, NeuMuterConfig
+from neumuter_interv.methods.neumuter import CoefficientSchedule, NeuMuter, NeuMuterConfig
 from neumuter_interv.output import check_writable, output_directory, write_json
 from neumuter_interv.report import markdown_table, plot_grouped_bars, plot_muted_per_layer
 from neumuter_interv.testbed import TestbedConfig
@@ -50,7 +51,10 @@ def study_config(world: str, size: str, utility: str | None, epochs: int | None,
         config.testbed = TestbedConfig.tiny() if size == "tiny" else TestbedConfig()
         config.el_prefix_stride, config.utility = 2, utility_config
         neumuter = NeuMuterConfig(epochs=30, kl_weight=0.3, sparsity_weight=0.0, progress=False)
-    overrides = {"epochs": epochs, "kl_weight": kl_weight, "sparsity_weight": sparsity_weight}
+        config.schedule = CoefficientSchedule(stage_epochs=neumuter.epochs, max_stages=1, check_every=5)
+    if epochs is not None:
+        config.schedule.stage_epochs = epochs  # the budget under the stopping rule
+    overrides = {"kl_weight": kl_weight, "sparsity_weight": sparsity_weight}
     neumuter = NeuMuterConfig.from_dict({**neumuter.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
     return config, neumuter
 
@@ -83,30 +87,31 @@ def main() -> None:
     for spec in (args.specs or DEFAULT_SPECS[args.world]).split(";"):
         layers = parse_layers(spec, total_layers)
         run_config = NeuMuterConfig.from_dict({**neumuter.to_dict(), "layers": layers, "progress": False})
-        run = NeuMuter(run_config, log=lambda message: None).run(world.load_model(), world.tokenizer,
-                                                                  world.forget_texts, neighbours)
+        run = NeuMuter(run_config, stop_when=world.criterion, schedule=config.schedule, log=lambda message: None).run(
+            world.load_model(), world.tokenizer, world.forget_texts, neighbours)
         scores = public_scores(world.evaluate(run.frozen))
         per_layer = run.selection.per_layer_counts()
-        results["specs"][spec] = {"layers": layers, "neurons_muted": run.selection.neurons_muted,
+        results["specs"][spec] = {"layers": layers, "met": run.calibration["met"],
+                                  "neurons_muted": run.selection.neurons_muted,
                                   "neurons_muted_fraction": run.selection.neurons_muted_fraction,
                                   "muted_per_layer": per_layer, "unlearning_seconds": run.record.seconds, **scores}
-        rows.append([describe_layers(layers), run.selection.neurons_muted,
+        rows.append([describe_layers(layers), "yes" if run.calibration["met"] else "**no**", run.selection.neurons_muted,
                      *(scores.get(key) for key, _ in COLUMNS if key in world.original)])
         muted_groups[spec] = {"forget MA drop": world.original["forget_ma"] - scores["forget_ma"],
                               "retain MA drop": world.original.get("retain_ma", 0.0) - scores.get("retain_ma", 0.0)}
         print(f"{spec}: {rows[-1]}", flush=True)
     shown = [(key, header) for key, header in COLUMNS if key in world.original]
-    table = markdown_table(["layers", "muted", *(h for _, h in shown)],
-                           [["original", 0, *(world.original.get(key) for key, _ in shown)], *rows])
+    table = markdown_table(["layers", "met", "muted", *(h for _, h in shown)],
+                           [["original", "", 0, *(world.original.get(key) for key, _ in shown)], *rows])
     full = max(results["specs"], key=lambda spec: len(results["specs"][spec]["layers"]))
     chosen = results["specs"][full]["muted_per_layer"]
     results["seconds"] = time.perf_counter() - start
     report = "\n\n".join([
         f"# Layer selection study (cf. Table 3 of Hou et al., 2025) on the {args.world} world",
-        f"World: {results['world']}. NeuMuter: {neumuter.epochs} epochs, lr {neumuter.learning_rate}, KL weight "
-        f"{neumuter.kl_weight}, L0 weight {neumuter.sparsity_weight}, selection {neumuter.selection}"
-        + (f" (lowest {100 * neumuter.fraction:g}% of the gated neurons)" if neumuter.selection == "fraction" else "")
-        + f"; layers 0-based. {results['seconds'] / 60:.1f} minutes in all.",
+        f"World: {results['world']}. NeuMuter until Eq. 17 holds ({budget_text('neumuter', config)}), lr "
+        f"{neumuter.learning_rate}, KL weight {neumuter.kl_weight}, L0 weight {neumuter.sparsity_weight}, readout "
+        f"{neumuter.selection}; `met` says whether a spec reached the rule; layers 0-based. "
+        f"{results['seconds'] / 60:.1f} minutes in all.",
         table,
         f"Where the widest mask ({describe_layers(results['specs'][full]['layers'])}) put its "
         f"{results['specs'][full]['neurons_muted']} muted neurons, per layer (0-based): "

@@ -2,8 +2,8 @@
 (number of neighbours K), Table 10 (replacement ratio r) and Figure 2 (number of forget samples) on the
 real model.
 
-Each value of the studied setting runs NeuMuter once at the demo's settings otherwise (8 epochs, lowest 1%
-read out, no stopping rule: equal effort), and the frozen mask is scored with the world's metrics and,
+Each value of the studied setting runs NeuMuter once at the demo's settings otherwise, under the world's
+stopping rule (Eq. 17 within the demo's budget; the smallest mask that meets it), and the frozen mask is scored with the world's metrics and,
 with ``--utility DIR``, the paper's utility benchmarks.
 
     python recipes/sensitivity_study.py --study neighbours --values 1,2,3 --utility DIR --out results/sensitivity-k
@@ -21,7 +21,7 @@ import argparse
 import copy
 import time
 
-from neumuter_interv.comparison import ComparisonConfig
+from neumuter_interv.comparison import ComparisonConfig, budget_text
 from neumuter_interv.demo import prepare_world
 from neumuter_interv.errors import NeuMuterError, run_script
 from neumuter_interv.methods.neumuter import NeuMuter
@@ -81,7 +81,8 @@ def main() -> None:
         k = value if args.study == "neighbours" else config.neighbours_per_sample
         ratio = value if args.study == "ratio" else config.replacement_ratio
         neighbours = run_world.neighbours(run_world.forget_texts, k, ratio, config.neumuter.seed)
-        run = NeuMuter(config.neumuter, log=lambda message: None).run(
+        run = NeuMuter(config.neumuter, stop_when=run_world.criterion, schedule=config.schedule,
+                       log=lambda message: None).run(
             run_world.load_model(), run_world.tokenizer, run_world.forget_texts, neighbours)
         scores = public_scores(run_world.evaluate(run.frozen))
         results["runs"][str(value)] = {"original": public_scores(run_world.original), "after": scores,
@@ -96,8 +97,8 @@ def main() -> None:
     header = [label, "model", *(h for _, h in shown), "muted", "unlearning (s)"]
     report = "\n\n".join([
         f"# Sensitivity to {label} (cf. {paper} of Hou et al., 2025), real world",
-        f"World: {results['world']}. NeuMuter at the demo's settings ({config.neumuter.epochs} epochs, lowest "
-        f"{100 * config.neumuter.fraction:g}% of the gated neurons); K = {config.neighbours_per_sample} and r = "
+        f"World: {results['world']}. NeuMuter at the demo's settings, until Eq. 17 holds "
+        f"({budget_text('neumuter', config)}, readout {config.neumuter.selection}); K = {config.neighbours_per_sample} and r = "
         f"{config.replacement_ratio} unless studied. {results['seconds'] / 60:.1f} minutes in all.",
         markdown_table(header, rows),
         "`sensitivity.png`: forget MA against retain MA and utility, one point per value.",
