@@ -77,7 +77,7 @@ class DemoConfig:
     target_fraction: float = 0.9  # Eq. 17: the share of forget samples that must be forgotten
     el_prefix_stride: int = 4  # people world: EL10 over every 4th prefix (the real world sets its own)
     attribution_baseline: bool = True
-    curve_points: int = 10  # the operating-point curve's log-spaced counts (``operating_curve``); 0: none
+    curve_points: int = 6  # the operating-point curve's log-spaced counts (``operating_curve``); 0: none
     device: str = "cpu"  # where the world is built and scored and NeuMuter runs ("auto": GPU if any)
     utility: UtilityConfig | None = None  # the paper's utility benchmarks (``utility``), where their files are given
 

@@ -31,6 +31,9 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="cpu",
                         help="where the world is built and NeuMuter runs: cpu (default: the README's numbers), "
                              "cuda, or auto; a GPU builds another people world for the same seed, cached apart")
+    parser.add_argument("--curve-points", type=int, default=6, metavar="N",
+                        help="points of the operating-point curve (curve.json, curve.png; about 50-80 s each on the "
+                             "real world on 2 CPU cores); 0 skips it")
     parser.add_argument("--anchors", type=int, default=0, metavar="N",
                         help="add N other memorized windows to each forget sample's neighbours in NeuMuter's KL term "
                              "(never the scored retain windows; the run is then marked with a dagger, as it uses "
@@ -58,6 +61,7 @@ def run(args) -> int:
             config.real.forget = tuple(args.forget)
     config.neumuter.seed = args.seed
     config.anchors_per_sample = args.anchors
+    config.curve_points = args.curve_points
     config.utility = utility_config(args)
     config.device = args.device
     out = Path(args.out or time.strftime("demo-%Y%m%d-%H%M%S"))
