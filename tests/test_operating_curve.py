@@ -41,3 +41,37 @@ def test_every_point_equals_a_separate_evaluation_of_the_same_mask(memorized):
             assert point[key] == pytest.approx(separate[key], rel=1e-5, abs=1e-6), (count, key)
     assert curve[0]["forget_ma"] > curve[-1]["forget_ma"]  # the curve moves: muting most neurons changes MA
     assert any(0 < p["forgotten_fraction"] for p in curve)  # and covers forgotten samples (EL10 decoded there)
+
+
+def test_eval_draws_the_curve_of_a_saved_runs_gates_and_refuses_gates_that_are_not_finite(memorized_dir, tmp_path,
+                                                                                         capsys):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from neumuter_interv.cli import main
+
+    forget, heldout = tmp_path / "forget.txt", tmp_path / "heldout.txt"
+    forget.write_text("\n".join(FORGET))
+    heldout.write_text("\n".join(HELDOUT))
+    run = tmp_path / "run"
+    assert main(["unlearn", "--model", str(memorized_dir), "--forget", str(forget), "--epochs", "3", "--out", str(run),
+                 "--no-progress"]) == 0
+    assert (run / "gates.safetensors").is_file()
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(memorized_dir), "--forget", str(forget), "--heldout", str(heldout),
+                 "--curve", str(run), "--curve-points", "3", "--out", str(out), "--no-progress"]) == 0
+    curve = json.loads((out / "curve.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert curve[0]["neurons_muted"] == 0 and curve[0]["forget_ma"] == pytest.approx(metrics["forget_ma"])
+    assert [p["neurons_muted"] for p in curve] == sorted({p["neurons_muted"] for p in curve})
+
+    gates = load_file(str(run / "gates.safetensors"))
+    gates[next(iter(gates))][0] = float("nan")
+    save_file(gates, str(run / "gates.safetensors"))
+    capsys.readouterr()
+    assert main(["eval", "--model", str(memorized_dir), "--forget", str(forget), "--heldout", str(heldout),
+                 "--curve", str(run), "--out", str(tmp_path / "eval2"), "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "finite gate locations" in error[0]
+    assert not (tmp_path / "eval2").exists()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 from ..data import read_texts
 from ..evaluation import EvaluationSet, evaluate, thresholds
 from ..intervenable import load
 from ..loading import load_causal_lm
+from ..methods.neumuter.method import load_gates
+from ..operating_curve import curve_counts, operating_curve
 from ..output import check_writable, output_directory, write_json
-from ..report import markdown_table
+from ..report import markdown_table, plot_operating_curve
 from ..utility import load_utility
 from ..validation import check_number
 from .utility import add_utility_argument, utility_config
@@ -22,6 +26,10 @@ def register(subparsers) -> None:
     parser.add_argument("--general", help="general held-out text for perplexity")
     parser.add_argument("--retain", help="retained samples (memorization that should survive)")
     parser.add_argument("--oracle", help="a model retrained without the forget set (forget quality)")
+    parser.add_argument("--curve", metavar="RUN_DIR",
+                        help="also draw the operating-point curve of a NeuMuter run's trained gates (curve.json, "
+                             "curve.png): the metrics as the muted count grows along their ranking")
+    parser.add_argument("--curve-points", type=int, default=8, metavar="N", help="points of --curve (default 8)")
     parser.add_argument("--column", default="text")
     parser.add_argument("--el-prefix-stride", type=int, default=1, help="evaluate EL10 on every k-th prefix (1 = exact)")
     add_utility_argument(parser)
@@ -34,9 +42,10 @@ def register(subparsers) -> None:
 def run(args) -> int:
     files = {"forget": args.forget, "held-out": args.heldout, "general": args.general, "retain": args.retain}
     check_writable(args.out, args.overwrite, {"--model": args.model, "--intervention": args.intervention,
-                                              "--oracle": args.oracle, "--utility": args.utility,
+                                              "--oracle": args.oracle, "--utility": args.utility, "--curve": args.curve,
                                               **{f"--{k}": v for k, v in files.items()}})
     check_number("--el-prefix-stride", args.el_prefix_stride, minimum=1, integer=True)
+    check_number("--curve-points", args.curve_points, minimum=1, integer=True)
     texts = {what: read_texts(path, args.column, what) if path else () for what, path in files.items()}
     utility = utility_config(args)
     data = EvaluationSet(texts["forget"], texts["held-out"], texts["general"], texts["retain"],
@@ -45,11 +54,23 @@ def run(args) -> int:
     base, tokenizer = load_causal_lm(args.model)
     data.check(base, tokenizer)
     model = load(args.intervention, base) if args.intervention else base  # does it fit? before any scoring
+    gates = load_gates(args.curve, base) if args.curve else None
     oracle = load_causal_lm(args.oracle)[0] if args.oracle else None
     limits = thresholds(base, tokenizer, data)
     oracle_losses = evaluate(oracle, tokenizer, data, limits)["per_sample"]["forget_loss"] if oracle else None
     scores = evaluate(model, tokenizer, data, limits, oracle_losses)
+    curve = None
+    if gates is not None:
+        log_alpha, run_config = gates
+        gated = sum(values.numel() for values in log_alpha.values())
+        counts = curve_counts(math.floor(run_config.max_fraction * gated), args.curve_points)
+        curve = operating_curve(base, tokenizer, log_alpha, run_config.hard_concrete, data, limits, [0, *counts])
     with output_directory(args.out, args.overwrite) as staging:
         write_json(staging / "metrics.json", {"thresholds": limits, **scores})
+        if curve is not None:
+            write_json(staging / "curve.json", curve)
+            if any(point["neurons_muted"] for point in curve):
+                plot_operating_curve(curve, staging / "curve.png", "Operating points along the run's gates",
+                                     limits["ma"])
     print(markdown_table(["metric", "value"], [[k, v] for k, v in scores.items() if k != "per_sample"]))
     return 0

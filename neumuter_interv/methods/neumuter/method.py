@@ -3,12 +3,17 @@ common ``UnlearningMethod`` interface, plus the run directory the CLI writes."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyvene as pv
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
+from ...architectures import ffn_width, num_layers
 from ...data import model_context_length, pad_id_of, tokenize
 from ...errors import NeuMuterError
 from ...lm import resolve_device
@@ -49,15 +54,52 @@ class NeuMuterRun:
 
     def save(self, out_dir: str | Path, overwrite: bool = False, extra_metrics: dict | None = None,
              run_info: dict | None = None) -> Path:
-        """Write ``intervention/`` (pyvene format plus safetensors), ``selection.json``, ``metrics.json``,
-        ``history.json`` and ``config.json``, all or nothing."""
+        """Write ``intervention/`` (pyvene format plus safetensors), ``gates.safetensors`` (the trained gate
+        locations the mask was read from: ``neumuter eval --curve RUN`` draws the operating-point curve from
+        them), ``selection.json``, ``metrics.json``, ``history.json`` and ``config.json``, all or nothing."""
         with output_directory(out_dir, overwrite) as staging:
             save_intervenable(self.frozen, staging / "intervention", with_pyvene_pickles=True)
+            save_gates(self.localization.log_alpha, staging / GATES_FILE)
             self.selection.save(staging / "selection.json")
             write_json(staging / "metrics.json", {**self.metrics(), **(extra_metrics or {})})
             write_json(staging / "history.json", self.localization.history)
             write_json(staging / "config.json", {"neumuter": self.config.to_dict(), **(run_info or {})})
         return Path(out_dir)
+
+
+GATES_FILE = "gates.safetensors"
+
+
+def save_gates(log_alpha: dict[int, torch.Tensor], path: Path) -> None:
+    """The trained gate locations per 0-based layer, as safetensors (keys: layer numbers)."""
+    save_file({str(layer): values.detach().float().cpu().contiguous() for layer, values in log_alpha.items()},
+              str(path))
+
+
+def load_gates(run_dir: str | Path, model) -> tuple[dict[int, torch.Tensor], NeuMuterConfig]:
+    """A saved run's trained gates and its NeuMuter settings, refused in one line where they do not fit
+    ``model`` (a layer it lacks, another FFN width) or hold a value that is not finite. Reads safetensors
+    and JSON only: nothing in the run can execute code."""
+    run_dir = Path(run_dir)
+    gates_path, config_path = run_dir / GATES_FILE, run_dir / "config.json"
+    if not gates_path.is_file() or not config_path.is_file():
+        raise NeuMuterError(f"{run_dir} is not a NeuMuter run with trained gates (needs {GATES_FILE} and config.json)")
+    try:
+        tensors = load_file(str(gates_path))
+        config = NeuMuterConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8"))["neumuter"])
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as error:
+        raise NeuMuterError(f"cannot read the gates of {run_dir}: {error}") from None
+    depth, width = num_layers(model), ffn_width(model)
+    gates = {}
+    for key, values in tensors.items():
+        if not (key.isascii() and key.isdigit() and int(key) < depth):
+            raise NeuMuterError(f"{gates_path} names layer {key!r}, which a {depth}-layer model does not have")
+        if values.dim() != 1 or values.numel() != width or not bool(torch.isfinite(values).all()):
+            raise NeuMuterError(f"{gates_path} layer {key}: needs {width} finite gate locations")
+        gates[int(key)] = values.float()
+    if not gates:
+        raise NeuMuterError(f"{gates_path} holds no gates")
+    return dict(sorted(gates.items())), config
 
 
 class NeuMuter(UnlearningMethod):
