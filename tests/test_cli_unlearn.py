@@ -27,7 +27,8 @@ def test_unlearn_writes_the_frozen_intervention_selection_and_metrics(memorized_
     )
     assert result.returncode == 0, result.stderr
     assert "0-based 0-1 (paper blocks 1-2)" in result.stdout
-    assert {p.name for p in out.iterdir()} == {"intervention", "selection.json", "metrics.json", "history.json", "config.json"}
+    assert {p.name for p in out.iterdir()} == {"intervention", "gates.safetensors", "selection.json", "metrics.json",
+                                              "history.json", "config.json"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["neurons_muted_fraction"] == pytest.approx(11 / 512)  # ceil(0.02 x 512 gated neurons)
     selection = json.loads((out / "selection.json").read_text())
