@@ -12,7 +12,6 @@ intervention, loadable with pyvene).
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,7 +22,7 @@ from .errors import NeuMuterError
 from .lm import resolve_device
 from .methods.neumuter import CoefficientSchedule, NeuMuter, NeuMuterConfig, freeze
 from .neighbours import with_anchors
-from .operating_curve import curve_counts, operating_curve
+from .operating_curve import gate_curve_counts, operating_curve
 from .output import check_writable, output_directory, write_json
 from .report import (
     markdown_table,
@@ -274,9 +273,8 @@ def _curve(world: World, run, points: int, log) -> list[dict]:
     count itself."""
     if not points:
         return []
-    gated = sum(values.numel() for values in run.localization.log_alpha.values())
-    largest = max(math.floor(run.config.max_fraction * gated), run.selection.neurons_muted)
-    counts = curve_counts(largest, points, include=[run.selection.neurons_muted])
+    counts = gate_curve_counts(run.localization.log_alpha, run.config.max_fraction, points,
+                               include=[run.selection.neurons_muted])
     return operating_curve(run.frozen.model, world.tokenizer, run.localization.log_alpha, run.localization.params,
                            world.data, world.thresholds, counts, log)
 

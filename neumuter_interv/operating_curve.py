@@ -21,7 +21,7 @@ import torch
 
 from . import metrics
 from .evaluation import EvaluationSet, scoring_precision
-from .methods.neumuter.readout import GateRanking
+from .methods.neumuter.readout import GateRanking, search_cap
 from .methods.neumuter.selection import freeze
 
 
@@ -33,6 +33,14 @@ def curve_counts(largest: int, points: int = 10, include: Sequence[int] = ()) ->
     smallest = max(1.0, largest / 256)
     spaced = np.geomspace(smallest, largest, points) if largest > smallest else [largest]
     return sorted({int(round(c)) for c in spaced} | {int(c) for c in include if 1 <= c <= largest})
+
+
+def gate_curve_counts(log_alpha: dict[int, torch.Tensor], max_fraction: float, points: int,
+                      include: Sequence[int] = ()) -> list[int]:
+    """The counts of a curve of these gates: ``points`` log-spaced up to the ``smallest`` readout's cap
+    (``max_fraction`` of the gated neurons) or the largest of ``include`` if more, and ``include``."""
+    gated = sum(values.numel() for values in log_alpha.values())
+    return curve_counts(max([search_cap(max_fraction, gated), *include]), points, include)
 
 
 def score_point(model, tokenizer, data: EvaluationSet, thresholds: Mapping[str, float]) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..comparison import ComparisonConfig, parse_methods, run_comparison
 from ..methods.registry import METHODS
 from ..worlds import WORLD_NAMES
+from .neumuter_options import add_anchors_argument
 from .tofu_options import add_tofu_arguments, tofu_config
 from .utility import add_utility_argument, utility_config
 
@@ -25,10 +26,7 @@ def register(subparsers) -> None:
     add_tofu_arguments(parser)
     parser.add_argument("--size", choices=["default", "tiny"], default="default",
                         help="'tiny' is the reduced world (and budgets) the tests use")
-    parser.add_argument("--anchors", type=int, default=0, metavar="N",
-                        help="add N other memorized windows to each forget sample's neighbours in NeuMuter's KL term "
-                             "(never the scored retain windows; the run is then marked with a dagger, as it uses "
-                             "retained text)")
+    add_anchors_argument(parser)
     add_utility_argument(parser)
     parser.add_argument("--max-epochs", type=int, help="epoch budget of every fine-tuning method "
                                                        "(default: 100; 20 with --size tiny)")

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..demo import DemoConfig, run_demo
 from ..errors import NeuMuterError
 from ..worlds import WORLD_NAMES
+from .neumuter_options import add_anchors_argument
 from .tofu_options import add_tofu_arguments, tofu_config
 from .utility import add_utility_argument, utility_config
 
@@ -34,10 +35,7 @@ def register(subparsers) -> None:
     parser.add_argument("--curve-points", type=int, default=6, metavar="N",
                         help="points of the operating-point curve (curve.json, curve.png; about 50-80 s each on the "
                              "real world on 2 CPU cores); 0 skips it")
-    parser.add_argument("--anchors", type=int, default=0, metavar="N",
-                        help="add N other memorized windows to each forget sample's neighbours in NeuMuter's KL term "
-                             "(never the scored retain windows; the run is then marked with a dagger, as it uses "
-                             "retained text)")
+    add_anchors_argument(parser)
     add_utility_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)

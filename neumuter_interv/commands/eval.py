@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 from ..data import read_texts
 from ..evaluation import EvaluationSet, evaluate, thresholds
 from ..intervenable import load
 from ..loading import load_causal_lm
 from ..methods.neumuter.method import load_gates
-from ..operating_curve import curve_counts, operating_curve
+from ..operating_curve import gate_curve_counts, operating_curve
 from ..output import check_writable, output_directory, write_json
 from ..report import markdown_table, plot_operating_curve
 from ..utility import load_utility
@@ -62,8 +60,7 @@ def run(args) -> int:
     curve = None
     if gates is not None:
         log_alpha, run_config = gates
-        gated = sum(values.numel() for values in log_alpha.values())
-        counts = curve_counts(math.floor(run_config.max_fraction * gated), args.curve_points)
+        counts = gate_curve_counts(log_alpha, run_config.max_fraction, args.curve_points)
         curve = operating_curve(base, tokenizer, log_alpha, run_config.hard_concrete, data, limits, [0, *counts])
     with output_directory(args.out, args.overwrite) as staging:
         write_json(staging / "metrics.json", {"thresholds": limits, **scores})

@@ -230,7 +230,10 @@ def frozen_world(path: Path | None = None) -> dict | None:
     path = path or FROZEN_WORLD
     if not path.is_file():
         return None
-    frozen = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        frozen = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise NeuMuterError(f"{path}: the packaged world is damaged ({error}); reinstall the package") from None
     for name, digest in group_hashes(frozen["groups"]).items():
         if digest != frozen["sha256"].get(name):
             raise NeuMuterError(f"{path}: the texts of group {name!r} do not match their recorded SHA-256: the "

@@ -70,6 +70,11 @@ class GateRanking:
                          self.num_model_layers, self.model_type, rule or {"rule": "smallest", "k": count})
 
 
+def search_cap(max_fraction: float, gated: int) -> int:
+    """The most neurons the ``smallest`` readout may mute: ``max_fraction`` of the gated neurons (at least one)."""
+    return max(1, math.floor(max_fraction * gated))
+
+
 def smallest_passing_count(passes: Callable[[int], bool], low: int, high: int) -> int | None:
     """The smallest ``c`` in ``[low, high]`` with ``passes(c)``, for ``passes`` monotone in ``c`` (False up to
     some count, True from it on); None when ``passes(high)`` is False. Probes ``high`` first, then bisects:
@@ -121,13 +126,9 @@ class MaskReadout:
         met, numbers = self._verdict(selection, self.stop_when)
         return ReadoutCheck(selection, met, numbers)
 
-    def cap(self, ranking: GateRanking) -> int:
-        """The most neurons the search may mute: ``max_fraction`` of the gated neurons (at least one)."""
-        return max(1, math.floor(self.config.max_fraction * ranking.gated))
-
     def _search(self, log_alpha: dict[int, torch.Tensor]) -> ReadoutCheck:
         ranking = GateRanking.of(self.model, log_alpha, self.config.hard_concrete)
-        high = min(self.cap(ranking), ranking.size)
+        high = min(search_cap(self.config.max_fraction, ranking.gated), ranking.size)
         probes: list[dict] = []
         last: dict[int, dict] = {}
 
