@@ -14,7 +14,6 @@ table) and ``tradeoff.png`` (utility and retain MA against forget MA).
 
 from __future__ import annotations
 
-import copy
 import gc
 import time
 import traceback
@@ -22,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .demo import DemoConfig, attribution_baseline, demo_inputs, neumuter_neighbours, prepare_world
+from .demo import DemoConfig, attribution_baseline, demo_inputs, neumuter_method, prepare_world
 from .errors import NeuMuterError
 from .lm import resolve_device
 from .methods.base import UnlearningMethod, UnlearningRecord, measured
@@ -191,11 +190,7 @@ def build_method(name: str, world: World, config: ComparisonConfig,
                  log: Callable[[str], None] = print) -> UnlearningMethod:
     """The method with its budget and the world's stop criterion; NeuMuter as the demo runs it."""
     if name == "neumuter":
-        neumuter_config = copy.deepcopy(config.neumuter)
-        neumuter_config.device = config.device
-        return NeuMuter(neumuter_config, log=log, stop_when=world.criterion, schedule=config.schedule,
-                        make_neighbours=lambda texts: neumuter_neighbours(world, config, texts),
-                        uses_retained_text=config.anchors_per_sample > 0)
+        return neumuter_method(world, config, log)
     overrides = dict(config.budgets.get(name, {}))
     if "stop_when" in {f.name for f in fields(METHODS[name].settings)}:
         overrides["stop_when"] = world.criterion

@@ -118,17 +118,21 @@ def texts_sha256(texts: Sequence[str]) -> str:
 
 @dataclass
 class TokenBatch:
-    """A padded batch: ``labels`` equal ``input_ids`` with pads set to -100 (ignored by every loss)."""
+    """A padded batch: ``labels`` equal ``input_ids`` with pads set to -100 (ignored by every loss), and with
+    the positions ``target_mask`` marks 0 (tokens a loss must not train on: token-selective forgetting)."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
+    target_mask: torch.Tensor | None = None
 
     @property
     def labels(self) -> torch.Tensor:
-        return self.input_ids.masked_fill(self.attention_mask == 0, IGNORE_INDEX)
+        kept = self.attention_mask if self.target_mask is None else self.attention_mask * self.target_mask
+        return self.input_ids.masked_fill(kept == 0, IGNORE_INDEX)
 
     def to(self, device) -> TokenBatch:
-        return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device))
+        return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device),
+                          None if self.target_mask is None else self.target_mask.to(device))
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -178,16 +182,23 @@ def _sample_name(texts: Sequence[str], index: int, what: str) -> str:
     return f"{what} sample {index} of {source}" if source else f"{what} sample {index}"
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> TokenBatch:
-    """Pad to the longest sequence; right padding for teacher forcing, left for generation."""
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "right",
+              targets: Sequence[Sequence[bool]] | None = None) -> TokenBatch:
+    """Pad to the longest sequence; right padding for teacher forcing, left for generation. ``targets``
+    (one flag per token of each sequence) marks the tokens a loss trains on; without it, every token."""
     width = max(len(s) for s in sequences)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    target_mask = None if targets is None else torch.zeros((len(sequences), width), dtype=torch.long)
     for row, sequence in enumerate(sequences):
         span = slice(width - len(sequence), width) if side == "left" else slice(0, len(sequence))
         input_ids[row, span] = torch.as_tensor(sequence, dtype=torch.long)
         attention_mask[row, span] = 1
-    return TokenBatch(input_ids, attention_mask)
+        if target_mask is not None:
+            if len(targets[row]) != len(sequence):
+                raise NeuMuterError(f"{len(targets[row])} target flags for a sequence of {len(sequence)} tokens")
+            target_mask[row, span] = torch.as_tensor([int(flag) for flag in targets[row]], dtype=torch.long)
+    return TokenBatch(input_ids, attention_mask, target_mask)
 
 
 def pad_id_of(tokenizer) -> int:

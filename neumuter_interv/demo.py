@@ -190,11 +190,9 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
     neighbours = neumuter_neighbours(world, config, world.forget_texts)
     seconds["neighbours"] = time.perf_counter() - start
 
-    neumuter_config = copy.deepcopy(config.neumuter)
-    neumuter_config.progress, neumuter_config.device = progress, config.device
-    run = NeuMuter(neumuter_config, stop_when=world.criterion, schedule=config.schedule, log=log,
-                   uses_retained_text=config.anchors_per_sample > 0).run(
-        world.load_model(), world.tokenizer, world.forget_texts, neighbours)
+    method = neumuter_method(world, config, log, progress)
+    neumuter_config = method.config
+    run = method.run(world.load_model(), world.tokenizer, world.forget_texts, neighbours)
     seconds["neumuter"] = run.record.seconds
 
     start = time.perf_counter()
@@ -257,6 +255,21 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
     return summary
 
 
+def neumuter_method(world: World, config: DemoConfig, log: Callable[[str], None] = print,
+                    progress: bool = False) -> NeuMuter:
+    """NeuMuter as ``demo`` and ``compare`` run it: under the world's criterion (Eq. 17) within
+    ``config.schedule``, its KL texts from ``neumuter_neighbours``, and under ``forget_tokens="distinct"``
+    the world's anchor texts as the reference of shared phrasing. Anchors in either role are retained text:
+    the run is marked †."""
+    neumuter_config = copy.deepcopy(config.neumuter)
+    neumuter_config.progress, neumuter_config.device = progress, config.device
+    distinct = neumuter_config.forget_tokens == "distinct"
+    return NeuMuter(neumuter_config, stop_when=world.criterion, schedule=config.schedule, log=log,
+                    make_neighbours=lambda texts: neumuter_neighbours(world, config, texts),
+                    uses_retained_text=config.anchors_per_sample > 0 or distinct,
+                    token_reference=world.attribution_reference if distinct else None)
+
+
 def neumuter_neighbours(world: World, config: DemoConfig, texts) -> list[str]:
     """NeuMuter's KL texts for ``texts``: the world's neighbours, ``config.neighbours_per_sample`` per text, and
     ``config.anchors_per_sample`` of the world's anchor texts (``World.attribution_reference``) with each."""
@@ -276,7 +289,7 @@ def _curve(world: World, run, points: int, log) -> list[dict]:
     counts = gate_curve_counts(run.localization.log_alpha, run.config.max_fraction, points,
                                include=[run.selection.neurons_muted])
     return operating_curve(run.frozen.model, world.tokenizer, run.localization.log_alpha, run.localization.params,
-                           world.data, world.thresholds, counts, log)
+                           world.data, world.thresholds, counts, log, ranking=run.config.ranking)
 
 
 def attribution_baseline(world: World, layers, fraction: float, log=print):

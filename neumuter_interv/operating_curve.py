@@ -74,11 +74,11 @@ def _score_point(model, tokenizer, data: EvaluationSet, thresholds: Mapping[str,
 
 def operating_curve(model, tokenizer, log_alpha: dict[int, torch.Tensor], params, data: EvaluationSet,
                     thresholds: Mapping[str, float], counts: Sequence[int],
-                    log: Callable[[str], None] = print) -> list[dict]:
-    """``score_point`` of the mask of each count of ``counts`` along the ranking of ``log_alpha`` (count 0:
-    the model itself; a count past the neurons whose gate moved is that many); each point also records its
-    count and its share of the model's FFN neurons."""
-    ranking = GateRanking.of(model, log_alpha, params)
+                    log: Callable[[str], None] = print, ranking: str = "global") -> list[dict]:
+    """``score_point`` of the mask of each count of ``counts`` along the ``ranking`` of ``log_alpha``
+    (``NeuMuterConfig.ranking``; count 0: the model itself; a count past the neurons whose gate moved is that
+    many); each point also records its count and its share of the model's FFN neurons."""
+    ranking = GateRanking.of(model, log_alpha, params, ranking)
     points = []
     for count in sorted({min(count, ranking.size) for count in counts}):
         selection = ranking.selection(count)

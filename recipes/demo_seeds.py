@@ -25,6 +25,22 @@ HEADLINE = [("forget_ma", "forget MA"), ("forgotten_fraction", "forgotten"), ("o
             ("retain_ma", "retain MA"), ("retain_licences_ma", "retain: licences"), ("retain_other_ma", "retain: other"),
             ("heldout_ma", "held-out MA"), ("heldout_ppl", "general PPL")]
 
+HEADLINE_ROWS = HEADLINE + [("neurons_muted_fraction", "FFN neurons muted")]
+
+
+def spread_over_seeds(runs: dict) -> dict:
+    """Per headline metric of ``run_demo`` summaries (one per seed): the values, mean, stdev, min and max."""
+    spread = {}
+    for key, _ in HEADLINE_ROWS:
+        values = [run["neurons_muted_fraction"] if key == "neurons_muted_fraction" else run["after"].get(key)
+                  for run in runs.values()]
+        if any(value is None for value in values):
+            continue
+        spread[key] = {"values": values, "mean": statistics.fmean(values),
+                       "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+                       "min": min(values), "max": max(values)}
+    return spread
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -50,16 +66,9 @@ def main() -> None:
     with output_directory(args.out, args.overwrite) as staging:
         runs = {seed: run_demo(staging / f"seed-{seed}", config, progress=False) for seed, config in configs.items()}
         before = runs[seeds[0]]["before"]
-        rows, spread = [], {}
-        for key, label in HEADLINE + [("neurons_muted_fraction", "FFN neurons muted")]:
-            values = [run["neurons_muted_fraction"] if key == "neurons_muted_fraction" else run["after"].get(key)
-                      for run in runs.values()]
-            if any(value is None for value in values):
-                continue
-            mean = statistics.fmean(values)
-            deviation = statistics.stdev(values) if len(values) > 1 else 0.0
-            spread[key] = {"values": values, "mean": mean, "stdev": deviation, "min": min(values), "max": max(values)}
-            rows.append([label, before.get(key, "-"), *values, mean, deviation, max(values) - min(values)])
+        spread = spread_over_seeds(runs)
+        rows = [[label, before.get(key, "-"), *spread[key]["values"], spread[key]["mean"], spread[key]["stdev"],
+                 spread[key]["max"] - spread[key]["min"]] for key, label in HEADLINE_ROWS if key in spread]
         met = {seed: run["calibration"]["met"] for seed, run in runs.items()}
         results = {"seeds": seeds, "anchors_per_sample": args.anchors, "original": before, "spread": spread,
                    "met": met, "seconds": time.perf_counter() - start}

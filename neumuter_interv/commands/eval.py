@@ -61,7 +61,8 @@ def run(args) -> int:
     if gates is not None:
         log_alpha, run_config = gates
         counts = gate_curve_counts(log_alpha, run_config.max_fraction, args.curve_points)
-        curve = operating_curve(base, tokenizer, log_alpha, run_config.hard_concrete, data, limits, [0, *counts])
+        curve = operating_curve(base, tokenizer, log_alpha, run_config.hard_concrete, data, limits, [0, *counts],
+                                ranking=run_config.ranking)
     with output_directory(args.out, args.overwrite) as staging:
         write_json(staging / "metrics.json", {"thresholds": limits, **scores})
         if curve is not None:

@@ -25,6 +25,7 @@ from ...errors import NeuMuterError
 from ...hard_concrete import HardConcreteParams
 from ...lm import check_dtype
 from ...validation import check_number
+from .token_selection import FORGET_TOKEN_RULES
 
 SELECTION_RULES = ("threshold", "energy", "top_k", "fraction", "smallest")
 
@@ -56,6 +57,13 @@ class NeuMuterConfig:
     # "smallest": the fewest lowest gates whose mask meets the stopping criterion, searched up to this share
     # of the gated neurons (``readout``; needs a criterion: ``NeuMuter(stop_when=...)``)
     max_fraction: float = 0.05
+    # the order a count-based readout (``smallest``, ``top_k``, ``fraction``) mutes neurons in: "global", lowest
+    # gate first across all layers; "per_layer", the same count from every layer (MemPi's per-layer budget)
+    ranking: str = "global"
+    # the forget tokens the ascent term trains on: "all" (Eq. 13) or "distinct", those whose n-gram of
+    # ``distinct_ngram`` tokens occurs in none of the reference texts given to NeuMuter (``token_selection``)
+    forget_tokens: str = "all"
+    distinct_ngram: int = 4
     # neighbours when none are given: written by the model itself ("self": no masked LM installs offline;
     # see neighbours.self_neighbours) or random tokens ("random"); the MLM generator lives in neighbours.py
     neighbour_source: str = "self"
@@ -97,6 +105,11 @@ class NeuMuterConfig:
             check_number("top_k (selection 'top_k')", self.top_k, minimum=1, integer=True)
         if self.selection == "fraction" or self.fraction is not None:
             check_number("fraction (selection 'fraction')", self.fraction, above=0, maximum=1)
+        if self.ranking not in ("global", "per_layer"):
+            raise NeuMuterError(f"ranking must be 'global' or 'per_layer', got {self.ranking!r}")
+        if self.forget_tokens not in FORGET_TOKEN_RULES:
+            raise NeuMuterError(f"forget_tokens must be one of {', '.join(FORGET_TOKEN_RULES)}, got {self.forget_tokens!r}")
+        check_number("distinct_ngram", self.distinct_ngram, minimum=2, integer=True)
         if self.gate_noise not in ("shared", "official"):
             raise NeuMuterError(f"gate_noise must be 'shared' or 'official', got {self.gate_noise!r}")
         if self.neighbour_source not in ("self", "random"):

@@ -87,13 +87,15 @@ def localize(
     on_epoch_end: EpochCallback | None = None,
     log: Callable[[str], None] = print,
     first_epoch: int = 1,
+    forget_targets: Sequence[Sequence[bool]] | None = None,
 ) -> tuple[pv.IntervenableModel, LocalizationResult]:
     """Train the gates on token-id sequences of the forget set and its neighbours.
 
     ``neighbours`` holds ``k`` neighbours per forget sample, sample-major (sample i's neighbours at
     ``i*k .. i*k+k-1``); an empty list disables the KL term. ``on_epoch_end(epoch, record, pv_model)``
     may return True to stop (used for the Eq. 17 stopping rule). Epochs are numbered from
-    ``first_epoch`` (a later stage of a coefficient schedule continues the count).
+    ``first_epoch`` (a later stage of a coefficient schedule continues the count). ``forget_targets`` (one
+    flag per forget token, ``token_selection``) restricts the forget CE to the flagged tokens.
     """
     if not forget:
         raise NeuMuterError("the forget set is empty")
@@ -113,7 +115,8 @@ def localize(
 
     k = len(neighbours) // len(forget) if neighbours else 0
     order = sorted(range(len(forget)), key=lambda i: len(forget[i])) if config.length_buckets else range(len(forget))
-    forget_batches, neighbour_batches, counts = _local_batches(forget, neighbours, k, config.batch_size, pad_id, order)
+    forget_batches, neighbour_batches, counts = _local_batches(forget, neighbours, k, config.batch_size, pad_id, order,
+                                                               forget_targets)
     references = _ReferenceLogProbs(pv_model.model, neighbour_batches, config, device)
     rng = batch_order_rng(config.seed, first_epoch)
     result = LocalizationResult(log_alpha={}, params=config.hard_concrete)
@@ -148,17 +151,21 @@ def localize(
 
 
 
-def _local_batches(forget, neighbours, k: int, batch_size: int, pad_id: int, order: Sequence[int]):
+def _local_batches(forget, neighbours, k: int, batch_size: int, pad_id: int, order: Sequence[int],
+                   forget_targets: Sequence[Sequence[bool]] | None = None):
     """Per batch of ``batch_size`` forget samples (taken in ``order``): this process's forget rows and their
     ``k`` neighbours as right-padded batches (None where it has no row: ``distributed.shard``), and the whole
-    batch's counts of predicted forget tokens and of neighbour tokens (the denominators of the CE and KL)."""
+    batch's counts of predicted forget tokens and of neighbour tokens (the denominators of the CE and KL).
+    ``forget_targets`` marks the forget tokens the CE trains on (every token but the first without it)."""
     order = list(order)
+    targets = forget_targets or [[t > 0 for t in range(len(seq))] for seq in forget]
     forget_batches, neighbour_batches, counts = [], [], []
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        counts.append((sum(len(forget[i]) - 1 for i in rows), sum(len(neighbours[i * k + j]) for i in rows for j in range(k))))
+        counts.append((sum(sum(targets[i][1:]) for i in rows), sum(len(neighbours[i * k + j]) for i in rows for j in range(k))))
         mine = distributed.shard(rows)
-        forget_batches.append(pad_batch([forget[i] for i in mine], pad_id) if mine else None)
+        forget_batches.append(pad_batch([forget[i] for i in mine], pad_id,
+                                        targets=[targets[i] for i in mine] if forget_targets else None) if mine else None)
         neighbour_batches.append(pad_batch([neighbours[i * k + j] for i in mine for j in range(k)], pad_id)
                                  if mine and k else None)
     return forget_batches, neighbour_batches, counts

@@ -24,6 +24,7 @@ from .config import NeuMuterConfig
 from .localize import EpochCallback, LocalizationResult, localize
 from .schedule import CoefficientSchedule, localize_until_forgotten
 from .selection import Selection, freeze, select_neurons
+from .token_selection import distinct_targets
 
 
 @dataclass
@@ -112,7 +113,7 @@ class NeuMuter(UnlearningMethod):
                  log: Callable[[str], None] = print, stop_when: Callable | None = None,
                  schedule: CoefficientSchedule | None = None,
                  make_neighbours: Callable[[Sequence[str]], list[str]] | None = None,
-                 uses_retained_text: bool = False):
+                 uses_retained_text: bool = False, token_reference: Sequence[str] | None = None):
         """With ``stop_when`` (e.g. a ``ForgettingCriterion``), training runs in stages of a
         ``CoefficientSchedule`` until the frozen mask satisfies it (Appendix B.4; with
         ``config.selection="smallest"`` the mask is the fewest neurons that do); otherwise it runs
@@ -120,8 +121,12 @@ class NeuMuter(UnlearningMethod):
         neighbour texts per forget sample, sample-major (e.g. from ``neighbours.generate_neighbours``);
         ``unlearn`` uses it, and ``config.neighbour_source`` without it. ``uses_retained_text`` marks a run
         whose neighbours include retained text (anchors: ``neighbours.with_anchors``) in its record, so that
-        every report marks it as it marks the methods with a retain set."""
+        every report marks it as it marks the methods with a retain set. ``token_reference``: the texts whose
+        n-grams the ascent skips under ``config.forget_tokens="distinct"`` (``token_selection``)."""
         self.config = config or NeuMuterConfig()
+        if self.config.forget_tokens == "distinct" and not token_reference:
+            raise NeuMuterError("forget_tokens 'distinct' skips the forget tokens whose n-gram occurs in reference texts: "
+                                "give NeuMuter some (token_reference=[...]), or use forget_tokens 'all'")
         if self.config.selection == "smallest" and stop_when is None:
             raise NeuMuterError("selection 'smallest' searches for the fewest neurons that meet a stopping criterion: "
                                 "give NeuMuter one (stop_when=...), or choose threshold, energy, top_k or fraction")
@@ -131,6 +136,7 @@ class NeuMuter(UnlearningMethod):
         self.schedule = schedule or CoefficientSchedule()
         self.make_neighbours = make_neighbours
         self.uses_retained_text = uses_retained_text
+        self.token_reference = list(token_reference or [])
 
     def run(self, model, tokenizer, forget_texts: Sequence[str], neighbour_texts: Sequence[str] | None = None) -> NeuMuterRun:
         """Localize, select and freeze. ``neighbour_texts`` holds k neighbours per forget sample,
@@ -145,17 +151,28 @@ class NeuMuter(UnlearningMethod):
             if len(neighbour_texts) % len(forget_texts):
                 raise NeuMuterError(f"{len(neighbour_texts)} neighbours for {len(forget_texts)} forget samples: need k per sample")
             neighbours = tokenize(tokenizer, neighbour_texts, context, "neighbour")
+        targets = None
+        if config.forget_tokens == "distinct":
+            reference = tokenize(tokenizer, self.token_reference, context, "token reference")
+            targets = distinct_targets(forget, reference, config.distinct_ngram)
+            kept, total = sum(sum(flags) for flags in targets), sum(len(seq) - 1 for seq in forget)
+            self.log(f"NeuMuter: the ascent trains on {kept} of {total} forget tokens ({100 * kept / max(total, 1):.0f}%), "
+                     f"those whose {config.distinct_ngram}-gram is in no reference text")
+            if not kept:
+                raise NeuMuterError("every forget token's n-gram occurs in the reference texts: nothing is left to forget "
+                                    "(use a longer distinct_ngram or fewer reference texts)")
         record = UnlearningRecord(method=self.name, total_parameters=count_parameters(model),
                                   uses_retain_set=self.uses_retained_text)
         calibration = None
         with measured(record, resolve_device(config.device)):
             if self.stop_when is None:
                 _, localization = localize(model, forget, neighbours, config, pad_id_of(tokenizer),
-                                           self.on_epoch_end, self.log)
+                                           self.on_epoch_end, self.log, forget_targets=targets)
                 selection = select_neurons(model, localization.log_alpha, localization.params, config)
             else:
                 _, localization, calibration, selection = localize_until_forgotten(
-                    model, forget, neighbours, config, pad_id_of(tokenizer), self.stop_when, self.schedule, self.log)
+                    model, forget, neighbours, config, pad_id_of(tokenizer), self.stop_when, self.schedule, self.log,
+                    forget_targets=targets)
             frozen = freeze(model, selection)
         record.trainable_parameters = sum(a.numel() for a in localization.log_alpha.values())
         record.steps = localization.steps

@@ -31,7 +31,7 @@ import torch
 from ...architectures import ffn_width, num_layers
 from ...hard_concrete import HardConcreteParams, deterministic_gate
 from .config import NeuMuterConfig
-from .selection import Selection, flatten_by_layer, freeze, neuron_sets, select_neurons
+from .selection import Selection, flatten_by_layer, freeze, muting_order, neuron_sets, select_neurons
 
 
 @dataclass
@@ -39,7 +39,7 @@ class GateRanking:
     """The gated neurons in the order a count-based readout mutes them, with their trained gate values."""
 
     layers: list[int]
-    order: torch.Tensor  # flat indices, lowest sigmoid(log_alpha) first, only gates below 1
+    order: torch.Tensor  # flat indices in muting order (``selection.muting_order``), only gates below 1
     gate: torch.Tensor  # deterministic gate value of every flat entry (the scale a muted neuron keeps)
     owner: torch.Tensor
     offsets: torch.Tensor
@@ -49,10 +49,12 @@ class GateRanking:
     model_type: str
 
     @classmethod
-    def of(cls, model, log_alpha: dict[int, torch.Tensor], params: HardConcreteParams) -> GateRanking:
+    def of(cls, model, log_alpha: dict[int, torch.Tensor], params: HardConcreteParams,
+           ranking: str = "global") -> GateRanking:
+        """The ranking of trained gates: ``ranking`` as ``NeuMuterConfig.ranking``."""
         layers, flat, owner, offsets = flatten_by_layer(log_alpha)
         gate = deterministic_gate(flat, params)
-        order = torch.sort(torch.sigmoid(flat), stable=True).indices  # stable: ties broken by position
+        order = muting_order(torch.sigmoid(flat), owner, ranking)
         order = order[gate[order] < 1.0]
         return cls(layers, order, gate, owner, offsets, flat.numel(), ffn_width(model), num_layers(model),
                    model.config.model_type)
@@ -127,7 +129,7 @@ class MaskReadout:
         return ReadoutCheck(selection, met, numbers)
 
     def _search(self, log_alpha: dict[int, torch.Tensor]) -> ReadoutCheck:
-        ranking = GateRanking.of(self.model, log_alpha, self.config.hard_concrete)
+        ranking = GateRanking.of(self.model, log_alpha, self.config.hard_concrete, self.config.ranking)
         high = min(search_cap(self.config.max_fraction, ranking.gated), ranking.size)
         probes: list[dict] = []
         last: dict[int, dict] = {}

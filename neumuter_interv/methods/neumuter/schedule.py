@@ -57,14 +57,15 @@ class CoefficientSchedule:
 
 def localize_until_forgotten(model, forget, neighbours, config: NeuMuterConfig, pad_id: int,
                              stop_when: Callable, schedule: CoefficientSchedule,
-                             log: Callable[[str], None] = print):
+                             log: Callable[[str], None] = print, forget_targets=None):
     """``localize`` in stages until the mask read out of the gates (``readout.MaskReadout``: the config's
     rule, or the smallest mask that meets ``stop_when``) meets ``stop_when``; returns the last stage's gated
     model, the whole run's ``LocalizationResult`` (its ``log_alpha`` are the gates the kept mask was read
     from), a calibration report and the kept mask: the first that met the criterion or, when the budget
     ended first, the one that came closest (``ReadoutCheck.score``).
 
-    ``stop_when`` must be a function of the frozen model (as ``ForgettingCriterion`` is).
+    ``stop_when`` must be a function of the frozen model (as ``ForgettingCriterion`` is); ``forget_targets``
+    goes to ``localize``.
     """
     report = {"schedule": schedule.to_dict(), "stages": [], "met": False}
     total = LocalizationResult(log_alpha={}, params=config.hard_concrete)
@@ -90,7 +91,8 @@ def localize_until_forgotten(model, forget, neighbours, config: NeuMuterConfig, 
             return result.met
 
         log(f"NeuMuter stage {stage}: kl_weight={kl_weight:g}, sparsity_weight={sparsity_weight:g}")
-        pv_model, result = localize(model, forget, neighbours, stage_config, pad_id, check, log, first_epoch=epoch)
+        pv_model, result = localize(model, forget, neighbours, stage_config, pad_id, check, log, first_epoch=epoch,
+                                    forget_targets=forget_targets)
         total.history += result.history
         total.steps += result.steps
         total.seconds += result.seconds

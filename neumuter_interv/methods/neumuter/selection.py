@@ -156,13 +156,28 @@ def select_neurons(model, log_alpha: dict[int, torch.Tensor], params: HardConcre
     else:
         k = config.top_k if config.selection == "top_k" else math.ceil(config.fraction * flat_alpha.numel())
         k = min(int(k), flat_alpha.numel())
-        order = torch.sort(probability, stable=True).indices[:k]  # stable: ties broken by position
+        order = muting_order(probability, owner, config.ranking)[:k]
         chosen = torch.zeros_like(probability, dtype=torch.bool)
         chosen[order] = True
         rule["k"] = k
     chosen &= gate < 1.0
     return Selection(neuron_sets(chosen, gate, layers, owner, offsets), ffn_width(model), num_layers(model),
                      model.config.model_type, rule)
+
+
+def muting_order(probability: torch.Tensor, owner: torch.Tensor, ranking: str = "global") -> torch.Tensor:
+    """Flat neuron indices in the order a count-based rule mutes them. ``global``: lowest closing probability
+    first across layers. ``per_layer``: each layer's lowest first, then each layer's second lowest, and so on
+    (the same count from every layer, as MemPi's per-layer budget), ties by probability. Sorts are stable:
+    equal values keep their position order."""
+    order = torch.sort(probability, stable=True).indices
+    if ranking == "global":
+        return order
+    rank_in_layer = torch.empty_like(order)
+    for layer in owner.unique():
+        members = order[owner[order] == layer]
+        rank_in_layer[members] = torch.arange(members.numel())
+    return order[torch.sort(rank_in_layer[order], stable=True).indices]
 
 
 def flatten_by_layer(values: dict[int, torch.Tensor]) -> tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]:
