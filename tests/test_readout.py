@@ -130,3 +130,22 @@ def test_when_the_budget_ends_first_the_run_says_so_and_keeps_the_closest_mask(m
     cap = int(0.02 * 2 * 256)  # the memorized model: 2 layers x 256 neurons, all gated
     assert 0 < run.selection.neurons_muted <= cap
     assert any("budget ended before the criterion held" in m for m in messages)
+
+
+def test_the_per_layer_ranking_takes_the_same_count_from_every_layer():
+    from neumuter_interv.methods.neumuter.selection import muting_order
+
+    probability = torch.tensor([0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.05, 0.9])
+    owner = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
+    assert muting_order(probability, owner).tolist() == [6, 0, 1, 2, 3, 4, 5, 7]
+    assert muting_order(probability, owner, "per_layer").tolist() == [6, 0, 3, 1, 4, 7, 2, 5]
+
+
+def test_a_per_layer_readout_mutes_in_every_gated_layer(make_model):
+    model = make_model("gpt_neo")
+    log_alpha = ranked_gates(model)
+    log_alpha[1][:10] = 0.0  # layer 1: ten gates moved, all above layer 0's lowest
+    ranking = GateRanking.of(model, log_alpha, HardConcreteParams(), ranking="per_layer")
+    selection = ranking.selection(6)
+    assert selection.layers[0].indices == [0, 1, 2] and selection.layers[1].indices == [0, 1, 2]
+    assert GateRanking.of(model, log_alpha, HardConcreteParams()).selection(6).layers[1].indices == []
