@@ -101,9 +101,9 @@ class FrozenScaling(FFNIntervention):
         if prefix + "neuron_indices" in state_dict and prefix + "neuron_scales" in state_dict:
             check_neuron_mask(state_dict[prefix + "neuron_indices"], state_dict[prefix + "neuron_scales"], self.width,
                               f"{type(self).__name__} {prefix.rstrip('.') or 'buffers'}")
-        for name in ("neuron_indices", "neuron_scales"):
-            if prefix + name in state_dict:
-                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        for name, dtype in (("neuron_indices", torch.long), ("neuron_scales", torch.float32)):
+            if prefix + name in state_dict:  # the buffer's own dtype, whatever the file stored (int32, uint8, ...)
+                setattr(self, name, torch.empty_like(state_dict[prefix + name], dtype=dtype))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def dense_scale(self) -> torch.Tensor:

@@ -139,6 +139,9 @@ def _teacher_forced(lm: LanguageModel, sequences: Sequence[Sequence[int]], batch
         argmax = logits.argmax(-1)
         hits = argmax == targets
         for row, seq in enumerate(batch):
+            if not bool(torch.isfinite(losses[row, :len(seq) - 1]).all()):
+                raise NeuMuterError("the model's logits hold NaN or infinite values: no score can be computed from them "
+                                    "(a damaged model or intervention)")
             kept = (losses, hits, argmax) if keep_argmax else (losses, hits)
             results.append(tuple(values[row, :len(seq) - 1].cpu() for values in kept))
     return results

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from .architectures import ARCHITECTURES, architecture_of
 from .errors import NeuMuterError
+from .hard_concrete import HardConcreteParams
 from .interventions import FFNIntervention, FrozenScaling, HardConcreteGate
 
 WEIGHTS_FILE = "interventions.safetensors"
@@ -106,6 +107,8 @@ def load_intervenable(directory: str | Path, model: torch.nn.Module) -> pv.Inter
     directory = Path(directory)
     config = _read_config(directory)
     classes = [_allowed_class(name, directory) for name in config["intervention_types"]]
+    if config.get("mode", "parallel") not in ("parallel", "serial"):
+        raise NeuMuterError(f"{directory / CONFIG_FILE}: unknown mode {config['mode']!r} (pyvene's are parallel and serial)")
     tensors = _read_weights(directory)
     if getattr(getattr(model, "config", None), "model_type", None) in ARCHITECTURES:
         architecture_of(model)  # registers this exact model class with pyvene's "mlp_activation"
@@ -193,6 +196,9 @@ def _restore(intervention: pv.Intervention, key: str, tensors: dict[str, torch.T
         if isinstance(intervention, pv.TrainableIntervention):
             raise NeuMuterError(f"{directory / WEIGHTS_FILE} has no tensors for intervention {key}")
         return
+    for name, tensor in own.items():  # a NaN gate would score as perfect forgetting: refuse it here
+        if tensor.dtype.is_floating_point and not bool(torch.isfinite(tensor).all()):
+            raise NeuMuterError(f"{directory / WEIGHTS_FILE}: {key}.{name} holds NaN or infinite values; refused")
     buffers = dict(intervention.named_buffers(recurse=False))
     if "source_representation" in own and "source_representation" not in buffers:
         # a constant source that pyvene rebuilt as a plain attribute: set it as pyvene's own load does
@@ -200,6 +206,8 @@ def _restore(intervention: pv.Intervention, key: str, tensors: dict[str, torch.T
         intervention.is_source_constant = True
     try:
         intervention.load_state_dict(own, strict=True)
-    except (RuntimeError, ValueError) as error:
+        if isinstance(intervention, HardConcreteGate):
+            HardConcreteParams(*intervention.hard_concrete_constants.tolist())
+    except (RuntimeError, ValueError, NeuMuterError) as error:
         first_line = str(error).strip().splitlines()[0]
         raise NeuMuterError(f"{directory / WEIGHTS_FILE}: tensors of {key} do not fit: {first_line}") from None

@@ -279,3 +279,14 @@ def test_intervened_model_scores_like_the_equivalent_weight_edit(tiny_neo, neo_s
     el_intervened = metrics.extraction_likelihood(intervened, None, neo_samples, n=3, batch_size=7)
     el_edited = metrics.extraction_likelihood(edited, None, neo_samples, n=3, batch_size=7)
     assert el_intervened.tolist() == pytest.approx(el_edited.tolist())
+
+
+def test_a_score_from_nan_logits_is_an_error_not_a_number(make_model, tokenizer):
+    from neumuter_interv.errors import NeuMuterError
+    from neumuter_interv.metrics import memorization_accuracy
+
+    model = make_model("gpt_neo")
+    with torch.no_grad():
+        model.lm_head.weight[5] = float("nan")
+    with pytest.raises(NeuMuterError, match="NaN"):
+        memorization_accuracy(model, tokenizer, ["alice smith was born on may third"])

@@ -146,3 +146,60 @@ def test_the_allow_list_is_extensible_and_pyvene_built_ins_load(tmp_path, make_m
     register_safe_intervention(Doubling)
     loaded = load_intervenable(tmp_path / "custom", make_model("gpt_neo"))
     torch.testing.assert_close(loaded(dict(inputs), unit_locations=None)[1].logits, expected, atol=0, rtol=0)
+
+
+def rewrite_tensors(directory, change) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(directory / WEIGHTS_FILE))
+    change(tensors)
+    save_file(tensors, str(directory / WEIGHTS_FILE))
+
+
+@pytest.fixture
+def saved_gates(tmp_path, make_model):
+    """Trainable NeuMuter gates saved as they are mid-run."""
+    from neumuter_interv.methods.neumuter import NeuMuterConfig
+    from neumuter_interv.methods.neumuter.localize import attach_gates
+
+    directory = tmp_path / "gates"
+    save_intervenable(attach_gates(make_model("gpt_neo"), NeuMuterConfig()), directory)
+    return directory
+
+
+def test_a_gate_with_a_nan_is_refused_instead_of_scoring_as_perfect_forgetting(saved_gates, make_model):
+    def poison(tensors):
+        key = next(name for name in tensors if name.endswith("log_alpha"))
+        tensors[key][3] = float("nan")
+
+    rewrite_tensors(saved_gates, poison)
+    with pytest.raises(NeuMuterError, match="NaN or infinite"):
+        load_intervenable(saved_gates, make_model("gpt_neo"))
+
+
+def test_gate_constants_outside_the_hard_concrete_family_are_refused(saved_gates, make_model):
+    def stretch_inwards(tensors):
+        key = next(name for name in tensors if name.endswith("hard_concrete_constants"))
+        tensors[key] = torch.tensor([1 / 3, 0.1, 1.1], dtype=torch.float64)
+
+    rewrite_tensors(saved_gates, stretch_inwards)
+    with pytest.raises(NeuMuterError, match="gamma < 0"):
+        load_intervenable(saved_gates, make_model("gpt_neo"))
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.uint8])
+def test_indices_stored_in_a_narrower_integer_type_load_and_run(saved, make_model, inputs, dtype):
+    def narrow(tensors):
+        for name in tensors:
+            if name.endswith("neuron_indices"):
+                tensors[name] = tensors[name].to(dtype)
+
+    rewrite_tensors(saved, narrow)
+    expected = intervened_logits(freeze(make_model("gpt_neo"), SELECTION), **inputs)
+    torch.testing.assert_close(intervened_logits(load(saved, make_model("gpt_neo")), **inputs), expected, atol=0, rtol=0)
+
+
+def test_an_unknown_intervention_mode_is_refused(saved, make_model):
+    rewrite_config(saved, lambda c: c.__setitem__("mode", "sideways"))
+    with pytest.raises(NeuMuterError, match="unknown mode 'sideways'"):
+        load_intervenable(saved, make_model("gpt_neo"))
