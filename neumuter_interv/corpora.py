@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import importlib.util
+import os
 import re
 import site
 import sysconfig
@@ -255,22 +256,83 @@ def python_documentation(seed: int = 0, chunk_words: int = 200, chunks: int = 48
     return [Document(text, f"python-documentation:{i}") for i, text in enumerate(heldout)]
 
 
+MAX_EXPANDED_FILES = 100_000  # what one command's file, directory and glob arguments may name in all
+
+
 def expand_paths(patterns: list[str]) -> list[Path]:
-    """Files named by paths, directories (every file below, recursively) or globs, sorted within each
-    pattern; a pattern that matches nothing is an error naming it."""
+    """Files named by paths, directories (every file below, recursively) or globs (``**`` for any depth),
+    sorted within each pattern; a pattern that matches nothing is an error naming it.
+
+    Directories are walked once per real directory, so a symlink loop ends the walk instead of the memory;
+    a file reached by two names (a link, a pattern given twice) counts once; more than
+    ``MAX_EXPANDED_FILES`` files in all is refused."""
     out: list[Path] = []
+    seen: set[str] = set()
     for pattern in patterns:
         path = Path(pattern)
         if path.is_file():
             matches = [path]
         elif path.is_dir():
-            matches = sorted(p for p in path.rglob("*") if p.is_file())
+            matches = sorted(_walk_files(path, lambda parts: True))
+        elif glob.has_magic(pattern):
+            root, rest = _static_root(path)
+            matches = sorted(_walk_files(root, lambda parts: _match_parts(rest, parts))) if root.is_dir() else []
         else:
-            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+            matches = []
         if not matches:
             raise NeuMuterError(f"{pattern!r} names no file (not a file, a directory with files, or a matching glob)")
-        out += [m for m in matches if m not in out]
+        for match in matches:
+            real = os.path.realpath(match)
+            if real not in seen:
+                seen.add(real)
+                out.append(match)
+        if len(out) > MAX_EXPANDED_FILES:
+            raise NeuMuterError(f"the file arguments name more than {MAX_EXPANDED_FILES:,} files (at {pattern!r}): "
+                                "name fewer files or a narrower glob")
     return out
+
+
+def _static_root(pattern: Path) -> tuple[Path, tuple[str, ...]]:
+    """The longest leading part of a glob without wildcards, and the pattern's remaining components."""
+    parts = pattern.parts
+    cut = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    return (Path(*parts[:cut]) if cut else Path(".")), parts[cut:]
+
+
+def _match_parts(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
+    """``glob``'s rules on path components: ``**`` matches any number of directories, a wildcard matches
+    within one component, and a name starting with a dot only where the pattern's component does too."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_match_parts(pattern[1:], parts[i:]) for i in range(len(parts) + 1)
+                   if not any(part.startswith(".") for part in parts[:i]))
+    if not parts or (parts[0].startswith(".") and not pattern[0].startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(parts[0], pattern[0]) and _match_parts(pattern[1:], parts[1:])
+
+
+def _walk_files(root: Path, wanted) -> list[Path]:
+    """Files below ``root`` whose components relative to it satisfy ``wanted``, following directory links
+    but entering each real directory once (a loop ends there), at most ``MAX_EXPANDED_FILES`` + 1."""
+    found: list[Path] = []
+    visited: set[tuple[int, int]] = set()
+    for directory, subdirectories, files in os.walk(root, followlinks=True):
+        status = os.stat(directory)
+        if (status.st_dev, status.st_ino) in visited:
+            subdirectories[:] = []
+            continue
+        visited.add((status.st_dev, status.st_ino))
+        subdirectories.sort()
+        relative = Path(directory).relative_to(root).parts
+        for name in files:
+            candidate = Path(directory) / name
+            if wanted((*relative, name)) and candidate.is_file():
+                found.append(candidate)
+                if len(found) > MAX_EXPANDED_FILES:
+                    raise NeuMuterError(f"{root} holds more than {MAX_EXPANDED_FILES:,} matching files: "
+                                        "name fewer files or a narrower glob")
+    return found
 
 
 INSTALLED = "installed"  # names the texts on every install that may be memorized (the demo's candidates)
