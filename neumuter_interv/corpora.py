@@ -276,7 +276,7 @@ def expand_paths(patterns: list[str]) -> list[Path]:
             matches = sorted(_walk_files(path, lambda parts: True))
         elif glob.has_magic(pattern):
             root, rest = _static_root(path)
-            matches = sorted(_walk_files(root, lambda parts: _match_parts(rest, parts))) if root.is_dir() else []
+            matches = sorted(_walk_files(root, lambda parts, rest=rest: _match_parts(rest, parts))) if root.is_dir() else []
         else:
             matches = []
         if not matches:
