@@ -132,3 +132,51 @@ def _dequantize(path: Path, out: Path, key: str) -> None:
     tokenizer.save_pretrained(out)
     (out / "source.json").write_text(json.dumps({"gguf": str(path.resolve()), "key": key,
                                                  "transformers": transformers.__version__}))
+
+
+FINGERPRINT_DTYPES = ("float32", "bfloat16", "float16")
+_FINGERPRINT_SAMPLES = 4096  # evenly spaced values per parameter tensor
+
+
+def model_fingerprint(model) -> dict:
+    """What identifies the weights a run was made on, whatever name they were loaded by: the class, the
+    parameter names and shapes, and per compute dtype a SHA-256 of evenly spaced values of every parameter
+    rounded to that dtype (a model later loaded in bfloat16 or float16 is compared at its own precision)."""
+    shapes = hashlib.sha256()
+    weights = {dtype: hashlib.sha256() for dtype in FINGERPRINT_DTYPES}
+    for name, parameter in sorted(model.named_parameters()):
+        shapes.update(f"{name}:{tuple(parameter.shape)};".encode())
+        flat = parameter.detach().reshape(-1)
+        sample = flat[torch.linspace(0, flat.numel() - 1, min(flat.numel(), _FINGERPRINT_SAMPLES)).long()].cpu()
+        for dtype, digest in weights.items():
+            digest.update(sample.to(getattr(torch, dtype)).float().numpy().tobytes())
+    return {"class": type(model).__name__, "shapes_sha256": shapes.hexdigest(),
+            "weights_sha256": {dtype: digest.hexdigest() for dtype, digest in weights.items()}}
+
+
+def check_same_model(model, recorded: dict | None, where: str, name: str) -> None:
+    """Refuse ``model`` (loaded from ``name``) when ``recorded`` (a run's ``model_fingerprint``) says the run
+    was made on other weights; nothing recorded (an older run) is accepted."""
+    if not isinstance(recorded, dict):
+        return
+    actual = model_fingerprint(model)
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    same = (recorded.get("class") == actual["class"] and recorded.get("shapes_sha256") == actual["shapes_sha256"]
+            and recorded.get("weights_sha256", {}).get(dtype, actual["weights_sha256"][dtype])
+            == actual["weights_sha256"][dtype])
+    if not same:
+        raise NeuMuterError(f"{where} was made on other weights than the model loaded from {name!r} "
+                            f"({actual['class']}): its mask belongs to another model; pass --model with the one it "
+                            "was made on")
+
+
+def recorded_fingerprint(directory: str | Path) -> dict | None:
+    """The ``model_fingerprint`` of the run that ``directory`` is (or whose ``intervention/`` it is), if recorded."""
+    for candidate in (Path(directory), Path(directory).parent):
+        try:
+            recorded = json.loads((candidate / "config.json").read_text()).get("model_fingerprint")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            continue
+        if recorded is not None:
+            return recorded
+    return None

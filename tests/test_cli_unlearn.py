@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import FORGET
@@ -34,7 +35,10 @@ def test_unlearn_writes_the_frozen_intervention_selection_and_metrics(memorized_
     selection = json.loads((out / "selection.json").read_text())
     assert sum(len(layer["indices"]) for layer in selection["layers"].values()) == 11
     assert len(json.loads((out / "history.json").read_text())) == 3
-    assert json.loads((out / "config.json").read_text())["forget_samples"] == len(FORGET)
+    config = json.loads((out / "config.json").read_text())
+    assert config["forget_samples"] == len(FORGET)
+    assert config["model"] == str(Path(memorized_dir).resolve())  # by an absolute path, whatever was typed
+    assert set(config["model_fingerprint"]["weights_sha256"]) == {"float32", "bfloat16", "float16"}
 
 
 def test_an_existing_output_is_never_overwritten_silently(memorized_dir, forget_txt, tmp_path, capsys):

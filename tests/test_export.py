@@ -293,3 +293,22 @@ def test_cli_keeps_a_non_empty_output_unless_overwrite(two_runs, tmp_path, capsy
 
     assert main(["export", str(runs[0]), "--to", "merged", "--out", str(out), "--overwrite"]) == 0
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+
+
+def test_export_refuses_a_model_other_than_the_one_the_run_was_made_on(tmp_path, saved_base, make_model, tokenizer,
+                                                                      monkeypatch, capsys):
+    from neumuter_interv.loading import model_fingerprint
+
+    model, base_dir = saved_base("gpt_neo")
+    run = write_run(tmp_path / "run", random_selection(model, seed=1, layers=[0]), base_dir)
+    config = json.loads((run / "config.json").read_text())
+    config["model_fingerprint"] = model_fingerprint(model)
+    (run / "config.json").write_text(json.dumps(config))
+    other = tmp_path / "elsewhere" / f"base-{'gpt_neo'}"  # same name and architecture, other weights
+    make_model("gpt_neo", seed=7).save_pretrained(other)
+    tokenizer.save_pretrained(other)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code = main(["export", str(run), "--to", "merged", "--model", "base-gpt_neo", "--out", str(tmp_path / "bad")])
+    assert code == 2 and "other weights" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    for dtype in ("float32", "bfloat16"):  # the right model, at either precision
+        assert main(["export", str(run), "--to", "merged", "--dtype", dtype, "--out", str(tmp_path / dtype)]) == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..data import read_texts
 from ..evaluation import EvaluationSet, evaluate, thresholds
 from ..intervenable import load
-from ..loading import load_causal_lm
+from ..loading import check_same_model, load_causal_lm, recorded_fingerprint
 from ..methods.neumuter.method import load_gates
 from ..operating_curve import gate_curve_counts, operating_curve
 from ..output import check_writable, output_directory, write_json
@@ -51,6 +51,9 @@ def run(args) -> int:
                          utility=load_utility(utility) if utility else None)
     base, tokenizer = load_causal_lm(args.model)
     data.check(base, tokenizer)
+    for made in (args.intervention, args.curve):
+        if made:
+            check_same_model(base, recorded_fingerprint(made), made, args.model)
     model = load(args.intervention, base) if args.intervention else base  # does it fit? before any scoring
     gates = load_gates(args.curve, base) if args.curve else None
     oracle = load_causal_lm(args.oracle)[0] if args.oracle else None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .. import distributed
 from ..architectures import describe_layers, num_layers, parse_layers
 from ..data import read_texts, texts_sha256
 from ..lm import resolve_device
-from ..loading import load_causal_lm
+from ..loading import load_causal_lm, model_fingerprint
 from ..methods.neumuter import NeuMuter, NeuMuterConfig
 from ..output import check_writable
 from ..validation import check_number
@@ -76,11 +77,14 @@ def run(args) -> int:
     model, tokenizer = load_causal_lm(args.model, gguf_file=args.gguf_file)
     layers = parse_layers(config.layers, num_layers(model))  # fail before training, not after
     log(f"forget set: {len(forget)} samples from {args.forget}; layers {describe_layers(layers)}")
+    fingerprint = model_fingerprint(model) if main_process else None  # before the run moves it to a device
     result = NeuMuter(config, log=log).run(model, tokenizer, forget, neighbours)
     if not main_process:
         return 0
     run_info = {
-        "model": args.model,
+        # a local model by its absolute path (the run may be exported from anywhere), a Hub id as given
+        "model": str(Path(args.model).resolve()) if os.path.lexists(args.model) else args.model,
+        "model_fingerprint": fingerprint,
         "forget_file": str(Path(args.forget)),
         "forget_samples": len(forget),
         "forget_sha256": texts_sha256(forget),
