@@ -42,18 +42,26 @@ def spread_over_seeds(runs: dict) -> dict:
     return spread
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    parser.add_argument("--anchors", type=int, default=0, help="NeuMuter's KL anchors per forget sample (demo --anchors)")
+def parse_run_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The arguments every seeds recipe shares (``--size``, ``--out``, ``--overwrite``) added and parsed;
+    ``--seeds`` (the parser's own, with its default) comes back as a list of integers."""
     parser.add_argument("--size", choices=["default", "tiny"], default="default")
     parser.add_argument("--out", required=True)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
     try:
-        seeds = [int(seed) for seed in args.seeds.split(",")]
+        args.seeds = [int(seed) for seed in args.seeds.split(",")]
     except ValueError:
         raise NeuMuterError(f"--seeds must be integers separated by commas, got {args.seeds!r}") from None
+    return args
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--anchors", type=int, default=0, help="NeuMuter's KL anchors per forget sample (demo --anchors)")
+    args = parse_run_arguments(parser)
+    seeds = args.seeds
     configs = {}
     for seed in seeds:
         config = DemoConfig.real_tiny() if args.size == "tiny" else DemoConfig()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from demo_seeds import HEADLINE_ROWS, spread_over_seeds
+from demo_seeds import HEADLINE_ROWS, parse_run_arguments, spread_over_seeds
 
 from neumuter_interv.demo import DemoConfig, run_demo
 from neumuter_interv.errors import NeuMuterError, run_script
@@ -64,14 +64,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1", help="comma-separated seeds")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
-    parser.add_argument("--size", choices=["default", "tiny"], default="default")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args()
-    try:
-        seeds = [int(seed) for seed in args.seeds.split(",")]
-    except ValueError:
-        raise NeuMuterError(f"--seeds must be integers separated by commas, got {args.seeds!r}") from None
+    args = parse_run_arguments(parser)
+    seeds = args.seeds
     names = args.variants.split(",")
     unknown = [name for name in names if name not in VARIANTS]
     if unknown:
