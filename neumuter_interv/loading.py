@@ -154,20 +154,23 @@ def model_fingerprint(model) -> dict:
             "weights_sha256": {dtype: digest.hexdigest() for dtype, digest in weights.items()}}
 
 
-def check_same_model(model, recorded: dict | None, where: str, name: str) -> None:
-    """Refuse ``model`` (loaded from ``name``) when ``recorded`` (a run's ``model_fingerprint``) says the run
-    was made on other weights; nothing recorded (an older run) is accepted."""
-    if not isinstance(recorded, dict):
+def check_same_model(model, recorded: dict[str, dict | None], name: str) -> None:
+    """Refuse ``model`` (loaded from ``name``) when a run's recorded ``model_fingerprint`` (``recorded``: run
+    description -> fingerprint) says the run was made on other weights; a run with none recorded (an older
+    one) is accepted. The loaded model is fingerprinted once, however many runs it is checked against."""
+    runs = {where: fingerprint for where, fingerprint in recorded.items() if isinstance(fingerprint, dict)}
+    if not runs:
         return
     actual = model_fingerprint(model)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    same = (recorded.get("class") == actual["class"] and recorded.get("shapes_sha256") == actual["shapes_sha256"]
-            and recorded.get("weights_sha256", {}).get(dtype, actual["weights_sha256"][dtype])
-            == actual["weights_sha256"][dtype])
-    if not same:
-        raise NeuMuterError(f"{where} was made on other weights than the model loaded from {name!r} "
-                            f"({actual['class']}): its mask belongs to another model; pass --model with the one it "
-                            "was made on")
+    for where, fingerprint in runs.items():
+        same = (fingerprint.get("class") == actual["class"] and fingerprint.get("shapes_sha256") == actual["shapes_sha256"]
+                and fingerprint.get("weights_sha256", {}).get(dtype, actual["weights_sha256"][dtype])
+                == actual["weights_sha256"][dtype])
+        if not same:
+            raise NeuMuterError(f"{where} was made on other weights than the model loaded from {name!r} "
+                                f"({actual['class']}): its mask belongs to another model; pass --model with the one "
+                                "it was made on")
 
 
 def recorded_fingerprint(directory: str | Path) -> dict | None:

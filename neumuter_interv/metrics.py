@@ -138,10 +138,10 @@ def _teacher_forced(lm: LanguageModel, sequences: Sequence[Sequence[int]], batch
         losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         argmax = logits.argmax(-1)
         hits = argmax == targets
+        if not bool(torch.isfinite(losses[mask[:, 1:].bool()]).all()):  # pads may hold anything
+            raise NeuMuterError("the model's logits hold NaN or infinite values: no score can be computed from them "
+                                "(a damaged model or intervention)")
         for row, seq in enumerate(batch):
-            if not bool(torch.isfinite(losses[row, :len(seq) - 1]).all()):
-                raise NeuMuterError("the model's logits hold NaN or infinite values: no score can be computed from them "
-                                    "(a damaged model or intervention)")
             kept = (losses, hits, argmax) if keep_argmax else (losses, hits)
             results.append(tuple(values[row, :len(seq) - 1].cpu() for values in kept))
     return results

@@ -51,9 +51,8 @@ def run(args) -> int:
                          utility=load_utility(utility) if utility else None)
     base, tokenizer = load_causal_lm(args.model)
     data.check(base, tokenizer)
-    for made in (args.intervention, args.curve):
-        if made:
-            check_same_model(base, recorded_fingerprint(made), made, args.model)
+    check_same_model(base, {made: recorded_fingerprint(made) for made in (args.intervention, args.curve) if made},
+                     args.model)
     model = load(args.intervention, base) if args.intervention else base  # does it fit? before any scoring
     gates = load_gates(args.curve, base) if args.curve else None
     oracle = load_causal_lm(args.oracle)[0] if args.oracle else None

@@ -50,8 +50,8 @@ def export(run_dirs: Sequence[str | Path], export_format: str, out: str | Path, 
     inputs = {**{f"run {run.directory}": run.directory for run in runs}, "base model": base_model}
     target = check_writable(out, overwrite, inputs)  # fail before loading any model
     causal_lm, tokenizer = load_causal_lm(base_model, dtype)
-    for run in runs:
-        check_same_model(causal_lm, run.config.get("model_fingerprint"), f"run {run.directory}", base_model)
+    check_same_model(causal_lm, {f"run {run.directory}": run.config.get("model_fingerprint") for run in runs},
+                     base_model)
     write_export(ExportJob(causal_lm, tokenizer, selection, base_model), export_format, target, runs,
                  overwrite=overwrite, location=push or str(target))
     if push:
