@@ -28,7 +28,7 @@ from .methods.base import UnlearningMethod, UnlearningRecord, measured
 from .methods.finetune import FineTuneSettings
 from .methods.neumuter import NeuMuter
 from .methods.registry import METHODS, make_method
-from .output import check_writable, output_directory, write_json
+from .output import check_writable, output_directory, write_json, write_text
 from .report import markdown_table, plot_tradeoff
 from .utility import UTILITY_COLUMNS, UtilityConfig
 from .worlds import RealWorldConfig, TofuWorldConfig, World, public_scores
@@ -160,7 +160,7 @@ def run_comparison(out: str | Path, config: ComparisonConfig | None = None, over
     }
     with output_directory(out, overwrite) as staging:
         write_json(staging / "comparison.json", summary)
-        (staging / "comparison.md").write_text(comparison_report(summary))
+        write_text(staging / "comparison.md", comparison_report(summary))
         plot_tradeoff_panels(_tradeoff_points(summary), staging / "tradeoff.png",
                              f"Utility and retained memorization vs forgetting ({world.name} world)")
     log(f"wrote {out}/ (comparison.json, comparison.md, tradeoff.png) after {summary['seconds']:.0f} s")
@@ -240,8 +240,9 @@ def display_name(name: str, entry: dict) -> str:
 
 
 SCORE_COLUMNS = [("forget_ma", "forget MA"), ("forget_el10", "forget EL10"), ("forgotten_fraction", "forgotten"),
-                 ("other_copies_ma", "other copies MA"), ("retain_ma", "retain MA"), ("heldout_ma", "held-out MA"),
-                 ("heldout_ppl", "general PPL"), *UTILITY_COLUMNS, ("mia_distance", "MIA distance"),
+                 ("other_copies_ma", "other copies MA"), ("retain_ma", "retain MA"),
+                 ("retain_licences_ma", "retain: licences"), ("retain_other_ma", "retain: other"),
+                 ("heldout_ma", "held-out MA"), ("heldout_ppl", "general PPL"), *UTILITY_COLUMNS, ("mia_distance", "MIA distance"),
                  ("forget_quality", "forget quality"), ("log10_forget_quality", "log10 forget quality (TOFU)"),
                  ("model_utility", "model utility (TOFU)")]
 RECORD_COLUMNS = ["Eq. 17 met", "time (s)", "peak mem (MiB)", "trainable %", "steps", "budget"]

@@ -344,6 +344,43 @@ def installed_candidates(licences: list[Document] | None = None) -> list[Documen
     return (licence_files() if licences is None else licences) + stdlib_sources() + common_licences()
 
 
+def read_locations(patterns: list[str], label: str) -> dict[str, str | Path]:
+    """What ``read_documents(patterns)`` reads, as ``output.check_writable`` inputs (``"LABEL PATTERN"`` ->
+    path or glob): each pattern as given, and for ``installed`` the directories its texts come from
+    (site-packages, the standard library, the common licences)."""
+    locations: dict[str, str | Path] = {}
+    for pattern in patterns:
+        if pattern == INSTALLED:
+            roots = [*site_package_dirs(), Path(sysconfig.get_paths()["stdlib"]), Path("/usr/share/common-licenses")]
+            locations |= {f"{label} {INSTALLED} ({root})": root for root in roots}
+        else:
+            locations[f"{label} {pattern}"] = pattern
+    return locations
+
+
+def glob_reaches(pattern: str, path: Path) -> bool:
+    """Whether the glob ``pattern`` (``expand_paths``'s rules) names ``path`` or could name a file below it
+    (resolved paths on both sides): an output there would be read by a rerun with the same pattern."""
+    root, rest = _static_root(Path(pattern))
+    root = Path(os.path.realpath(root))
+    if root != path and root not in path.parents:
+        return path in root.parents  # the output would hold the glob's directory
+    return _reaches(rest, path.relative_to(root).parts)
+
+
+def _reaches(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
+    if not parts:
+        return True
+    if not pattern:
+        return False
+    if pattern[0] == "**":
+        return any(_reaches(pattern[1:], parts[i:]) for i in range(len(parts) + 1)
+                   if not any(part.startswith(".") for part in parts[:i]))
+    if parts[0].startswith(".") and not pattern[0].startswith("."):
+        return False
+    return fnmatch.fnmatchcase(parts[0], pattern[0]) and _reaches(pattern[1:], parts[1:])
+
+
 def read_documents(patterns: list[str]) -> list[Document]:
     """Documents from files, directories or globs: a ``.jsonl``/``.csv`` file gives one document per record
     (its ``text`` field or column), any other text file is one document; binary files are skipped. The

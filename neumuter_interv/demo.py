@@ -17,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import metrics
+from . import corpora, metrics
 from .errors import NeuMuterError
 from .lm import resolve_device
 from .methods.neumuter import CoefficientSchedule, NeuMuter, NeuMuterConfig, freeze
 from .neighbours import with_anchors
 from .operating_curve import gate_curve_counts, operating_curve
-from .output import check_writable, output_directory, write_json
+from .output import check_writable, output_directory, write_json, write_text
 from .report import (
     markdown_table,
     plot_distributions,
@@ -169,7 +169,7 @@ def prepare_world(config: DemoConfig, progress: bool = True, log: Callable[[str]
 
 def demo_inputs(config: DemoConfig) -> dict[str, str]:
     """The files a run on ``config`` reads, which its output must never replace or lie inside."""
-    inputs = {f"--forget {path}": path for path in config.real.forget} if config.world == "real" else {}
+    inputs = corpora.read_locations(list(config.real.forget), "--forget") if config.world == "real" else {}
     if config.utility is not None:
         inputs["--utility"] = config.utility.directory
     return inputs
@@ -236,7 +236,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
                            "el_prefix_stride": world.data.settings["el_prefix_stride"]}
     with output_directory(out, overwrite) as staging:
         write_json(staging / "metrics.json", summary)
-        (staging / "report.md").write_text(demo_report(summary))
+        write_text(staging / "report.md", demo_report(summary))
         plot_muted_per_layer(run.selection.per_layer_counts(), run.selection.ffn_width, staging / "muted_per_layer.png")
         if curve:
             write_json(staging / "curve.json", curve)

@@ -10,7 +10,8 @@ only when everything succeeded. The rules, checked once here for every command:
   directory (or one that holds it);
 * a non-empty target is replaced only with ``overwrite``; the commit re-checks (a rename onto a
   non-empty directory fails), so of two runs racing for one empty target the second is refused;
-* the target is not, does not hold, and does not lie inside any of the command's inputs;
+* the target is not, does not hold, and does not lie inside any of the command's inputs, nor the cache
+  (``default_cache_dir``), which every command reads (its worlds, its dequantized weights);
 * its nearest existing parent is a directory this process can create entries in (probed for real, so a
   read-only file system or ``/proc`` is refused too, whoever runs it);
 * staging directories honour the umask (a served checkpoint must be readable), and those left by a
@@ -23,6 +24,7 @@ Cache entries (built worlds, dequantized checkpoints) are written the same all-o
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import math
 import os
@@ -36,9 +38,15 @@ from typing import Any
 
 from filelock import FileLock
 
+from .corpora import glob_reaches
 from .errors import NeuMuterError
 
 Inputs = Mapping[str, "str | Path | None"]
+
+
+def default_cache_dir() -> Path:
+    """Where built worlds and dequantized checkpoints live: ``$NEUMUTER_CACHE``, else ``~/.cache/neumuter_interv``."""
+    return Path(os.environ.get("NEUMUTER_CACHE") or Path.home() / ".cache" / "neumuter_interv")
 
 
 def check_writable(target: str | Path, overwrite: bool = False, inputs: Inputs | None = None) -> Path:
@@ -49,6 +57,7 @@ def check_writable(target: str | Path, overwrite: bool = False, inputs: Inputs |
     """
     target = Path(target)
     shown = str(target)
+    _check_name_lengths(shown, Path(os.path.realpath(target)))
     if target.is_symlink():
         raise NeuMuterError(f"output {shown!r} is a symbolic link (to {os.readlink(target)!r}); name a real directory")
     resolved = Path(os.path.realpath(target))
@@ -58,7 +67,7 @@ def check_writable(target: str | Path, overwrite: bool = False, inputs: Inputs |
         raise NeuMuterError(f"output {shown!r} exists and is not a directory")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise NeuMuterError(f"output directory {shown!r} exists and is not empty (pass --overwrite to replace it)")
-    for label, path in (inputs or {}).items():
+    for label, path in {**(inputs or {}), "the cache ($NEUMUTER_CACHE)": default_cache_dir()}.items():
         _refuse_overlap(shown, resolved, label, path)
     _probe_parent(shown, resolved.parent)
     return target
@@ -81,6 +90,11 @@ def read_kept_results(path: str | Path | None, key: str) -> dict:
 
 
 def _refuse_overlap(shown: str, resolved: Path, label: str, path) -> None:
+    if isinstance(path, str) and glob.has_magic(path) and not os.path.lexists(path):
+        if glob_reaches(path, resolved):
+            raise NeuMuterError(f"output {shown!r} lies where the glob {path!r} ({label}) reads: a rerun would read "
+                                "this command's own output; choose an output directory outside it")
+        return
     if path is None or not os.path.lexists(path):
         return
     source = Path(os.path.realpath(path))
@@ -110,6 +124,26 @@ def _probe_parent(shown: str, parent: Path) -> None:
     except OSError as error:
         raise NeuMuterError(f"cannot write output {shown!r}: cannot create entries in {str(existing)!r} "
                             f"({os.strerror(error.errno) if error.errno else error})") from None
+
+
+STAGING_SUFFIX_BYTES = len(".partial-") + 1 + 10 + 1 + 8  # ".NAME" + ".partial-PID-XXXXXXXX" (PID up to 10 digits)
+
+
+def _check_name_lengths(shown: str, resolved: Path) -> None:
+    """Refuse a name the file system cannot hold, counting the staging sibling's longer name, before any work
+    (a too-long name otherwise fails only at the commit, after the run)."""
+    existing = resolved.parent
+    while not os.path.isdir(existing):  # os.path: an over-long name is "not there", not an error
+        existing = existing.parent
+    name_max = os.pathconf(existing, "PC_NAME_MAX")
+    for part in resolved.relative_to(existing).parts:
+        extra = STAGING_SUFFIX_BYTES if part == resolved.name else 0
+        if len(os.fsencode(part)) + extra > name_max:
+            raise NeuMuterError(f"output {shown!r}: the name {part[:40]!r}... is {len(os.fsencode(part))} bytes; this "
+                                f"file system holds names up to {name_max} bytes ({name_max - STAGING_SUFFIX_BYTES} for "
+                                "the output's own name, which is staged under a longer one): choose a shorter name")
+    if len(os.fsencode(resolved)) + STAGING_SUFFIX_BYTES + 64 > os.pathconf(existing, "PC_PATH_MAX"):
+        raise NeuMuterError(f"output {shown[:60]!r}...: the path is too long for this file system; choose a shorter one")
 
 
 @contextmanager
@@ -194,6 +228,12 @@ def build_cache_entry(target: Path, marker: str, build: Callable[[Path], None]) 
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return True
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """A report or card as UTF-8. File names are data: one that is not UTF-8 (held by Python as surrogate
+    escapes) is written as backslash escapes (``caf\\udce9.txt``) instead of failing after the work."""
+    Path(path).write_text(text, encoding="utf-8", errors="backslashreplace")
 
 
 def write_json(path: str | Path, data: Any) -> None:

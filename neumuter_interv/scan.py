@@ -47,7 +47,7 @@ from . import metrics
 from .corpora import Document
 from .errors import NeuMuterError
 from .lm import as_language_model, autocast
-from .output import output_directory, write_json
+from .output import output_directory, write_json, write_text
 from .report import markdown_table, plot_distributions
 from .validation import check_number
 
@@ -278,7 +278,7 @@ def write_scan(out: str | Path, result: ScanResult, model_name: str, overwrite: 
         write_json(staging / "scan.json", {
             "model": model_name, "settings": asdict(result.config), "summary": result.summary(),
             "candidates": [_record(w) for w in result.candidates], "heldout": [_record(w) for w in result.heldout]})
-        (staging / "report.md").write_text(scan_report(result, model_name, report_rows))
+        write_text(staging / "report.md", scan_report(result, model_name, report_rows))
         plot_distributions({"candidates": [w.ma for w in result.candidates], "held-out": [w.ma for w in result.heldout],
                             "memorized": [w.ma for w in result.memorized]},
                            staging / "ma_distributions.png", "memorization accuracy (Eq. 15) per window",

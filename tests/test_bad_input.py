@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,8 @@ def sandbox(tmp_path_factory, memorized_dir) -> dict[str, Path]:
     (root / "forget-dir").mkdir()
     (root / "forget-dir" / "forget.txt").write_text("\n".join(FORGET) + "\n")
     (root / "read-only").mkdir(mode=0o500)
+    (root / "cache").mkdir()  # the cache ($NEUMUTER_CACHE) of the rows that name it
+    (root / "cache" / "entry.json").write_text("{}")
     (root / "validation").mkdir()  # a knowledge-unlearning validation_data directory that lacks pile.csv
     (root / "validation" / "lambada.csv").write_text("id,token_length,text,task\n0,3,alice smith,lambada\n")
 
@@ -149,6 +152,7 @@ class Case:
     argv: tuple[str, ...]  # "{name}" is a sandbox path, "{out}" the output the command must not write
     expected: str  # in the one line on stderr
     cwd: str | None = None  # sandbox directory to run in
+    cache: bool = False  # run with $NEUMUTER_CACHE = {root}/cache
 
 
 def unlearn(*extra, forget="{root}/forget.txt", model="{model}", out="{out}"):
@@ -257,8 +261,23 @@ CASES = {
     "an output under a file": Case(unlearn(out="{root}/latin1.txt/run"), "is not a directory"),
     "an output in /proc": Case(unlearn(out="/proc/neumuter-out"), "cannot create entries in '/proc'"),
     "--out . (the current directory)": Case(unlearn(out="."), "is the current directory", cwd="empty-dir"),
+    "--out a 240-byte name": Case(unlearn(out="{root}/" + "o" * 240), "choose a shorter name"),
+    "--out a 300-byte directory on the way": Case(unlearn(out="{root}/" + "d" * 300 + "/run"), "choose a shorter name"),
     "--out a dangling symlink": Case(unlearn(out="{root}/dangling"), "is a symbolic link"),
+    "export --push an invalid repo id": Case(export("{run}", "--push", "a/b/c"), "is not a Hub repo id"),
     "export --out a dangling symlink": Case(export(out="{root}/dangling"), "is a symbolic link"),
+    "--out the cache --overwrite": Case(unlearn("--overwrite", out="{root}/cache"), "is the input", cache=True),
+    "--out inside the cache": Case(unlearn(out="{root}/cache/run"), "lies inside the input", cache=True),
+    "scan --candidates 'DIR/*' --out DIR/out": Case(
+        ("scan", "--model", "{model}", "--candidates", "{root}/forget-dir/*", "--out", "{root}/forget-dir/out"),
+        "lies where the glob"),
+    "scan --candidates 'DIR/**/*.txt' --out DIR/a/b": Case(
+        ("scan", "--model", "{model}", "--candidates", "{root}/**/*.txt", "--out", "{root}/a/b"), "lies where the glob"),
+    "scan --candidates installed --out STDLIB/x": Case(
+        ("scan", "--model", "{model}", "--candidates", "installed", "--out", "{stdlib}/neumuter-out"),
+        "lies inside the input"),
+    "demo --forget 'DIR/*' --out DIR/out": Case(
+        ("demo", "--forget", "{root}/forget-dir/*", "--out", "{root}/forget-dir/out"), "lies where the glob"),
     "demo --forget with the people world": Case(("demo", "--world", "people", "--forget", "x", "--out", "{out}"),
                                                 "--forget applies to the real world only"),
 }
@@ -277,8 +296,11 @@ def test_bad_input_ends_in_one_line_with_exit_code_2_and_writes_nothing(name, sa
                                                                        monkeypatch):
     case = CASES[name]
     out = sandbox["root"] / "out"
-    values = {**{key: str(value) for key, value in sandbox.items()}, "out": str(out)}
+    values = {**{key: str(value) for key, value in sandbox.items()}, "out": str(out),
+              "stdlib": sysconfig.get_paths()["stdlib"]}
     argv = [part.format(**values) for part in case.argv]
+    if case.cache:
+        monkeypatch.setenv("NEUMUTER_CACHE", str(sandbox["root"] / "cache"))
     if case.cwd:
         monkeypatch.chdir(sandbox["root"] / case.cwd)
     before, model_before = snapshot(sandbox["root"]), snapshot(memorized_dir)

@@ -232,6 +232,23 @@ def test_push_creates_the_repo_and_uploads_exactly_the_written_folder(two_runs, 
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == read_run(runs[0]).base_model
 
 
+class ConnectError(Exception):
+    """Stands for the HTTP client's connection error (httpx's or requests', by huggingface_hub's version)."""
+
+
+def test_an_unreachable_hub_is_one_line_that_says_the_export_is_complete(two_runs, tmp_path, capsys):
+    _, _, runs = two_runs("gpt_neo")
+    out = tmp_path / "adapter"
+    with mock.patch("neumuter_interv.export.hub.HfApi") as hf_api:
+        hf_api.return_value.create_repo.side_effect = ConnectError("[Errno -3] Temporary failure in name resolution")
+        code = main(["export", *map(str, runs), "--to", "peft-ia3", "--out", str(out), "--push", "someone/unlearned"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"the export is complete in {out}, but pushing it to someone/unlearned failed" in err[0]
+    assert "name resolution" in err[0]
+    assert (out / "adapter_model.safetensors").is_file()
+
+
 @pytest.mark.parametrize("export_format", ["peft-ia3", "merged"])
 def test_exporting_leaves_the_in_memory_model_unchanged(export_format, make_model, tokenizer, tmp_path):
     model = make_model("llama")

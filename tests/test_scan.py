@@ -1,6 +1,7 @@
 """``neumuter scan``: on a tiny model that memorized a few texts, the scan finds exactly those."""
 
 import json
+import os
 import random
 
 import pytest
@@ -66,6 +67,8 @@ def test_the_scan_command_reads_files_directories_and_globs(memorized_dir, tmp_p
     (tmp_path / "cand").mkdir()
     for i, text in enumerate(FORGET):
         (tmp_path / "cand" / f"f{i}.txt").write_text(text)
+    not_utf8 = os.fsdecode(os.fsencode(tmp_path / "cand" / "f0.txt")[:-4] + b"-caf\xe9.txt")  # names are data
+    os.rename(tmp_path / "cand" / "f0.txt", not_utf8)
     (tmp_path / "more.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in unseen_texts(3, 5)))
     (tmp_path / "held").mkdir()
     for i, text in enumerate(unseen_texts(12, 6)):
@@ -78,6 +81,7 @@ def test_the_scan_command_reads_files_directories_and_globs(memorized_dir, tmp_p
                  "--extraction-prefix", "4", "--extraction-suffix", "6", "--no-progress"])
     assert code == 0
     assert sorted(read_texts(tmp_path / "out" / "memorized.jsonl")) == sorted(FORGET)
+    assert "f0-caf\\udce9.txt" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
 
 
 def test_a_pattern_that_names_no_file_is_refused_before_any_work(tmp_path, capsys):

@@ -38,8 +38,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    paths = {"--model": args.model} | {f"--candidates {p}": p for p in args.candidates} | {
-        f"--heldout {p}": p for p in args.heldout or ()}
+    paths = {"--model": args.model} | corpora.read_locations(args.candidates, "--candidates") | (
+        corpora.read_locations(args.heldout, "--heldout") if args.heldout else {})
     check_writable(args.out, args.overwrite, paths)
     config = ScanConfig(**{item.name: getattr(args, item.name) for item in fields(ScanConfig)})
     candidates = corpora.read_documents(args.candidates)

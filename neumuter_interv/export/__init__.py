@@ -13,10 +13,10 @@ from pathlib import Path
 
 from ..errors import NeuMuterError
 from ..loading import check_same_model, load_causal_lm
-from ..output import check_writable, output_directory
+from ..output import check_writable, output_directory, write_text
 from . import merged, peft_ia3, pyvene_package
 from .card import model_card
-from .hub import push_folder
+from .hub import check_repo_id, push_folder
 from .job import ExportJob
 from .runs import Run, base_model_of, compose, read_run
 
@@ -44,6 +44,8 @@ def export(run_dirs: Sequence[str | Path], export_format: str, out: str | Path, 
            dtype: str = "float32", overwrite: bool = False, push: str | None = None, private: bool = False) -> Path:
     """Write the composed mask of ``run_dirs`` in ``export_format`` to ``out``; returns ``out``."""
     format_named(export_format)
+    if push:
+        check_repo_id(push)
     runs = [read_run(directory) for directory in run_dirs]
     selection = compose([run.selection for run in runs])
     base_model = base_model_of(runs, model)
@@ -67,7 +69,7 @@ def write_export(job: ExportJob, export_format: str, out: Path, runs: Sequence[R
         chosen.write(job, staging)
         job.selection.save(staging / "selection.json")
         card = model_card(export_format, job.base_model, job.selection, runs, chosen.load_snippet, location)
-        (staging / "README.md").write_text(card)
+        write_text(staging / "README.md", card)
 
 
 __all__ = ["FORMATS", "ExportFormat", "ExportJob", "Run", "compose", "export", "read_run", "write_export"]

@@ -9,7 +9,6 @@ never sees a half-written world. A directory counts as built only once ``manifes
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,7 +29,7 @@ from ..data import read_texts
 from ..errors import NeuMuterError
 from ..lm import resolve_device
 from ..metrics import memorization_accuracy
-from ..output import build_cache_entry
+from ..output import build_cache_entry, default_cache_dir
 from .config import TestbedConfig
 from .corpus import general_corpus
 from .people import biography, make_people, qa_document, qa_pairs
@@ -107,11 +106,6 @@ class Testbed:
 
 def _load(auto_class, directory: Path) -> PreTrainedModel:
     return auto_class.from_pretrained(directory, dtype=torch.float32).eval()
-
-
-def default_cache_dir() -> Path:
-    """``$NEUMUTER_CACHE``, else ``~/.cache/neumuter_interv``."""
-    return Path(os.environ.get("NEUMUTER_CACHE") or Path.home() / ".cache" / "neumuter_interv")
 
 
 def build_testbed(config: TestbedConfig = TestbedConfig(), cache_dir: str | Path | None = None,  # noqa: B008
