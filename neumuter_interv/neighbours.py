@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cache import cached_json
 from .data import pad_batch
 from .errors import NeuMuterError
 
@@ -195,23 +196,14 @@ def generate_self_neighbours(texts: Sequence[str], model: torch.nn.Module, token
         "version": CACHE_VERSION, "kind": "self", "model": model_key, "k": k, "ratio": ratio, "top_k": top_k,
         "seed": seed, "texts": hashlib.sha256(json.dumps(list(texts)).encode()).hexdigest(),
     }).encode()).hexdigest()
-    cache_file = Path(cache_dir) / f"self-neighbours-{key[:24]}.json" if cache_dir is not None else None
-    if cache_file is not None and cache_file.exists():
-        return json.loads(cache_file.read_text())["neighbours"]
-    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-    grouped = self_neighbours(ids, model, k=k, ratio=ratio, top_k=top_k, seed=seed, batch_size=batch_size,
-                              special_ids=tokenizer.all_special_ids)
-    neighbours = [[tokenizer.decode(n) for n in group] for group in grouped]
-    if cache_file is not None:
-        _write_cache(cache_file, key, neighbours)
-    return neighbours
 
+    def compute() -> list[list[str]]:
+        ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+        grouped = self_neighbours(ids, model, k=k, ratio=ratio, top_k=top_k, seed=seed, batch_size=batch_size,
+                                  special_ids=tokenizer.all_special_ids)
+        return [[tokenizer.decode(n) for n in group] for group in grouped]
 
-def _write_cache(cache_file: Path, key: str, neighbours: list[list[str]]) -> None:
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache_file.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_text(json.dumps({"key": key, "neighbours": neighbours}))
-    os.replace(partial, cache_file)
+    return cached_json(Path(cache_dir) / f"self-neighbours-{key[:24]}.json", compute) if cache_dir else compute()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,17 +322,15 @@ def generate_neighbours(texts: Sequence[str], mlm_path: str, *, k: int = 1, rati
         "version": CACHE_VERSION, "mlm": model_fingerprint(mlm_path), "k": k, "ratio": ratio, "seed": seed,
         "order": order, "texts": hashlib.sha256(json.dumps(list(texts)).encode()).hexdigest(),
     }).encode()).hexdigest()
-    cache_file = Path(cache_dir) / f"neighbours-{key[:24]}.json" if cache_dir is not None else None
-    if cache_file is not None and cache_file.exists():
-        return json.loads(cache_file.read_text())["neighbours"]
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = AutoTokenizer.from_pretrained(mlm_path)
-    model = AutoModelForMaskedLM.from_pretrained(mlm_path).to(device)
-    neighbours = mlm_neighbours(texts, model, tokenizer, k=k, ratio=ratio, seed=seed, batch_size=batch_size,
-                                order=order)
-    if cache_file is not None:
-        _write_cache(cache_file, key, neighbours)
-    return neighbours
+
+    def compute() -> list[list[str]]:
+        tokenizer = AutoTokenizer.from_pretrained(mlm_path)
+        model = AutoModelForMaskedLM.from_pretrained(mlm_path).to(device or ("cuda" if torch.cuda.is_available()
+                                                                               else "cpu"))
+        return mlm_neighbours(texts, model, tokenizer, k=k, ratio=ratio, seed=seed, batch_size=batch_size,
+                              order=order)
+
+    return cached_json(Path(cache_dir) / f"neighbours-{key[:24]}.json", compute) if cache_dir else compute()
 
 
 def with_anchors(neighbours: Sequence[str], k: int, anchors: Sequence[str], per_sample: int) -> list[str]:

@@ -17,8 +17,8 @@ only when everything succeeded. The rules, checked once here for every command:
 * staging directories honour the umask (a served checkpoint must be readable), and those left by a
   killed process (its PID gone) are removed by the next write to the same parent.
 
-Cache entries (built worlds, dequantized checkpoints) are written the same all-or-nothing way by
-``build_cache_entry``, under a file lock instead of the overwrite rules.
+Cache entries (built worlds, dequantized checkpoints, scores) are written the same all-or-nothing way by
+``cache``, under a file lock instead of the overwrite rules, and checked when read.
 """
 
 from __future__ import annotations
@@ -30,23 +30,15 @@ import math
 import os
 import secrets
 import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-from filelock import FileLock
 
 from .corpora import glob_reaches
 from .errors import NeuMuterError
 
 Inputs = Mapping[str, "str | Path | None"]
-
-
-def default_cache_dir() -> Path:
-    """Where built worlds and dequantized checkpoints live: ``$NEUMUTER_CACHE``, else ``~/.cache/neumuter_interv``."""
-    return Path(os.environ.get("NEUMUTER_CACHE") or Path.home() / ".cache" / "neumuter_interv")
 
 
 def check_writable(target: str | Path, overwrite: bool = False, inputs: Inputs | None = None) -> Path:
@@ -67,6 +59,8 @@ def check_writable(target: str | Path, overwrite: bool = False, inputs: Inputs |
         raise NeuMuterError(f"output {shown!r} exists and is not a directory")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise NeuMuterError(f"output directory {shown!r} exists and is not empty (pass --overwrite to replace it)")
+    from .cache import default_cache_dir  # the cache writes through this module
+
     for label, path in {**(inputs or {}), "the cache ($NEUMUTER_CACHE)": default_cache_dir()}.items():
         _refuse_overlap(shown, resolved, label, path)
     _probe_parent(shown, resolved.parent)
@@ -202,31 +196,6 @@ def _process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
-
-
-def build_cache_entry(target: Path, marker: str, build: Callable[[Path], None]) -> bool:
-    """Build the cache directory ``target`` once, whole: unless ``target / marker`` exists, ``build(staging)``
-    writes a hidden sibling under a file lock (concurrent processes wait for one build) and the sibling is
-    renamed into place. A killed build leaves no ``marker``; what it left (its staging, an unfinished
-    ``target``) is removed by the next build, which holds the lock the killed one held. Returns whether it
-    built."""
-    if (target / marker).exists():
-        return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if (target / marker).exists():
-            return False
-        for stale in target.parent.glob(f".{target.name}-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        try:
-            build(staging)
-            if target.exists():
-                shutil.rmtree(target)
-            os.rename(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return True
 
 

@@ -14,7 +14,7 @@ from conftest import FORGET
 from neumuter_interv.cli import main
 from neumuter_interv.errors import NeuMuterError
 from neumuter_interv.export.runs import read_run
-from neumuter_interv.output import build_cache_entry
+from neumuter_interv.cache import build_cache_entry
 
 # ``save`` kills the process from inside the save step: after the run's JSON files and pyvene's config are
 # staged, at the moment the weights would be written.
@@ -71,7 +71,7 @@ def test_a_killed_run_leaves_nothing_loadable_and_the_next_run_succeeds(stages, 
 CACHE_BUILDER = """
 import os, signal, sys
 from pathlib import Path
-from neumuter_interv.output import build_cache_entry
+from neumuter_interv.cache import build_cache_entry
 
 def build(staging):
     (staging / "weights.bin").write_bytes(b"half")
@@ -82,7 +82,7 @@ build_cache_entry(Path(sys.argv[1]), "config.json", build)
 
 
 def test_a_killed_cache_build_leaves_no_entry_and_the_next_build_removes_its_staging(tmp_path):
-    """Cached worlds and dequantized checkpoints are built through ``output.build_cache_entry``."""
+    """Cached worlds and dequantized checkpoints are built through ``cache.build_cache_entry``."""
     target = tmp_path / "entry"
     process = subprocess.run([sys.executable, "-c", CACHE_BUILDER, str(target)], timeout=120)
     assert process.returncode == -signal.SIGKILL
@@ -93,7 +93,7 @@ def test_a_killed_cache_build_leaves_no_entry_and_the_next_build_removes_its_sta
 
     assert build_cache_entry(target, "config.json", build)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["entry", "entry.lock"]  # staging gone
-    assert sorted(p.name for p in target.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in target.iterdir()) == [".cache-manifest.json", "config.json"]
     assert not build_cache_entry(target, "config.json", lambda _: pytest.fail("built twice"))
 
 

@@ -25,11 +25,11 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from ..cache import build_cache_entry, default_cache_dir
 from ..data import read_texts
 from ..errors import NeuMuterError
 from ..lm import resolve_device
 from ..metrics import memorization_accuracy
-from ..output import build_cache_entry, default_cache_dir
 from .config import TestbedConfig
 from .corpus import general_corpus
 from .people import biography, make_people, qa_document, qa_pairs

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,9 @@ from pathlib import Path
 from .. import evaluation as evaluation_module
 from .. import metrics as metrics_module
 from .. import utility as utility_module
+from ..cache import cached_json
 from ..errors import NeuMuterError
 from ..evaluation import EvaluationSet, evaluate
-from ..output import write_json
 from ..stopping import ForgettingCriterion
 
 
@@ -123,15 +122,4 @@ def cached_reference_scores(root: Path, data: EvaluationSet, compute: Callable[[
     code = b"".join(Path(module.__file__).read_bytes() for module in (metrics_module, evaluation_module,
                                                                          utility_module))
     key = hashlib.sha256(code + json.dumps(data.settings, sort_keys=True).encode()).hexdigest()[:20]
-    path = root / "scores" / f"reference-{key}.json"
-    if not path.exists():
-        write_atomically(path, compute())
-    return json.loads(path.read_text())  # the same JSON round trip as a cache hit: one type for both
-
-
-def write_atomically(path: Path, data) -> None:
-    """Write JSON so that a concurrent reader sees the whole file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(f".tmp{os.getpid()}")
-    write_json(staging, data)
-    os.replace(staging, path)
+    return cached_json(root / "scores" / f"reference-{key}.json", compute)

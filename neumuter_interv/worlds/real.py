@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .. import corpora
 from .. import metrics as metrics_module
+from ..cache import cached_json, default_cache_dir
 from ..data import texts_sha256
 from ..errors import NeuMuterError
 from ..evaluation import EvaluationSet, evaluate, thresholds
@@ -46,9 +47,8 @@ from ..scan import (
     score_windows,
 )
 from ..stopping import ForgettingCriterion
-from ..testbed import default_cache_dir
 from ..utility import UtilityConfig, load_utility
-from .base import World, cached_reference_scores, write_atomically
+from .base import World, cached_reference_scores
 
 MIT_MARKER = "Permission is hereby granted, free of charge"
 BUILD_VERSION = 2  # part of the cache key: bump when the way groups are built changes
@@ -168,11 +168,7 @@ def prepare_real_world(config: RealWorldConfig | None = None, *, target_fraction
         scan_key = _key({"version": BUILD_VERSION, "model": model_key, "config": group_settings(config), "texts": {
             name: texts_sha256([d.text + "\0" + d.source for d in docs]) for name, docs in documents.items()}})
         scanned = cache / "real-world" / "scans" / scan_key / "world.json"
-        if scanned.exists():
-            groups = json.loads(scanned.read_text())
-        else:
-            groups = _build_groups(model, tokenizer, documents, config, progress, log)
-            write_atomically(scanned, groups)
+        groups = cached_json(scanned, lambda: _build_groups(model, tokenizer, documents, config, progress, log))
     # scores and neighbours are keyed by the texts themselves: a scan that finds the packaged texts shares them
     root = cache / "real-world" / _key({"version": BUILD_VERSION, "model": model_key, "texts": group_hashes(groups)})
     names = {name: [w["text"] for w in records] for name, records in groups.items() if name != "scan"}

@@ -31,20 +31,20 @@ from pathlib import Path
 import torch
 
 from .. import metrics
+from ..cache import build_cache_entry, cached_json, default_cache_dir
 from ..data import texts_sha256
 from ..errors import NeuMuterError
 from ..evaluation import EvaluationSet, evaluate, thresholds
 from ..lm import autocast, resolve_device
 from ..loading import load_causal_lm, packaged_smollm2
 from ..neighbours import generate_self_neighbours, model_fingerprint
-from ..output import build_cache_entry
+from ..output import write_json
 from ..stopping import ForgettingCriterion
-from ..testbed import default_cache_dir
 from ..testbed.corpus import general_corpus
 from ..testbed.people import biography, make_people, qa_pairs, with_truth_probes
 from ..testbed.training import train_causal_lm
 from ..validation import check_number
-from .base import World, cached_reference_scores, write_atomically
+from .base import World, cached_reference_scores
 
 BUILD_VERSION = 2  # part of the cache key: bump when the way the world is built changes
 FORGET_PERCENTS = (1, 5, 10)  # TOFU's forget01, forget05, forget10
@@ -183,8 +183,7 @@ def prepare_tofu_world(config: TofuWorldConfig | None = None, *, target_fraction
     root = cache / "tofu-world" / key
     root.mkdir(parents=True, exist_ok=True)
     people = _people(config, tokenizer)
-    if not (root / "people.json").exists():  # a record of who was trained (the world is rebuilt from the config)
-        write_atomically(root / "people.json", people)
+    cached_json(root / "people.json", lambda: people)  # a record of who was trained (rebuilt from the config)
     split = _split(people, config)
     general = general_corpus(config.seed, 60, config.general_passages)[1]
 
@@ -275,7 +274,7 @@ def _split(people: dict, config: TofuWorldConfig) -> dict:
 
 
 def _build_once(target: Path, build: Callable[[Path], None], log) -> None:
-    """Build the model directory ``target`` once, whole (``output.build_cache_entry``), and log its time."""
+    """Build the model directory ``target`` once, whole (``cache.build_cache_entry``), and log its time."""
     start = time.perf_counter()
     if build_cache_entry(target, "config.json", build):
         log(f"tofu world: built {target.name} in {time.perf_counter() - start:.0f} s")
@@ -294,16 +293,17 @@ def _fine_tune(base, tokenizer, texts: list[str], config: TofuWorldConfig, out: 
                             device=device, dtype=config.train_dtype)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    write_atomically(out / "training.json", {"sequences": len(sequences), "tokens": sum(map(len, sequences)),
-                                             "seconds": round(time.perf_counter() - start, 1),
-                                             "device": device.type, "settings": config.model_settings()})
+    write_json(out / "training.json", {"sequences": len(sequences), "tokens": sum(map(len, sequences)),
+                                       "seconds": round(time.perf_counter() - start, 1),
+                                       "device": device.type, "settings": config.model_settings()})
 
 
 def _reference_perplexity(root: Path, base, tokenizer, general: list[str], config: TofuWorldConfig) -> float:
     """The pretrained base's perplexity on the general texts (the 1.0 of model utility's general score)."""
     path = root / "scores" / f"base-ppl-{texts_sha256(general)[:16]}-{config.dtype}.json"
-    if not path.exists():
+
+    def compute() -> float:
         with autocast(config.dtype, next(base.parameters()).device):
-            value = metrics.perplexity(base, tokenizer, general, batch_size=config.score_batch_size)
-        write_atomically(path, {"perplexity": value})
-    return json.loads(path.read_text())["perplexity"]
+            return metrics.perplexity(base, tokenizer, general, batch_size=config.score_batch_size)
+
+    return cached_json(path, compute)

@@ -1,0 +1,135 @@
+"""The cache: what the project builds once and reads again (worlds, dequantized checkpoints, reference scores,
+neighbours), under ``default_cache_dir()``.
+
+Every entry is written whole (a killed build leaves nothing that passes for an entry) and checked when it is
+read: a directory entry (``build_cache_entry``) carries a manifest of its files' sizes and SHA-256 hashes, a
+JSON entry (``cached_json``) the hash of its content. An entry that does not match (truncated, edited, zeroed
+weights) is rebuilt, with one line on stderr that says so, instead of failing or being used silently.
+A directory entry is hashed once per process; later reads in the same process only compare sizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from .output import write_json
+
+MANIFEST = ".cache-manifest.json"  # in each directory entry: {relative path: [size, sha256]}
+_VERIFIED: set[tuple[str, float]] = set()  # entries hashed by this process (path, manifest mtime)
+
+
+def default_cache_dir() -> Path:
+    """Where built worlds and dequantized checkpoints live: ``$NEUMUTER_CACHE``, else ``~/.cache/neumuter_interv``."""
+    return Path(os.environ.get("NEUMUTER_CACHE") or Path.home() / ".cache" / "neumuter_interv")
+
+
+def build_cache_entry(target: Path, marker: str, build: Callable[[Path], None]) -> bool:
+    """Build the cache directory ``target`` once, whole: unless it holds ``marker`` and matches its manifest,
+    ``build(staging)`` writes a hidden sibling under a file lock (concurrent processes wait for one build),
+    the manifest is added and the sibling is renamed into place. A killed build leaves no manifest; what it
+    left is removed by the next build. Returns whether it built."""
+    if _intact(target, marker):
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        problem = _problem(target, marker)
+        if problem is None:
+            return False
+        if problem != "absent":
+            print(f"cache entry {target} {problem}: rebuilding it", file=sys.stderr)
+        for stale in target.parent.glob(f".{target.name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            build(staging)
+            (staging / MANIFEST).write_text(json.dumps(_manifest(staging), indent=1))
+            if target.exists():
+                shutil.rmtree(target)
+            os.rename(staging, target)
+            _VERIFIED.add(_verified_key(target))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return True
+
+
+def _intact(target: Path, marker: str) -> bool:
+    return _problem(target, marker) is None
+
+
+def _problem(target: Path, marker: str) -> str | None:
+    """None for an entry that matches its manifest, else what is wrong (``"absent"``: nothing there yet)."""
+    if not (target / marker).exists():
+        return "absent" if not target.exists() else f"lacks {marker}"
+    try:
+        recorded = json.loads((target / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return "has no readable manifest"
+    key = _verified_key(target)
+    found = _manifest(target, hashes=key not in _VERIFIED)
+    if key in _VERIFIED:
+        recorded = {path: size_and_hash[0] for path, size_and_hash in recorded.items()}
+        found = {path: size_and_hash[0] for path, size_and_hash in found.items()}
+    if found != recorded:
+        changed = sorted(set(found) ^ set(recorded) | {p for p in found.keys() & recorded.keys()
+                                                         if found[p] != recorded[p]})
+        return f"does not match its manifest ({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''})"
+    _VERIFIED.add(key)
+    return None
+
+
+def _verified_key(target: Path) -> tuple[str, float]:
+    return str(target.resolve()), (target / MANIFEST).stat().st_mtime if (target / MANIFEST).exists() else 0.0
+
+
+def _manifest(root: Path, hashes: bool = True) -> dict[str, list]:
+    """Every file below ``root`` but the manifest: relative path -> [size, sha256] (sha256 None without hashes)."""
+    out = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST):
+        out[path.relative_to(root).as_posix()] = [path.stat().st_size, _sha256(path) if hashes else None]
+    return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cached_json(path: Path, compute: Callable[[], Any]) -> Any:
+    """``compute()``'s JSON value, computed once and stored at ``path`` with the hash of its content; a file
+    that is unreadable or does not match its hash is computed again (one line on stderr). The value goes
+    through the same JSON round trip on a hit and a miss: one type for both."""
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+            text = json.dumps(stored["data"], sort_keys=True)
+            if hashlib.sha256(text.encode()).hexdigest() == stored["sha256"]:
+                return stored["data"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        print(f"cache entry {path} is damaged or was edited: computing it again", file=sys.stderr)
+    write_atomically(path, compute())
+    return json.loads(path.read_text())["data"]
+
+
+def write_atomically(path: Path, data: Any) -> None:
+    """Write a ``cached_json`` entry so that a concurrent reader sees the whole file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    write_json(staging, {"data": data})
+    stored = json.loads(staging.read_text())  # hash what a reader will see (NaN already written as null)
+    stored["sha256"] = hashlib.sha256(json.dumps(stored["data"], sort_keys=True).encode()).hexdigest()
+    write_json(staging, stored)
+    os.replace(staging, path)

@@ -1,0 +1,80 @@
+"""The cache is checked when read: an entry that does not match what was written (truncated, edited, zeroed)
+is rebuilt with one line saying so, never used silently or left to fail with a traceback."""
+
+import json
+
+import pytest
+
+from neumuter_interv import cache
+from neumuter_interv.cache import build_cache_entry, cached_json
+
+
+def build_weights(staging):
+    (staging / "config.json").write_text('{"layers": 2}')
+    (staging / "model.safetensors").write_bytes(bytes(range(256)) * 64)
+
+
+@pytest.fixture
+def entry(tmp_path):
+    target = tmp_path / "entry"
+    assert build_cache_entry(target, "config.json", build_weights)
+    return target
+
+
+def fresh_process(monkeypatch):
+    """A later command: nothing hashed yet in this process."""
+    monkeypatch.setattr(cache, "_VERIFIED", set())
+
+
+def test_an_intact_entry_is_read_not_rebuilt(entry, monkeypatch, capsys):
+    fresh_process(monkeypatch)
+    assert not build_cache_entry(entry, "config.json", lambda _: pytest.fail("rebuilt an intact entry"))
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("damage", ["truncate", "zero", "edit", "delete", "add", "no manifest"])
+def test_a_damaged_entry_is_rebuilt_with_one_line(entry, damage, monkeypatch, capsys):
+    weights = entry / "model.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif damage == "zero":  # same size, other content: only the hash sees it
+        weights.write_bytes(bytes(weights.stat().st_size))
+    elif damage == "edit":
+        (entry / "config.json").write_text('{"layers": 3}')
+    elif damage == "delete":
+        weights.unlink()
+    elif damage == "add":
+        (entry / "stray.bin").write_bytes(b"x")
+    else:
+        (entry / cache.MANIFEST).unlink()
+    fresh_process(monkeypatch)
+    capsys.readouterr()
+    assert build_cache_entry(entry, "config.json", build_weights)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cache entry {entry}" in err[0] and "rebuilding it" in err[0]
+    assert weights.read_bytes() == bytes(range(256)) * 64
+    assert not (entry / "stray.bin").exists()
+    assert not build_cache_entry(entry, "config.json", lambda _: pytest.fail("rebuilt twice"))
+
+
+def test_a_json_entry_is_computed_once(tmp_path):
+    path = tmp_path / "scores" / "reference.json"
+    assert cached_json(path, lambda: {"ma": 0.5, "nan": float("nan")}) == {"ma": 0.5, "nan": None}
+    assert cached_json(path, lambda: pytest.fail("computed twice")) == {"ma": 0.5, "nan": None}
+
+
+@pytest.mark.parametrize("damage", ["truncate", "edit", "not json"])
+def test_a_damaged_json_entry_is_computed_again(tmp_path, damage, capsys):
+    path = tmp_path / "reference.json"
+    cached_json(path, lambda: {"threshold": 0.39})
+    stored = json.loads(path.read_text())
+    if damage == "truncate":
+        path.write_text(path.read_text()[:20])
+    elif damage == "edit":  # still valid JSON, with a rewritten threshold
+        path.write_text(json.dumps({**stored, "data": {"threshold": 0.99}}))
+    else:
+        path.write_text("\0\0\0")
+    capsys.readouterr()
+    assert cached_json(path, lambda: {"threshold": 0.39}) == {"threshold": 0.39}
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "computing it again" in err[0]
