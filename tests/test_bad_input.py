@@ -152,7 +152,7 @@ class Case:
     argv: tuple[str, ...]  # "{name}" is a sandbox path, "{out}" the output the command must not write
     expected: str  # in the one line on stderr
     cwd: str | None = None  # sandbox directory to run in
-    cache: bool = False  # run with $NEUMUTER_CACHE = {root}/cache
+    env: tuple[tuple[str, str], ...] = ()  # environment variables to set ("{name}" expanded as in argv)
 
 
 def unlearn(*extra, forget="{root}/forget.txt", model="{model}", out="{out}"):
@@ -167,6 +167,8 @@ def evaluate(*extra, forget="{root}/forget.txt", out="{out}"):
 def export(run="{run}", *extra, out="{out}"):
     return ("export", run, "--to", "merged", "--out", out, *extra)
 
+
+CACHE = (("NEUMUTER_CACHE", "{root}/cache"),)
 
 CASES = {
     # numeric settings
@@ -266,8 +268,8 @@ CASES = {
     "--out a dangling symlink": Case(unlearn(out="{root}/dangling"), "is a symbolic link"),
     "export --push an invalid repo id": Case(export("{run}", "--push", "a/b/c"), "is not a Hub repo id"),
     "export --out a dangling symlink": Case(export(out="{root}/dangling"), "is a symbolic link"),
-    "--out the cache --overwrite": Case(unlearn("--overwrite", out="{root}/cache"), "is the input", cache=True),
-    "--out inside the cache": Case(unlearn(out="{root}/cache/run"), "lies inside the input", cache=True),
+    "--out the cache --overwrite": Case(unlearn("--overwrite", out="{root}/cache"), "is the input", env=CACHE),
+    "--out inside the cache": Case(unlearn(out="{root}/cache/run"), "lies inside the input", env=CACHE),
     "scan --candidates 'DIR/*' --out DIR/out": Case(
         ("scan", "--model", "{model}", "--candidates", "{root}/forget-dir/*", "--out", "{root}/forget-dir/out"),
         "lies where the glob"),
@@ -278,6 +280,9 @@ CASES = {
         "lies inside the input"),
     "demo --forget 'DIR/*' --out DIR/out": Case(
         ("demo", "--forget", "{root}/forget-dir/*", "--out", "{root}/forget-dir/out"), "lies where the glob"),
+    # the environment
+    "WORLD_SIZE=abc": Case(unlearn(), "WORLD_SIZE='abc' is not an integer", env=(("WORLD_SIZE", "abc"),)),
+    "WORLD_SIZE=2 alone": Case(unlearn(), "RANK, MASTER_ADDR, MASTER_PORT are not", env=(("WORLD_SIZE", "2"),)),
     "demo --forget with the people world": Case(("demo", "--world", "people", "--forget", "x", "--out", "{out}"),
                                                 "--forget applies to the real world only"),
 }
@@ -299,8 +304,8 @@ def test_bad_input_ends_in_one_line_with_exit_code_2_and_writes_nothing(name, sa
     values = {**{key: str(value) for key, value in sandbox.items()}, "out": str(out),
               "stdlib": sysconfig.get_paths()["stdlib"]}
     argv = [part.format(**values) for part in case.argv]
-    if case.cache:
-        monkeypatch.setenv("NEUMUTER_CACHE", str(sandbox["root"] / "cache"))
+    for name, value in case.env:
+        monkeypatch.setenv(name, value.format(**values))
     if case.cwd:
         monkeypatch.chdir(sandbox["root"] / case.cwd)
     before, model_before = snapshot(sandbox["root"]), snapshot(memorized_dir)

@@ -83,6 +83,19 @@ def test_unlearn_with_two_processes_writes_one_run_with_the_single_process_mask(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["forget.txt", "parallel", "single"]
 
 
+def test_a_refusal_in_the_launched_processes_is_one_line_with_exit_code_2(memorized_dir, tmp_path):
+    forget = tmp_path / "one-token.txt"
+    forget.write_text("alice smith was born\nalice\n")  # refused by the training, after the launch
+    result = subprocess.run([sys.executable, "-m", "neumuter_interv.cli", "unlearn", "--model", str(memorized_dir),
+                             "--forget", str(forget), "--num-processes", "2", "--no-progress",
+                             "--out", str(tmp_path / "run")], capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert "has fewer than 2 tokens" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one-token.txt"]
+
+
 def _close(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(a[k]["indices"] == b[k]["indices"] and
                                         torch.allclose(torch.tensor(a[k]["scales"]), torch.tensor(b[k]["scales"]), atol=1e-5)

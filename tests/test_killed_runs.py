@@ -11,10 +11,10 @@ import time
 import pytest
 from conftest import FORGET
 
+from neumuter_interv.cache import build_cache_entry
 from neumuter_interv.cli import main
 from neumuter_interv.errors import NeuMuterError
 from neumuter_interv.export.runs import read_run
-from neumuter_interv.cache import build_cache_entry
 
 # ``save`` kills the process from inside the save step: after the run's JSON files and pyvene's config are
 # staged, at the moment the weights would be written.

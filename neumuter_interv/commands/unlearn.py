@@ -68,14 +68,16 @@ def run(args) -> int:
                                                     "--neighbours": args.neighbours})
     forget = read_texts(args.forget, args.column)
     neighbours = read_texts(args.neighbours, args.column, "neighbour") if args.neighbours else None
-    if args.num_processes > 1 and not distributed.launched():
+    launched = distributed.launched()  # a stray WORLD_SIZE is refused here
+    model, tokenizer = load_causal_lm(args.model, gguf_file=args.gguf_file)  # before a launch: fail once
+    layers = parse_layers(config.layers, num_layers(model))
+    if args.num_processes > 1 and not launched:
+        del model
         return distributed.launch(args.num_processes, _without_num_processes(args.argv))
     distributed.init_from_environment(resolve_device(config.device))
     main_process = distributed.is_main_process()
     config.progress = config.progress and main_process
     log = print if main_process else (lambda message: None)
-    model, tokenizer = load_causal_lm(args.model, gguf_file=args.gguf_file)
-    layers = parse_layers(config.layers, num_layers(model))  # fail before training, not after
     log(f"forget set: {len(forget)} samples from {args.forget}; layers {describe_layers(layers)}")
     fingerprint = model_fingerprint(model) if main_process else None  # before the run moves it to a device
     result = NeuMuter(config, log=log).run(model, tokenizer, forget, neighbours)
