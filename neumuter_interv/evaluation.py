@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from . import metrics
 from .errors import NeuMuterError
 from .lm import as_language_model, autocast
-from .utility import UtilityData, evaluate_utility
+from .utility import UtilityData, check_utility, evaluate_utility
 
 
 @dataclass
@@ -53,11 +53,17 @@ class EvaluationSet:
 
     def check(self, model, tokenizer) -> None:
         """Refuse, before any forward pass, a sample too short for EL_n (n + 1 tokens) or MA, or longer than
-        the model's context; the message names the file when the texts came from one (``data.Texts``)."""
+        the model's context, a general text too short for perplexity, and what a utility task cannot score
+        (``utility.check_utility``); the message names the file when the texts came from one (``data.Texts``).
+        ``thresholds``, the first scoring of every command, calls it."""
         n = self.settings["el_n"]
         for texts, min_tokens in ((self.forget_texts, n + 1), (self.heldout_texts, n + 1), (self.retain_texts, 2)):
             if texts:
                 metrics.check_samples(model, tokenizer, texts, min_tokens)
+        if self.general_texts:
+            metrics.check_samples(model, tokenizer, self.general_texts, 2, fits_context=False)
+        if self.utility is not None:
+            check_utility(model, tokenizer, self.utility)
 
     @property
     def el_key(self) -> str:
@@ -72,7 +78,8 @@ def scoring_precision(model, data: EvaluationSet):
 
 
 def thresholds(model, tokenizer, data: EvaluationSet) -> dict[str, float]:
-    """Eq. 17: average MA and EL_n of the model on held-out samples."""
+    """Eq. 17: average MA and EL_n of the model on held-out samples, once every input of ``data`` is checked."""
+    data.check(model, tokenizer)
     with scoring_precision(model, data):
         return metrics.forgetting_thresholds(model, tokenizer, data.heldout_texts, n=data.settings["el_n"],
                                          batch_size=data.settings["batch_size"],

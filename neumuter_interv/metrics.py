@@ -73,11 +73,13 @@ def _token_lists(tokenizer, samples: Samples, min_tokens: int, max_length: int |
     return sequences
 
 
-def check_samples(model, tokenizer, samples: Samples, min_tokens: int) -> None:
+def check_samples(model, tokenizer, samples: Samples, min_tokens: int, fits_context: bool = True) -> None:
     """What every metric refuses, checked without a forward pass: fewer than ``min_tokens`` tokens, or more
-    than the model's context. Callers check all their inputs up front with it, before minutes of scoring."""
+    than the model's context (unless ``fits_context`` is False: perplexity scores a long text window by
+    window). Callers check all their inputs up front with it, before minutes of scoring."""
     sequences = _token_lists(tokenizer, samples, min_tokens)
-    _check_context(as_language_model(model), [len(seq) for seq in sequences], getattr(samples, "source", None))
+    if fits_context:
+        _check_context(as_language_model(model), [len(seq) for seq in sequences], getattr(samples, "source", None))
 
 
 def _check_context(lm: LanguageModel, lengths: Sequence[int], source: str | None = None) -> None:
@@ -538,9 +540,14 @@ def continuation_scores(model, tokenizer, contexts: Sequence[str], continuations
 def split_last_word(text: str) -> tuple[str, str]:
     """LAMBADA's target as knowledge-unlearning splits it (``input_to_target``): the last space-separated
     word; returns (the text before it, " " + the word)."""
+    return split_last_word_of(text, "a LAMBADA text")
+
+
+def split_last_word_of(text: str, where: str) -> tuple[str, str]:
+    """``split_last_word``, refusing a text without a last word in a message that starts with ``where``."""
     words = text.split(" ")
     if len(words) < 2 or not words[-1]:
-        raise NeuMuterError(f"a LAMBADA text needs a context and a last word after a space, got {text[:60]!r}")
+        raise NeuMuterError(f"{where} needs a context and a last word after a space, got {text[:60]!r}")
     return " ".join(words[:-1]), " " + words[-1]
 
 

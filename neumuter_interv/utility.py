@@ -28,14 +28,16 @@ The paper's ACC averages nine tasks; here ``classification_acc`` averages the tw
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import metrics
-from .data import read_csv_records, read_text_file, read_texts
+from .data import model_context_length, read_csv_records, read_text_file, read_texts
 from .errors import NeuMuterError
+from .lm import as_language_model
 from .validation import check_number
 
 PPL_SETS = ("pile", "wikitext")
@@ -171,11 +173,50 @@ def normalize_reply(text: str) -> str:
     return text
 
 
+def fitted(config: UtilityConfig, model) -> UtilityConfig:
+    """``config`` with its sequence lengths cut to the model's context (a model of 128 positions scores
+    128-token windows and contexts): what fits is taken rather than refused."""
+    context = model_context_length(as_language_model(model))
+    if context is None:
+        return config
+    cut = copy.copy(config)  # not ``replace``: a context under reply_tokens + 2 is check_utility's to refuse
+    cut.ppl_tokens, cut.max_length = min(config.ppl_tokens, context), min(config.max_length, context)
+    return cut
+
+
+def check_utility(model, tokenizer, data: UtilityData) -> None:
+    """Refuse, before any scoring, what a task cannot score on this model, naming the file: a context too
+    short for a dialogue reply, perplexity files without a text of two tokens, a LAMBADA text without a last
+    word, an answer or reply that leaves no room for its context."""
+    config = fitted(data.config, model)
+    directory = Path(config.directory)
+
+    def where(task: str) -> str:
+        return str(directory / FILES[task])
+
+    if data.dialogues and config.max_length < config.reply_tokens + 2:
+        raise NeuMuterError(f"the model's context of {config.max_length} tokens is too short for the dialogue "
+                            f"tasks' {config.reply_tokens}-token replies; leave them out of the utility tasks")
+    for name, texts in data.ppl.items():
+        if not any(len(tokenizer(text)["input_ids"]) >= 2 for text in texts):
+            raise NeuMuterError(f"{where(name)}: no text of two or more tokens to score perplexity on")
+    pairs = {"lambada": [metrics.split_last_word_of(text, f"{where('lambada')} row {i}")
+                         for i, text in enumerate(data.lambada)],
+             "pubmedqa": [(prompt, choice) for prompt, _ in data.pubmedqa for choice in PUBMEDQA_CHOICES],
+             **{name: list(dialogues) for name, dialogues in data.dialogues.items()}}
+    for task, items in pairs.items():
+        for i, (_, answer) in enumerate(items):
+            length = len(tokenizer(answer, add_special_tokens=False)["input_ids"])
+            if length >= config.max_length:
+                raise NeuMuterError(f"{where(task)} row {i}: its answer is {length} tokens, which leaves no room for "
+                                    f"its context in the {config.max_length} tokens the model scores")
+
+
 def evaluate_utility(model, tokenizer, data: UtilityData) -> dict[str, float]:
     """Every configured task's score, flat: ``<set>_ppl``, ``lambada_acc``, ``pubmedqa_acc``,
     ``<set>_f1`` / ``<set>_ce`` per dialogue set, and the paper's averages ``classification_acc``,
     ``dialogue_f1``, ``dialogue_ce`` over the tasks run. Rates and F1 are fractions in [0, 1]."""
-    config, scores = data.config, {}
+    config, scores = fitted(data.config, model), {}
     settings = {"batch_size": config.batch_size}
     for name, texts in data.ppl.items():
         ids = [tokenizer(text)["input_ids"][:config.ppl_tokens] for text in texts]

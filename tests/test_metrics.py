@@ -20,10 +20,11 @@ P_HIT, P_MISS = 3 / (V + 2), 1 / (V + 2)
 
 
 class TableLM(LanguageModel):
-    def __init__(self):
+    def __init__(self, context: int = 1000):
         self.intervenable = None
         self.model = None
         self.table = torch.tensor(TABLE)
+        self.context = context
 
     @property
     def device(self):
@@ -31,7 +32,7 @@ class TableLM(LanguageModel):
 
     @property
     def config(self):
-        return SimpleNamespace(max_position_embeddings=1000)
+        return SimpleNamespace(max_position_embeddings=self.context)
 
     def logits(self, input_ids, attention_mask=None):
         out = torch.zeros(*input_ids.shape, V)

@@ -12,10 +12,13 @@ from test_metrics import P_HIT, P_MISS, TableLM
 
 from neumuter_interv import metrics
 from neumuter_interv.errors import NeuMuterError
+from neumuter_interv.evaluation import EvaluationSet
 from neumuter_interv.utility import (
     UtilityConfig,
+    check_utility,
     dialogue_prompt,
     evaluate_utility,
+    fitted,
     load_utility,
     normalize_reply,
     pubmedqa_prompt,
@@ -161,6 +164,40 @@ def test_bad_settings_are_refused():
         UtilityConfig("x", lambada_samples=0)
     with pytest.raises(NeuMuterError, match="does not exist or is not a directory"):
         load_utility(UtilityConfig("/nonexistent/validation_data"))
+
+
+def test_a_model_with_a_short_context_scores_what_fits(shared_validation):
+    from conftest import tiny_model_of
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(shared_validation.parents[1] / "gpt2-tokenizer"))
+    model = tiny_model_of("gpt_neo", len(tokenizer))  # a context of 64 tokens, under the default 256
+    data = load_utility(UtilityConfig(str(shared_validation), lambada_samples=2, pubmedqa_samples=1,
+                                      dialogues_per_set=1, ppl_texts=1, reply_tokens=8))
+    assert fitted(data.config, model).max_length == 64 and fitted(data.config, model).ppl_tokens == 64
+    check_utility(model, tokenizer, data)
+    assert {"pile_ppl", "lambada_acc", "pubmedqa_acc", "dialogue_f1"} <= set(evaluate_utility(model, tokenizer, data))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda root: (root / "lambada.csv").write_text("id,token_length,text,task\n0,3,a b,lambada\n1,1,word,lambada\n"),
+     "lambada.csv row 1 needs a context and a last word"),
+    (lambda root: (root / "wikitext.csv").write_text(",text\n0,a\n"), "wikitext.csv: no text of two or more tokens"),
+])
+def test_what_a_task_cannot_score_is_refused_before_any_scoring_naming_the_file(tmp_path, word_tokenizer, change,
+                                                                                 message):
+    root = write_validation_dir(tmp_path / "validation")
+    change(root)
+    data = load_utility(UtilityConfig(str(root)))
+    with pytest.raises(NeuMuterError, match=message):
+        EvaluationSet(["a b c"], ["b c d"], settings={"el_n": 2, "el_prefix_stride": 1, "batch_size": 8},
+                      utility=data).check(TableLM(), word_tokenizer)
+
+
+def test_a_context_too_short_for_a_dialogue_reply_is_refused_up_front(tmp_path, word_tokenizer):
+    data = load_utility(UtilityConfig(str(write_validation_dir(tmp_path / "validation")), reply_tokens=32))
+    with pytest.raises(NeuMuterError, match="context of 8 tokens is too short for the dialogue"):
+        check_utility(TableLM(context=8), word_tokenizer, data)
 
 
 # --- the real shared files --------------------------------------------------------------------------
