@@ -132,7 +132,7 @@ def output_projection(model: torch.nn.Module, layer: int) -> torch.nn.Module:
 
 # --- layer specifications -------------------------------------------------------------------------
 
-_RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)?$")
+_RANGE = re.compile(r"^([0-9]+)\s*-\s*([0-9]+)?$")  # ASCII digits: "²" or "٠" is not a layer number
 
 
 def parse_layers(spec: str | int | Sequence[int], n_layers: int) -> list[int]:
@@ -143,7 +143,9 @@ def parse_layers(spec: str | int | Sequence[int], n_layers: int) -> list[int]:
     if isinstance(spec, str):
         layers = _parse_layer_string(spec, n_layers)
     else:
-        layers = [int(x) for x in spec]
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in spec):
+            raise NeuMuterError(f"layers must be a spec string or a list of integers, got {spec!r}")
+        layers = list(spec)
     if not layers:
         raise NeuMuterError(f"layer spec {spec!r} selects no layer")
     for layer in layers:
@@ -160,7 +162,7 @@ def _parse_layer_string(spec: str, n_layers: int) -> list[int]:
         return list(range(n_layers))
     layers: list[int] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
-        if part.isdigit():
+        if part.isascii() and part.isdigit():
             layers.append(int(part))
             continue
         if part.startswith("-"):

@@ -25,8 +25,20 @@ COMMAND_MODULES = [
 ]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the refusals of the rest of the CLI: one line and exit code 2, not the whole usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def one_line(message: str) -> str:
+    """A message on one line: a newline in a path or a value is shown escaped."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="neumuter", description="NeuMuter unlearning as pyvene interventions")
+    parser = OneLineParser(prog="neumuter", description="NeuMuter unlearning as pyvene interventions")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -43,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         with progress_bars(not getattr(args, "no_progress", False)):
             return int(args.func(args) or 0)
     except NeuMuterError as error:
-        print(f"neumuter {args.command}: error: {error}", file=sys.stderr)
+        print(f"neumuter {args.command}: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"neumuter {args.command}: interrupted; nothing was written", file=sys.stderr)

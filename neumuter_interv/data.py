@@ -42,7 +42,7 @@ def read_texts(path: str | Path, column: str = "text", what: str = "forget") -> 
     if suffix not in (".txt", ".jsonl", ".csv"):
         raise NeuMuterError(f"cannot read {str(path)!r}: use .txt (one sample per line), .jsonl or .csv with a {column!r} column")
     if suffix == ".txt":
-        texts = content.splitlines()
+        texts = split_lines(content)
     elif suffix == ".jsonl":
         texts = _read_jsonl(path, content, column)
     else:
@@ -51,6 +51,36 @@ def read_texts(path: str | Path, column: str = "text", what: str = "forget") -> 
     if not texts:
         raise NeuMuterError(f"{label} holds no text: the {what} set is empty")
     return Texts(texts, str(path))
+
+
+def split_lines(content: str) -> list[str]:
+    """Lines split on newlines only (``\\n``, ``\\r\\n``): a form feed or U+2028 inside a line is text, where
+    ``str.splitlines`` would cut there."""
+    return [line.removesuffix("\r") for line in content.split("\n")]
+
+
+def parse_json(text: str, where: str):
+    """JSON, strictly: a repeated key, a number too long to read or nesting too deep is one line naming
+    ``where``, like a syntax error (``json.loads`` keeps the last of repeated keys and raises others raw)."""
+    def refuse_repeats(pairs):
+        keys = [key for key, _ in pairs]
+        repeated = next((key for key in keys if keys.count(key) > 1), None)
+        if repeated is not None:
+            raise NeuMuterError(f"{where}: the key {repeated!r} appears twice in one object")
+        return dict(pairs)
+
+    try:
+        return json.loads(text, object_pairs_hook=refuse_repeats)
+    except json.JSONDecodeError as error:
+        raise NeuMuterError(f"{where}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    except (ValueError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error).split(";")[0]
+        raise NeuMuterError(f"{where}: not usable JSON ({reason})") from None
+
+
+def read_json_file(path: Path, label: str):
+    """``parse_json`` of a UTF-8 file, refusing what ``read_text_file`` refuses."""
+    return parse_json(read_text_file(path, label, "a .json file"), label)
 
 
 def read_text_file(path: Path, label: str, expected: str) -> str:
@@ -75,6 +105,9 @@ def _csv_rows(path: Path, content: str, columns: Sequence[str]) -> list[dict[str
     reader = csv.DictReader(io.StringIO(content, newline=""))
     try:
         missing = [column for column in columns if column not in (reader.fieldnames or [])]
+        twice = [column for column in columns if (reader.fieldnames or []).count(column) > 1]
+        if twice:
+            raise NeuMuterError(f"{path}: the column {twice[0]!r} appears twice in the header; keep one")
         if missing:
             found = ", ".join(reader.fieldnames or []) or "none"
             raise NeuMuterError(f"{path}: missing {' and '.join(map(repr, missing))} column (columns found: {found})")
@@ -94,16 +127,15 @@ def decode_text(raw: bytes, label: str) -> str:
 
 def _read_jsonl(path: Path, content: str, column: str) -> list[str]:
     texts = []
-    for number, line in enumerate(content.splitlines(), start=1):
+    for number, line in enumerate(split_lines(content), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise NeuMuterError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+        record = parse_json(line, f"{path}:{number}")
         if not isinstance(record, dict) or column not in record:
             raise NeuMuterError(f"{path}:{number}: missing {column!r} field")
-        texts.append(str(record[column]))
+        if not isinstance(record[column], str):
+            raise NeuMuterError(f"{path}:{number}: the {column!r} field is {type(record[column]).__name__}, not a string")
+        texts.append(record[column])
     return texts
 
 

@@ -28,6 +28,12 @@ def resolve_device(name: str | torch.device) -> torch.device:
         raise NeuMuterError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise NeuMuterError(f"device {name!r} asked for, but torch sees no GPU here: use cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise NeuMuterError(f"device {name!r} asked for, but torch sees {torch.cuda.device_count()} GPU(s) here "
+                            f"(cuda:0-{torch.cuda.device_count() - 1})")
+    if device.type not in ("cpu", "cuda"):
+        here = "cpu, auto" + (", cuda, cuda:N" if torch.cuda.is_available() else "")
+        raise NeuMuterError(f"device {name!r} is not one this library runs on; devices here: {here}")
     return device
 
 

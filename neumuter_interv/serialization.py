@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
-import json
 from pathlib import Path
 
 import pyvene as pv
@@ -26,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .architectures import ARCHITECTURES, architecture_of
+from .data import read_json_file
 from .errors import NeuMuterError
 from .hard_concrete import HardConcreteParams
 from .interventions import FFNIntervention, FrozenScaling, HardConcreteGate
@@ -140,10 +140,7 @@ def _read_config(directory: Path) -> dict:
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise NeuMuterError(f"{directory} is not a saved intervention: it has no {CONFIG_FILE}")
-    try:
-        config = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise NeuMuterError(f"{path} is not valid JSON: {error}") from None
+    config = read_json_file(path, str(path))
     types, representations = (config.get(k) if isinstance(config, dict) else None
                               for k in ("intervention_types", "representations"))
     if not (isinstance(types, list) and isinstance(representations, list) and len(types) == len(representations)

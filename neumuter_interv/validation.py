@@ -26,13 +26,25 @@ def check_number(name: str, value, *, minimum: float | None = None, maximum: flo
     """Refuse a value that is not a finite number (an integer when ``integer``) within the bounds:
     ``minimum``/``maximum`` inclusive, ``above`` exclusive."""
     kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+    if (isinstance(value, bool) or not isinstance(value, kinds)
+            or (isinstance(value, float) and not math.isfinite(value))):
         kind = "an integer" if integer else "a finite number"
-        raise NeuMuterError(f"{name} must be {kind}, got {value!r}")
+        raise NeuMuterError(f"{name} must be {kind}, got {_shown(value)}")
     for bound, fails, words in ((minimum, lambda b: value < b, "at least"), (maximum, lambda b: value > b, "at most"),
                                 (above, lambda b: value <= b, "greater than")):
-        if bound is not None and fails(bound):
-            raise NeuMuterError(f"{name} must be {words} {bound:g}, got {value!r}")
+        if bound is not None and fails(bound):  # int against float compares exactly, however large the int
+            raise NeuMuterError(f"{name} must be {words} {bound:g}, got {_shown(value)}")
+    if isinstance(value, int) and abs(value) > MAX_INTEGER:
+        raise NeuMuterError(f"{name} must be at most {MAX_INTEGER:g} in size, got {_shown(value)}")
+
+
+MAX_INTEGER = 2**53  # beyond this an integer setting is not a count anyone means (and floats lose it)
+
+
+def _shown(value) -> str:
+    """A value for a message: a 400-digit integer shows its first digits and its length."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"{str(value)[:12]}... ({len(str(value))} digits)"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_neuron_mask(indices, scales, width: int, where: str) -> None:

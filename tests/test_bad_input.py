@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from neumuter_interv.cli import main
 from neumuter_interv.errors import NeuMuterError
+from neumuter_interv.export.runs import read_run
 from neumuter_interv.output import output_directory, write_json
 
 TRAIN = ["--epochs", "3", "--kl-weight", "0.3", "--sparsity-weight", "0", "--selection", "fraction",
@@ -103,6 +104,9 @@ def sandbox(tmp_path_factory, memorized_dir) -> dict[str, Path]:
     run = _unlearn(memorized_dir, root / "forget.txt", root / "run")
     paths["run"] = run
     paths["llama-run"] = _unlearn(llama, root / "forget.txt", root / "llama-run")
+    number_run = root / "run-model-number"
+    shutil.copytree(run, number_run)
+    (number_run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()), "model": 42}))
     hub_run = root / "hub-run"
     shutil.copytree(run, hub_run)
     (hub_run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()),
@@ -128,6 +132,7 @@ def sandbox(tmp_path_factory, memorized_dir) -> dict[str, Path]:
         "negative-scale": set_scale(-0.2),
         "layers-not-an-object": lambda s: s.__setitem__("layers", [1, 2]),
         "other-width": lambda s: s.__setitem__("ffn_width", 128),
+        "arabic-digit-layer": lambda s: s["layers"].__setitem__("\u0660", s["layers"].pop(next(iter(s["layers"])))),
     }
     for name, change in selection_changes.items():
         paths[f"run-{name}"] = _tampered_run(run, root / f"run-{name}", change)
@@ -185,6 +190,11 @@ CASES = {
     "unlearn --layers=-1": Case(unlearn("--layers=-1"), "'-1' is not a layer"),
     "unlearn --layers 9-": Case(unlearn("--layers", "9-"), "layer 9 is out of range"),
     "unlearn --layers 0-5": Case(unlearn("--layers", "0-5"), "out of range"),
+    "unlearn --layers ² (not an ASCII digit)": Case(unlearn("--layers", "²"), "cannot read layer spec"),
+    "unlearn --epochs 1 and 400 zeros": Case(unlearn("--epochs", "1" + "0" * 400), "epochs must be at most"),
+    "unlearn --seed 2**64": Case(unlearn("--seed", str(2**64)), "seed must be at most"),
+    "unlearn --device meta": Case(unlearn("--device", "meta"), "is not one this library runs on; devices here: cpu"),
+    "a forget path with a newline": Case(unlearn(forget="{root}/two\nlines.txt"), "two\\nlines.txt' does not exist"),
     "compare --max-epochs=-3": Case(("compare", "--size", "tiny", "--max-epochs=-3", "--out", "{out}"),
                                     "max_epochs must be at least 1"),
     "compare --el-prefix-stride 0": Case(("compare", "--size", "tiny", "--el-prefix-stride", "0", "--out", "{out}"),
@@ -239,6 +249,7 @@ CASES = {
         "negative-scale": "scale -0.2 is not a finite number in [0, 1]",
         "layers-not-an-object": "is not a NeuMuter selection",
         "other-width": "FFN width 128",
+        "arabic-digit-layer": "names layer '\u0660'",
     }.items()},
     "an intervention with a NaN scale": Case(evaluate("--intervention", "{root}/intervention-nan"),
                                              "neuron_scales holds NaN or infinite values; refused"),
@@ -266,6 +277,9 @@ CASES = {
     "--out a 240-byte name": Case(unlearn(out="{root}/" + "o" * 240), "choose a shorter name"),
     "--out a 300-byte directory on the way": Case(unlearn(out="{root}/" + "d" * 300 + "/run"), "choose a shorter name"),
     "--out a dangling symlink": Case(unlearn(out="{root}/dangling"), "is a symbolic link"),
+    "export RUN RUN (the same run twice)": Case(("export", "{run}", "{run}/.", "--to", "merged", "--out", "{out}"),
+                                               "is given twice"),
+    "a run whose config names no model as a string": Case(export("{root}/run-model-number"), "'model' must name"),
     "export --push an invalid repo id": Case(export("{run}", "--push", "a/b/c"), "is not a Hub repo id"),
     "export --out a dangling symlink": Case(export(out="{root}/dangling"), "is a symbolic link"),
     "--out the cache --overwrite": Case(unlearn("--overwrite", out="{root}/cache"), "is the input", env=CACHE),
@@ -319,6 +333,26 @@ def test_bad_input_ends_in_one_line_with_exit_code_2_and_writes_nothing(name, sa
     assert "Traceback" not in captured.err
     assert snapshot(sandbox["root"]) == before  # no output, no staging directory, no input touched
     assert snapshot(memorized_dir) == model_before
+
+
+def test_an_unknown_choice_is_one_line_too(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--world", "nowhere"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(lines) == 1
+    assert "invalid choice: 'nowhere'" in lines[0] and "--help" in lines[0]
+
+
+def test_a_repeated_key_in_selection_json_is_refused(sandbox, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(sandbox["run"], run)
+    text = (run / "selection.json").read_text()
+    layer = next(iter(json.loads(text)["layers"]))  # the run's first layer, named a second time (muting nothing)
+    assert text.count('"layers": {') == 1
+    (run / "selection.json").write_text(text.replace('"layers": {', f'"layers": {{"{layer}": {{"indices": [], '
+                                                                     '"scales": []}, ', 1))
+    with pytest.raises(NeuMuterError, match=f"the key '{layer}' appears twice"):
+        read_run(run)
 
 
 def test_the_table_covers_every_command():

@@ -27,10 +27,23 @@ def test_jsonl_and_txt_forget_files(tmp_path):
     assert read_texts(tmp_path / "f.txt") == ["one", "two"]
 
 
+def test_samples_are_split_on_newlines_only(tmp_path):
+    (tmp_path / "f.txt").write_bytes("page one\fpage two\r\nline\u2028separator\n".encode())
+    (tmp_path / "f.jsonl").write_bytes('{"text": "a\u2028b"}\n'.encode())
+    assert read_texts(tmp_path / "f.txt") == ["page one\fpage two", "line\u2028separator"]
+    assert read_texts(tmp_path / "f.jsonl") == ["a\u2028b"]
+
+
 @pytest.mark.parametrize(("name", "content", "message"), [
     ("bad.jsonl", '{"text": "ok"}\n{"body": "no text"}\n', "bad.jsonl:2: missing 'text' field"),
     ("bad2.jsonl", "not json\n", "not valid JSON"),
     ("notes.md", "text\n", "use .txt"),
+    ("null.jsonl", '{"text": null}\n', "null.jsonl:1: the 'text' field is NoneType, not a string"),
+    ("list.jsonl", '{"text": ["a", "b"]}\n', "the 'text' field is list, not a string"),
+    ("twice.jsonl", '{"text": "a", "text": "b"}\n', "twice.jsonl:1: the key 'text' appears twice"),
+    ("digits.jsonl", '{"text": "a", "n": ' + "9" * 5000 + '}\n', "not usable JSON"),
+    ("deep.jsonl", "[" * 100_000 + "]" * 100_000 + "\n", "nested too deeply"),
+    ("two-columns.csv", "text,text\na,b\n", "the column 'text' appears twice"),
 ])
 def test_malformed_forget_files_name_the_problem(tmp_path, name, content, message):
     (tmp_path / name).write_text(content)

@@ -18,7 +18,7 @@ from . import merged, peft_ia3, pyvene_package
 from .card import model_card
 from .hub import check_repo_id, push_folder
 from .job import ExportJob
-from .runs import Run, base_model_of, compose, read_run
+from .runs import Run, base_model_of, check_distinct, compose, read_run
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ def export(run_dirs: Sequence[str | Path], export_format: str, out: str | Path, 
     if push:
         check_repo_id(push)
     runs = [read_run(directory) for directory in run_dirs]
+    check_distinct(runs)
     selection = compose([run.selection for run in runs])
     base_model = base_model_of(runs, model)
     inputs = {**{f"run {run.directory}": run.directory for run in runs}, "base model": base_model}

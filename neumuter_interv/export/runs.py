@@ -8,12 +8,13 @@ depend on the order of the runs (up to float rounding of the product).
 
 from __future__ import annotations
 
-import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
 
+from ..data import read_json_file
 from ..errors import NeuMuterError
 from ..methods.neumuter.selection import Selection
 
@@ -29,7 +30,11 @@ class Run:
 
     @property
     def base_model(self) -> str | None:
-        return self.config.get("model")
+        model = self.config.get("model")
+        if model is not None and not (isinstance(model, str) and model):
+            raise NeuMuterError(f"{self.directory}/config.json: 'model' must name the base model (a path or Hub id), "
+                                f"got {model!r}; pass --model")
+        return model
 
 
 def read_run(directory: str | Path) -> Run:
@@ -46,10 +51,7 @@ def read_run(directory: str | Path) -> Run:
 def _read_json(path: Path, default: dict | None = None) -> dict:
     if not path.is_file() and default is not None:
         return default
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise NeuMuterError(f"cannot read {path}: {error}") from None
+    data = read_json_file(path, str(path))
     if not isinstance(data, dict):
         raise NeuMuterError(f"{path} does not hold a JSON object")
     return data
@@ -60,6 +62,18 @@ def compose(selections: Sequence[Selection]) -> Selection:
     if not selections:
         raise NeuMuterError("nothing to compose: no selection given")
     return reduce(Selection.compose, selections)
+
+
+def check_distinct(runs: Sequence[Run]) -> None:
+    """Refuse a run named twice (by two names or the same one): composing it with itself would square its
+    scales, a mask nobody trained."""
+    seen: dict[str, Path] = {}
+    for run in runs:
+        real = os.path.realpath(run.directory)
+        if real in seen:
+            raise NeuMuterError(f"run {str(run.directory)!r} is given twice (also as {str(seen[real])!r}); composing "
+                                "a run with itself would square its scales")
+        seen[real] = run.directory
 
 
 def base_model_of(runs: Sequence[Run], override: str | None = None) -> str:

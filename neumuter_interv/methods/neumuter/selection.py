@@ -25,6 +25,7 @@ import pyvene as pv
 import torch
 
 from ...architectures import ffn_width, num_layers
+from ...data import read_json_file
 from ...errors import NeuMuterError
 from ...hard_concrete import HardConcreteParams, deterministic_gate
 from ...intervenable import attach
@@ -104,7 +105,7 @@ class Selection:
         width, depth = data["ffn_width"], data["num_model_layers"]
         layers = {}
         for key, neurons in data["layers"].items():
-            if not (isinstance(key, str) and key.isdigit() and int(key) < depth):
+            if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) < depth):
                 raise NeuMuterError(f"{where} names layer {key!r}, which a {depth}-layer model does not have (0-based)")
             if not (isinstance(neurons, dict) and "indices" in neurons and "scales" in neurons):
                 raise NeuMuterError(f"{where} layer {key}: needs 'indices' and 'scales'")
@@ -131,11 +132,7 @@ class Selection:
     @classmethod
     def load(cls, path: str | Path) -> Selection:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise NeuMuterError(f"cannot read {path}: {error}") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(read_json_file(path, str(path)), str(path))
 
 
 def select_neurons(model, log_alpha: dict[int, torch.Tensor], params: HardConcreteParams, config: NeuMuterConfig) -> Selection:
