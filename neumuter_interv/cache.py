@@ -10,18 +10,21 @@ A directory entry is hashed once per process; later reads in the same process on
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
+from .errors import NeuMuterError
 from .output import write_json
 
 MANIFEST = ".cache-manifest.json"  # in each directory entry: {relative path: [size, sha256]}
@@ -40,8 +43,7 @@ def build_cache_entry(target: Path, marker: str, build: Callable[[Path], None]) 
     left is removed by the next build. Returns whether it built."""
     if _intact(target, marker):
         return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
+    with _usable_cache(target), FileLock(str(target) + ".lock"):
         problem = _problem(target, marker)
         if problem is None:
             return False
@@ -60,6 +62,30 @@ def build_cache_entry(target: Path, marker: str, build: Callable[[Path], None]) 
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return True
+
+
+_CACHE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EEXIST}
+
+
+@contextmanager
+def _usable_cache(entry: Path) -> Iterator[None]:
+    """Turn a cache that cannot be written (a file, ``/proc``, read-only, a full disk) into one line."""
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        _refuse(entry, error)
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in _CACHE_ERRNOS:
+            raise
+        _refuse(entry, error)
+
+
+def _refuse(entry: Path, error: OSError):
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    raise NeuMuterError(f"the cache cannot hold {entry} ({reason}): set NEUMUTER_CACHE to a writable directory "
+                        f"(now {default_cache_dir()})") from None
 
 
 def _intact(target: Path, marker: str) -> bool:
@@ -120,7 +146,9 @@ def cached_json(path: Path, compute: Callable[[], Any]) -> Any:
         except (OSError, ValueError, KeyError, TypeError):
             pass
         print(f"cache entry {path} is damaged or was edited: computing it again", file=sys.stderr)
-    write_atomically(path, compute())
+    value = compute()
+    with _usable_cache(path):
+        write_atomically(path, value)
     return json.loads(path.read_text())["data"]
 
 

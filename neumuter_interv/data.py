@@ -186,6 +186,8 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int | None = None, wha
     A text far longer in characters than ``max_length`` is judged on a prefix first (``_PREFIX_CHARS_PER_TOKEN``
     characters per allowed token), so that a 10 MB line is refused in milliseconds, not tokenized whole.
     """
+    if isinstance(texts, str):
+        raise NeuMuterError(f"the {what} set must be a list of texts, got one string (wrap it: [text])")
     if not texts:
         raise NeuMuterError(f"the {what} set is empty")
     ids = []

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import pyvene as pv
 import torch
 
-from .architectures import COMPONENT, activation_module, architecture_of, ffn_width
+from .architectures import COMPONENT, activation_module, architecture_of, ffn_width, num_layers, parse_layers
 
 
 def attach(model: torch.nn.Module, layers: Sequence[int], make: Callable[[int, int], pv.Intervention]) -> pv.IntervenableModel:
@@ -21,6 +21,7 @@ def attach(model: torch.nn.Module, layers: Sequence[int], make: Callable[[int, i
     The base model is frozen by pyvene (``requires_grad=False``, eval mode); only the interventions train.
     """
     architecture_of(model)  # clear error for unknown architectures, pyvene registration for the rest
+    parse_layers(list(layers), num_layers(model))  # a layer the model lacks, or not an integer: one line naming it
     width = ffn_width(model)
     device = next(model.parameters()).device
     representations = [

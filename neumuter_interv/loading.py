@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import socket
+import struct
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -56,7 +57,18 @@ def load_causal_lm(name_or_path: str, dtype: str = "float32", gguf_file: str | N
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     architecture_of(model)
+    check_vocabulary(model, tokenizer, name_or_path)
     return model.eval(), tokenizer
+
+
+def check_vocabulary(model, tokenizer, name: str) -> None:
+    """Refuse a tokenizer whose ids the model has no embedding for (another model's tokenizer, an oracle
+    of another vocabulary), in one line instead of an ``IndexError`` at the first forward."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise NeuMuterError(f"the tokenizer used with {name!r} has {len(tokenizer)} tokens but the model embeds only "
+                            f"{rows}: they are not a pair (give a model and its own tokenizer, and an oracle of the "
+                            "same vocabulary)")
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -109,7 +121,6 @@ def dequantized_gguf(path: str | Path, cache_dir: str | Path | None = None) -> P
     if not path.is_file():
         raise NeuMuterError(f"GGUF file {str(path)!r} does not exist")
     parent = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "gguf"
-    parent.mkdir(parents=True, exist_ok=True)
     root = parent / f"{path.stem}-{gguf_key(path)}"
     build_cache_entry(root, "source.json", lambda staging: _dequantize(path, staging, root.name))
     return root
@@ -121,7 +132,7 @@ def _dequantize(path: Path, out: Path, key: str) -> None:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    except (OSError, ValueError, KeyError, ImportError) as error:
+    except (OSError, ValueError, KeyError, ImportError, struct.error, EOFError, IndexError) as error:  # cut files
         raise NeuMuterError(f"cannot read GGUF file {str(path)!r}: {_first_line(error)}") from None
     config = model.config.to_dict()
     config.pop("quantization_config", None)  # the weights written here are plain fp32

@@ -50,6 +50,8 @@ QARecord = tuple[str, str] | Mapping[str, str]
 def _token_lists(tokenizer, samples: Samples, min_tokens: int, max_length: int | None = None) -> list[list[int]]:
     """Samples as lists of token ids, optionally cut to ``max_length``; each needs ``min_tokens``."""
     source = getattr(samples, "source", None)  # data.Texts: the file the samples were read from
+    if isinstance(samples, str):
+        raise NeuMuterError("samples must be a list of texts, got one string (wrap it: [text])")
     if isinstance(samples, torch.Tensor):
         samples = [samples.tolist()] if samples.dim() == 1 else samples.tolist()
     samples = list(samples)

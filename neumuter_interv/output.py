@@ -166,9 +166,19 @@ def _fresh_sibling(target: Path, kind: str) -> Path:
 def _commit(staging: Path, target: Path, shown: str, overwrite: bool) -> None:
     if overwrite and target.is_dir() and any(target.iterdir()):
         retired = _fresh_sibling(target, "old")
-        target.rename(retired / "old")
-        staging.rename(target)
-        shutil.rmtree(retired, ignore_errors=True)
+        try:
+            target.rename(retired / "old")
+        except FileNotFoundError:  # another --overwrite run retired it first: commit as onto an empty target
+            pass
+        try:
+            os.rename(staging, target)
+        except OSError as error:
+            if error.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise NeuMuterError(f"output {shown!r} was replaced by another run while this run worked; its "
+                                    "result was kept and this one was not written") from None
+            raise
+        finally:
+            shutil.rmtree(retired, ignore_errors=True)
         return
     try:
         os.rename(staging, target)  # atomic; onto an empty directory only: re-checks what check_writable saw

@@ -95,6 +95,15 @@ def sandbox(tmp_path_factory, memorized_dir) -> dict[str, Path]:
                                                           num_attention_heads=1, intermediate_size=8)).save_pretrained(bert)
     transformers.AutoTokenizer.from_pretrained(memorized_dir).save_pretrained(bert)
 
+    small = root / "small-vocab"  # a model embedding 8 tokens, with the full tokenizer
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(tiny_config("gpt_neo", 8)).save_pretrained(small)
+    transformers.AutoTokenizer.from_pretrained(memorized_dir).save_pretrained(small)
+    small_llama = root / "small-vocab-llama"  # an oracle with its own 8-token vocabulary
+    transformers.AutoModelForCausalLM.from_config(tiny_config("llama", 8)).save_pretrained(small_llama)
+    shutil.copytree(memorized_dir, small_llama, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors",
+                                                                                                   "config.json"))
+
     llama = root / "llama"
     tokenizer = transformers.AutoTokenizer.from_pretrained(memorized_dir)
     torch.manual_seed(0)
@@ -232,6 +241,8 @@ CASES = {
     "a truncated model.safetensors": Case(unlearn(model="{root}/truncated-model"), "cannot load a causal LM"),
     "a missing model": Case(unlearn(model="{root}/no-model"), "cannot load a causal LM"),
     "an unknown architecture": Case(unlearn(model="{root}/bert"), "no known FFN activation"),
+    "a tokenizer of another vocabulary": Case(unlearn(model="{root}/small-vocab"), "they are not a pair"),
+    "an oracle of another vocabulary": Case(evaluate("--oracle", "{root}/small-vocab-llama"), "they are not a pair"),
     "a Hub id offline": Case(unlearn(model="some-org/some-model"), "the Hub cannot be reached"),
     "a run whose base model is a Hub id, offline": Case(export("{root}/hub-run"), "the Hub cannot be reached"),
     # masks: selection.json (export) and saved interventions (eval)
@@ -379,6 +390,26 @@ def test_outputs_honour_the_umask(tmp_path, umask):
         os.umask(previous)
     for path in (tmp_path / "nested", tmp_path / "nested" / "out", tmp_path / "nested" / "out" / "sub"):
         assert path.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_an_overwrite_whose_target_another_overwrite_retired_first_still_commits(tmp_path, monkeypatch):
+    from neumuter_interv import output
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    fresh_sibling = output._fresh_sibling
+
+    def retired_by_the_other_run_first(path, kind):
+        if kind == "old":  # between this run's check and its rename, the other run moves the target away
+            os.rename(target, tmp_path / "moved-by-the-other-run")
+        return fresh_sibling(path, kind)
+
+    monkeypatch.setattr(output, "_fresh_sibling", retired_by_the_other_run_first)
+    with output_directory(target, overwrite=True) as staging:
+        (staging / "mine.txt").write_text("mine")
+    assert sorted(p.name for p in target.iterdir()) == ["mine.txt"]
+    assert not list(tmp_path.glob(".out.*"))
 
 
 def test_of_two_writers_racing_for_one_target_the_second_is_refused(tmp_path):

@@ -2,11 +2,13 @@
 is rebuilt with one line saying so, never used silently or left to fail with a traceback."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from neumuter_interv import cache
 from neumuter_interv.cache import build_cache_entry, cached_json
+from neumuter_interv.errors import NeuMuterError
 
 
 def build_weights(staging):
@@ -78,3 +80,15 @@ def test_a_damaged_json_entry_is_computed_again(tmp_path, damage, capsys):
     assert cached_json(path, lambda: {"threshold": 0.39}) == {"threshold": 0.39}
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "computing it again" in err[0]
+
+
+@pytest.mark.parametrize("where", ["a file", "/proc"])
+def test_a_cache_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, where):
+    root = tmp_path / "not-a-directory" if where == "a file" else Path("/proc/neumuter-cache")
+    if where == "a file":
+        root.write_text("x")
+    monkeypatch.setenv("NEUMUTER_CACHE", str(root))
+    with pytest.raises(NeuMuterError, match="the cache cannot hold .* set NEUMUTER_CACHE to a writable directory"):
+        build_cache_entry(cache.default_cache_dir() / "testbed" / "entry", "config.json", build_weights)
+    with pytest.raises(NeuMuterError, match="the cache cannot hold"):
+        cached_json(cache.default_cache_dir() / "scores" / "x.json", lambda: {"a": 1})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..data import read_texts
 from ..evaluation import EvaluationSet, evaluate, thresholds
 from ..intervenable import load
-from ..loading import check_same_model, load_causal_lm, recorded_fingerprint
+from ..loading import check_same_model, check_vocabulary, load_causal_lm, recorded_fingerprint
 from ..methods.neumuter.method import load_gates
 from ..operating_curve import gate_curve_counts, operating_curve
 from ..output import check_writable, output_directory, write_json
@@ -56,6 +56,8 @@ def run(args) -> int:
     model = load(args.intervention, base) if args.intervention else base  # does it fit? before any scoring
     gates = load_gates(args.curve, base) if args.curve else None
     oracle = load_causal_lm(args.oracle)[0] if args.oracle else None
+    if oracle is not None:
+        check_vocabulary(oracle, tokenizer, args.oracle)  # it is scored with the model's tokenizer
     limits = thresholds(base, tokenizer, data)
     oracle_losses = evaluate(oracle, tokenizer, data, limits)["per_sample"]["forget_loss"] if oracle else None
     scores = evaluate(model, tokenizer, data, limits, oracle_losses)

@@ -122,7 +122,6 @@ def build_testbed(config: TestbedConfig = TestbedConfig(), cache_dir: str | Path
     build_device = resolve_device(device)
     parent = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     parent = parent / "testbed"
-    parent.mkdir(parents=True, exist_ok=True)
     root = parent / (config.cache_key() + ("" if build_device.type == "cpu" else f"-{build_device.type}"))
     build_cache_entry(root, "manifest.json", lambda staging: _build(config, staging, progress, build_device))
     return _read(config, root)

@@ -181,7 +181,6 @@ def prepare_tofu_world(config: TofuWorldConfig | None = None, *, target_fraction
                                          name: version(name) for name in ("torch", "transformers", "faker")}},
                                     sort_keys=True, default=str).encode()).hexdigest()[:20]
     root = cache / "tofu-world" / key
-    root.mkdir(parents=True, exist_ok=True)
     people = _people(config, tokenizer)
     cached_json(root / "people.json", lambda: people)  # a record of who was trained (rebuilt from the config)
     split = _split(people, config)
