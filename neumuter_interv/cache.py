@@ -2,7 +2,8 @@
 neighbours), under ``default_cache_dir()``.
 
 Every entry is written whole (a killed build leaves nothing that passes for an entry) and checked when it is
-read: a directory entry (``build_cache_entry``) carries a manifest of its files' sizes and SHA-256 hashes, a
+read: a directory entry (``build_cache_entry``) carries a manifest of the sizes and SHA-256 hashes of the files
+its build wrote, a
 JSON entry (``cached_json``) the hash of its content. An entry that does not match (truncated, edited, zeroed
 weights) is rebuilt, with one line on stderr that says so, instead of failing or being used silently.
 A directory entry is hashed once per process; later reads in the same process only compare sizes.
@@ -101,13 +102,13 @@ def _problem(target: Path, marker: str) -> str | None:
     except (OSError, ValueError):
         return "has no readable manifest"
     key = _verified_key(target)
-    found = _manifest(target, hashes=key not in _VERIFIED)
-    if key in _VERIFIED:
-        recorded = {path: size_and_hash[0] for path, size_and_hash in recorded.items()}
-        found = {path: size_and_hash[0] for path, size_and_hash in found.items()}
-    if found != recorded:
-        changed = sorted(set(found) ^ set(recorded) | {p for p in found.keys() & recorded.keys()
-                                                         if found[p] != recorded[p]})
+    hashes = key not in _VERIFIED
+    changed = []
+    for name, (size, digest) in recorded.items():
+        path = target / name
+        if not path.is_file() or path.stat().st_size != size or (hashes and _sha256(path) != digest):
+            changed.append(name)
+    if changed:
         return f"does not match its manifest ({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''})"
     _VERIFIED.add(key)
     return None
@@ -117,12 +118,12 @@ def _verified_key(target: Path) -> tuple[str, float]:
     return str(target.resolve()), (target / MANIFEST).stat().st_mtime if (target / MANIFEST).exists() else 0.0
 
 
-def _manifest(root: Path, hashes: bool = True) -> dict[str, list]:
-    """Every file below ``root`` but the manifest: relative path -> [size, sha256] (sha256 None without hashes)."""
-    out = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST):
-        out[path.relative_to(root).as_posix()] = [path.stat().st_size, _sha256(path) if hashes else None]
-    return out
+def _manifest(root: Path) -> dict[str, list]:
+    """Every file the build wrote: relative path -> [size, sha256]. Files added to the entry later (the
+    ``scores/`` a world keeps beside its weights, each a ``cached_json`` entry checked on its own) are not
+    part of it."""
+    return {path.relative_to(root).as_posix(): [path.stat().st_size, _sha256(path)]
+            for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)}
 
 
 def _sha256(path: Path) -> str:

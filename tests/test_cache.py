@@ -34,7 +34,7 @@ def test_an_intact_entry_is_read_not_rebuilt(entry, monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("damage", ["truncate", "zero", "edit", "delete", "add", "no manifest"])
+@pytest.mark.parametrize("damage", ["truncate", "zero", "edit", "delete", "no manifest"])
 def test_a_damaged_entry_is_rebuilt_with_one_line(entry, damage, monkeypatch, capsys):
     weights = entry / "model.safetensors"
     if damage == "truncate":
@@ -45,8 +45,6 @@ def test_a_damaged_entry_is_rebuilt_with_one_line(entry, damage, monkeypatch, ca
         (entry / "config.json").write_text('{"layers": 3}')
     elif damage == "delete":
         weights.unlink()
-    elif damage == "add":
-        (entry / "stray.bin").write_bytes(b"x")
     else:
         (entry / cache.MANIFEST).unlink()
     fresh_process(monkeypatch)
@@ -55,8 +53,15 @@ def test_a_damaged_entry_is_rebuilt_with_one_line(entry, damage, monkeypatch, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"cache entry {entry}" in err[0] and "rebuilding it" in err[0]
     assert weights.read_bytes() == bytes(range(256)) * 64
-    assert not (entry / "stray.bin").exists()
     assert not build_cache_entry(entry, "config.json", lambda _: pytest.fail("rebuilt twice"))
+
+
+def test_files_added_to_an_entry_after_its_build_are_not_damage(entry, monkeypatch):
+    (entry / "scores").mkdir()
+    cached_json(entry / "scores" / "reference.json", lambda: {"ma": 0.5})  # a world's scores, checked on their own
+    fresh_process(monkeypatch)
+    assert not build_cache_entry(entry, "config.json", lambda _: pytest.fail("rebuilt for an added file"))
+    assert (entry / "scores" / "reference.json").is_file()
 
 
 def test_a_json_entry_is_computed_once(tmp_path):
