@@ -381,7 +381,7 @@ def _reaches(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
     return fnmatch.fnmatchcase(parts[0], pattern[0]) and _reaches(pattern[1:], parts[1:])
 
 
-def read_documents(patterns: list[str]) -> list[Document]:
+def read_documents(patterns: list[str], what: str = "candidate") -> list[Document]:
     """Documents from files, directories or globs: a ``.jsonl``/``.csv`` file gives one document per record
     (its ``text`` field or column), any other text file is one document; binary files are skipped. The
     pattern ``installed`` stands for ``installed_candidates()``."""
@@ -390,7 +390,7 @@ def read_documents(patterns: list[str]) -> list[Document]:
     documents: list[Document] = installed_candidates() if INSTALLED in patterns else []
     for path in expand_paths([p for p in patterns if p != INSTALLED]):
         if path.suffix.lower() in (".jsonl", ".csv"):
-            documents += [Document(text, f"{path}:{i}") for i, text in enumerate(read_texts(path))]
+            documents += [Document(text, f"{path}:{i}") for i, text in enumerate(read_texts(path, what=what))]
         else:
             documents += _documents([path])
     if not documents:

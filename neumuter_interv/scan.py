@@ -45,8 +45,9 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .corpora import Document
+from .data import model_context_length
 from .errors import NeuMuterError
-from .lm import as_language_model, autocast
+from .lm import as_language_model, autocast, check_dtype
 from .output import output_directory, write_json, write_text
 from .report import markdown_table, plot_distributions
 from .validation import check_number
@@ -83,6 +84,8 @@ class ScanConfig:
         check_number("fold_threshold", self.fold_threshold, above=0, maximum=1)
         check_number("quantile", self.quantile, above=0, maximum=1)
         check_number("margin", self.margin, minimum=0, maximum=1)
+        check_number("el_n", self.el_n, maximum=self.min_tokens - 1)  # EL_n needs n + 1 tokens in every window
+        check_dtype(self.dtype)
 
 
 @dataclass
@@ -246,6 +249,10 @@ def scan(model, tokenizer, candidates: Sequence[Document], heldout: Sequence[Doc
          config: ScanConfig | None = None, progress: bool = True, log: Callable[[str], None] = print) -> ScanResult:
     """Windows of ``candidates`` scored against windows of ``heldout`` (module docstring)."""
     config = config or ScanConfig()
+    context = model_context_length(as_language_model(model))
+    if context is not None and config.window > context:
+        raise NeuMuterError(f"--window {config.window} is longer than the model's context of {context} tokens; "
+                            f"use --window {context} or less")
     candidate_windows = fold_near_duplicates(cut_windows(tokenizer, candidates, config), tokenizer,
                                              config.fold_ngram, config.fold_threshold)
     heldout_windows = fold_near_duplicates(cut_windows(tokenizer, heldout, config), tokenizer,

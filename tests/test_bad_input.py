@@ -211,6 +211,12 @@ CASES = {
     "eval --el-prefix-stride 0": Case(evaluate("--el-prefix-stride", "0"), "--el-prefix-stride must be at least 1"),
     "scan --margin nan": Case(("scan", "--model", "{model}", "--candidates", "{root}/forget.txt", "--margin", "nan",
                                "--out", "{out}"), "margin must be a finite number"),
+    "scan --el-n past --min-tokens": Case(("scan", "--model", "{model}", "--candidates", "{root}/forget.txt", "--min-tokens",
+                                           "8", "--el-n", "10", "--out", "{out}"), "el_n must be at most 7"),
+    "scan --dtype fp8": Case(("scan", "--model", "{model}", "--candidates", "{root}/forget.txt", "--dtype", "fp8",
+                              "--out", "{out}"), "fp8"),
+    "scan --window past the model's context": Case(("scan", "--model", "{model}", "--candidates", "{root}/forget.txt",
+                                                    "--window", "100", "--out", "{out}"), "longer than the model's context of 64"),
     # input files
     "a Latin-1 forget file": Case(unlearn(forget="{root}/latin1.txt"), "is not UTF-8 text (byte 0xe9"),
     "a directory as --forget": Case(unlearn(forget="{root}/a-directory"), "is a directory"),

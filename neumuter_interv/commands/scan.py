@@ -43,7 +43,7 @@ def run(args) -> int:
     check_writable(args.out, args.overwrite, paths)
     config = ScanConfig(**{item.name: getattr(args, item.name) for item in fields(ScanConfig)})
     candidates = corpora.read_documents(args.candidates)
-    heldout = corpora.read_documents(args.heldout) if args.heldout else corpora.project_texts()
+    heldout = corpora.read_documents(args.heldout, "held-out") if args.heldout else corpora.project_texts()
     directory, gguf = (args.model, args.gguf_file) if args.model else packaged_smollm2()
     model, tokenizer = load_causal_lm(directory, gguf_file=gguf)
     result = scan(model, tokenizer, candidates, heldout, config, progress=not args.no_progress)

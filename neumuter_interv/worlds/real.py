@@ -249,7 +249,7 @@ def _documents(config: RealWorldConfig) -> dict[str, list[corpora.Document]]:
     licences = corpora.licence_files()
     candidates = corpora.installed_candidates(licences)
     if config.forget:
-        forget = corpora.read_documents(list(config.forget))
+        forget = corpora.read_documents(list(config.forget), "forget")
     else:
         mit = {d.text: d for d in licences if MIT_MARKER in d.text}
         ordered = sorted(mit.values(), key=lambda d: hashlib.sha256(d.text.encode()).hexdigest())
