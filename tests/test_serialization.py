@@ -92,7 +92,7 @@ def test_a_directory_with_only_pickled_weights_is_refused_without_unpickling(tmp
 
 
 @pytest.mark.parametrize(("tamper", "message"), [
-    (lambda path: path.write_text("{not json"), "is not valid JSON"),
+    (lambda path: path.write_text("{not json"), "not valid JSON"),
     (lambda path: path.write_text("[1, 2]"), "is not a pyvene intervention config"),
     (lambda path: path.write_text(json.dumps({"intervention_types": [], "representations": []})),
      "is not a pyvene intervention config"),
