@@ -65,8 +65,8 @@ def check_vocabulary(model, tokenizer, name: str) -> None:
     """Refuse a tokenizer whose ids the model has no embedding for (another model's tokenizer, an oracle
     of another vocabulary), in one line instead of an ``IndexError`` at the first forward."""
     rows = model.get_input_embeddings().num_embeddings
-    if len(tokenizer) > rows:
-        raise NeuMuterError(f"the tokenizer used with {name!r} has {len(tokenizer)} tokens but the model embeds only "
+    if tokenizer.vocab_size > rows:  # its base vocabulary: a converted checkpoint may add a token or two beyond
+        raise NeuMuterError(f"the tokenizer used with {name!r} has {tokenizer.vocab_size} tokens but the model embeds only "
                             f"{rows}: they are not a pair (give a model and its own tokenizer, and an oracle of the "
                             "same vocabulary)")
 
