@@ -26,7 +26,7 @@ from typing import Any
 from filelock import FileLock
 
 from .errors import NeuMuterError
-from .output import write_json
+from .output import json_text, write_json
 
 MANIFEST = ".cache-manifest.json"  # in each directory entry: {relative path: [size, sha256]}
 _VERIFIED: set[tuple[str, float]] = set()  # entries hashed by this process (path, manifest mtime)
@@ -42,7 +42,7 @@ def build_cache_entry(target: Path, marker: str, build: Callable[[Path], None]) 
     ``build(staging)`` writes a hidden sibling under a file lock (concurrent processes wait for one build),
     the manifest is added and the sibling is renamed into place. A killed build leaves no manifest; what it
     left is removed by the next build. Returns whether it built."""
-    if _intact(target, marker):
+    if _problem(target, marker) is None:
         return False
     with _usable_cache(target), FileLock(str(target) + ".lock"):
         problem = _problem(target, marker)
@@ -87,10 +87,6 @@ def _refuse(entry: Path, error: OSError):
     reason = os.strerror(error.errno) if error.errno else str(error)
     raise NeuMuterError(f"the cache cannot hold {entry} ({reason}): set NEUMUTER_CACHE to a writable directory "
                         f"(now {default_cache_dir()})") from None
-
-
-def _intact(target: Path, marker: str) -> bool:
-    return _problem(target, marker) is None
 
 
 def _problem(target: Path, marker: str) -> str | None:
@@ -141,8 +137,7 @@ def cached_json(path: Path, compute: Callable[[], Any]) -> Any:
     if path.exists():
         try:
             stored = json.loads(path.read_text())
-            text = json.dumps(stored["data"], sort_keys=True)
-            if hashlib.sha256(text.encode()).hexdigest() == stored["sha256"]:
+            if _content_hash(stored["data"]) == stored["sha256"]:
                 return stored["data"]
         except (OSError, ValueError, KeyError, TypeError):
             pass
@@ -157,8 +152,10 @@ def write_atomically(path: Path, data: Any) -> None:
     """Write a ``cached_json`` entry so that a concurrent reader sees the whole file or none."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    write_json(staging, {"data": data})
-    stored = json.loads(staging.read_text())  # hash what a reader will see (NaN already written as null)
-    stored["sha256"] = hashlib.sha256(json.dumps(stored["data"], sort_keys=True).encode()).hexdigest()
-    write_json(staging, stored)
+    stored = json.loads(json_text(data))  # what a reader will see (NaN as null): the hash is of that
+    write_json(staging, {"sha256": _content_hash(stored), "data": stored})
     os.replace(staging, path)
+
+
+def _content_hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -49,10 +49,10 @@ def check_writable(target: str | Path, overwrite: bool = False, inputs: Inputs |
     """
     target = Path(target)
     shown = str(target)
-    _check_name_lengths(shown, Path(os.path.realpath(target)))
+    resolved = Path(os.path.realpath(target))
+    _check_name_lengths(shown, resolved)
     if target.is_symlink():
         raise NeuMuterError(f"output {shown!r} is a symbolic link (to {os.readlink(target)!r}); name a real directory")
-    resolved = Path(os.path.realpath(target))
     if resolved == Path.cwd() or resolved in Path.cwd().parents:
         raise NeuMuterError(f"output {shown!r} is the current directory or holds it; name a new directory")
     if target.exists() and not target.is_dir():
@@ -217,8 +217,12 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, data: Any) -> None:
     """Strict JSON: a value that is not a finite number (NaN, an infinity) is written as ``null``."""
-    text = json.dumps(_finite(data), indent=2, sort_keys=False, default=_jsonable, allow_nan=False)
-    Path(path).write_text(text + "\n")
+    Path(path).write_text(json_text(data) + "\n")
+
+
+def json_text(data: Any) -> str:
+    """``data`` as ``write_json`` writes it (NaN and infinities as ``null``, tensors and paths as plain values)."""
+    return json.dumps(_finite(data), indent=2, sort_keys=False, default=_jsonable, allow_nan=False)
 
 
 def _finite(value):
