@@ -19,7 +19,7 @@ def test_layer_specs_are_zero_based(spec, expected):
     assert parse_layers(spec, 6) == expected
 
 
-@pytest.mark.parametrize("spec", ["6", "0-9", [7], "-1,x", "4-2", ""])
+@pytest.mark.parametrize("spec", ["6", "0-9", [7], "-1,x", "4-2", "", [0.7], ["1"], "²", "٠"])
 def test_bad_layer_specs_name_the_problem(spec):
     with pytest.raises(NeuMuterError, match="layer"):
         parse_layers(spec, 6)
@@ -66,3 +66,11 @@ def test_neumuter_trains_the_gates_of_every_architecture_of_the_table(tokenizer,
     assert run.localization.steps == 2
     assert all(bool((alpha != alpha.flatten()[0]).any()) for alpha in run.localization.log_alpha.values())
     assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())  # the model stays frozen
+
+
+def test_attaching_to_a_layer_the_model_lacks_names_the_layer(make_model):
+    from neumuter_interv.intervenable import attach
+    from neumuter_interv.interventions import FrozenScaling
+
+    with pytest.raises(NeuMuterError, match="layer 9 is out of range"):
+        attach(make_model("gpt_neo"), [9], lambda layer, width: FrozenScaling(embed_dim=width))

@@ -57,3 +57,8 @@ def test_left_and_right_padding():
     assert right.input_ids.tolist() == [[1, 2, 3], [4, 0, 0]]
     assert left.input_ids.tolist() == [[1, 2, 3], [0, 0, 4]]
     assert right.labels.tolist() == [[1, 2, 3], [4, -100, -100]]
+
+
+def test_one_string_given_for_a_list_of_texts_is_refused_not_split_into_characters():
+    with pytest.raises(NeuMuterError, match="the forget set must be a list of texts, got one string"):
+        tokenize(None, "The MIT License")
