@@ -170,7 +170,7 @@ def problem_of(args):
 
 def smollm2_problem(samples: int, device):
     """The real-model world's forget windows and self-written neighbours, the demo's coefficients."""
-    from neumuter_interv.demo import real_model_neumuter
+    from neumuter_interv.methods.neumuter import NeuMuterConfig
     from neumuter_interv.worlds import prepare_real_world
     from neumuter_interv.worlds.real import RealWorldConfig
 
@@ -180,7 +180,7 @@ def smollm2_problem(samples: int, device):
     tokenizer = world.tokenizer
     encode = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     neighbour_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in neighbours]
-    settings = {name: getattr(real_model_neumuter(), name) for name in ("learning_rate", "kl_weight", "sparsity_weight")}
+    settings = {name: getattr(NeuMuterConfig.real_model(), name) for name in ("learning_rate", "kl_weight", "sparsity_weight")}
     return (lambda: world.load_model()), encode, neighbour_ids, pad_id_of(tokenizer), "1-", device, settings
 
 

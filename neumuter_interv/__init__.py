@@ -22,16 +22,27 @@ from .lm import LanguageModel, as_language_model
 
 register_known_architectures()
 
+from .intervenable import attach  # noqa: E402
+from .loading import load_causal_lm  # noqa: E402
+from .methods.neumuter import CoefficientSchedule, NeuMuter, NeuMuterConfig, NeuMuterRun, load_run  # noqa: E402
+
 __all__ = [
     "ARCHITECTURES",
+    "CoefficientSchedule",
     "FFNArchitecture",
     "FrozenScaling",
     "HardConcreteGate",
     "HardConcreteParams",
     "LanguageModel",
+    "NeuMuter",
+    "NeuMuterConfig",
     "NeuMuterError",
+    "NeuMuterRun",
     "as_language_model",
+    "attach",
     "describe_layers",
+    "load_causal_lm",
+    "load_run",
     "parse_layers",
     "register_architecture",
     "register_known_architectures",

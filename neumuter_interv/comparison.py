@@ -335,7 +335,6 @@ def _settings(config: ComparisonConfig) -> dict:
     world = {{"people": "testbed"}.get(config.world, config.world): asdict(config.world_settings)}
     return {**world, "methods": list(config.methods), "budgets": config.budgets,
             "neumuter": config.neumuter.to_dict(), "schedule": config.schedule.to_dict(),
-            "neighbours_per_sample": config.neighbours_per_sample, "replacement_ratio": config.replacement_ratio,
             "anchors_per_sample": config.anchors_per_sample,
             "target_fraction": config.target_fraction,
             "el_prefix_stride": getattr(config.world_settings, "el_prefix_stride", config.el_prefix_stride),

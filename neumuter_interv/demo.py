@@ -64,12 +64,11 @@ class DemoConfig:
     real: RealWorldConfig = field(default_factory=RealWorldConfig)
     testbed: TestbedConfig = field(default_factory=TestbedConfig)
     tofu: TofuWorldConfig = field(default_factory=TofuWorldConfig)
-    neumuter: NeuMuterConfig = field(default_factory=lambda: real_model_neumuter())
+    # NeuMuter's settings, its neighbours' included (K and r): the real-model preset
+    neumuter: NeuMuterConfig = field(default_factory=lambda: NeuMuterConfig.real_model(progress=False))
     # NeuMuter trains until the world's Eq. 17 criterion holds (Appendix B.4), within this budget, as every
-    # other method of ``compare`` does
-    schedule: CoefficientSchedule = field(default_factory=lambda: real_model_schedule())
-    neighbours_per_sample: int = 1  # the official code's K (the paper's B.4 says 5)
-    replacement_ratio: float = 1.0  # the paper's r: every token rewritten
+    # other method of ``compare`` does: the preset's 24 epochs, the readout checked every 2
+    schedule: CoefficientSchedule = field(default_factory=lambda: CoefficientSchedule.fixed(24, check_every=2))
     # other memorized windows added to each forget sample's neighbours for the KL term (``neighbours.with_anchors``;
     # the world's anchor texts, never the scored retain windows); a run with anchors is marked † like GD
     anchors_per_sample: int = 0
@@ -91,9 +90,7 @@ class DemoConfig:
             raise NeuMuterError("--utility applies to the real and people worlds; the tofu-real world scores model "
                                 "utility TOFU's way")
         check_number("el_prefix_stride", self.el_prefix_stride, minimum=1, integer=True)
-        check_number("neighbours_per_sample", self.neighbours_per_sample, minimum=1, integer=True)
         check_number("anchors_per_sample", self.anchors_per_sample, minimum=0, integer=True)
-        check_number("replacement_ratio", self.replacement_ratio, above=0, maximum=1)
         check_number("target_fraction", self.target_fraction, above=0, maximum=1)
         check_number("curve_points", self.curve_points, minimum=0, integer=True)
         NeuMuterConfig.from_dict(self.neumuter.to_dict())
@@ -102,16 +99,16 @@ class DemoConfig:
     def people(cls) -> DemoConfig:
         """The embedded testbed: MLM neighbours of every token (r = 1), the coefficient schedule until
         every forget person meets Eq. 17 (Appendix B.4)."""
-        return cls(world="people", neumuter=NeuMuterConfig(batch_size=8, progress=False),
-                   schedule=CoefficientSchedule(), replacement_ratio=1.0, target_fraction=1.0,
-                   attribution_baseline=False)
+        return cls(world="people", neumuter=NeuMuterConfig(batch_size=8, neighbours_per_sample=1, replacement_ratio=1.0,
+                                                           progress=False),
+                   schedule=CoefficientSchedule(), target_fraction=1.0, attribution_baseline=False)
 
     @classmethod
     def tiny(cls) -> DemoConfig:
         """The people world at the reduced size the tests run (well under two minutes on 2 cores)."""
         config = cls.people()
         config.testbed = TestbedConfig.tiny()
-        config.neumuter = NeuMuterConfig(batch_size=2, progress=False)
+        config.neumuter.batch_size = 2
         config.schedule = CoefficientSchedule(stage_epochs=25, max_stages=6, check_every=5)
         config.el_prefix_stride = 8
         config.curve_points = 3
@@ -120,38 +117,18 @@ class DemoConfig:
     @classmethod
     def real_tiny(cls) -> DemoConfig:
         """The real-model world at the reduced size of the slow test."""
-        return cls(real=RealWorldConfig.tiny(), schedule=real_model_schedule(stage_epochs=2, check_every=1),
+        return cls(real=RealWorldConfig.tiny(), schedule=CoefficientSchedule.fixed(2, check_every=1),
                    curve_points=3)
 
     @classmethod
     def tofu_real(cls, tofu: TofuWorldConfig | None = None) -> DemoConfig:
         """The TOFU-style world with the real-model NeuMuter settings (a fine-tuned SmolLM2 is that model)."""
-        return cls(world="tofu-real", tofu=tofu or TofuWorldConfig(), neumuter=real_model_neumuter())
+        return cls(world="tofu-real", tofu=tofu or TofuWorldConfig(), neumuter=NeuMuterConfig.real_model(progress=False))
 
     @property
     def world_settings(self):
         """The settings of the world ``world`` names."""
         return {"real": self.real, "people": self.testbed, "tofu-real": self.tofu}[self.world]
-
-
-def real_model_neumuter(**overrides) -> NeuMuterConfig:
-    """NeuMuter's settings for the real-model world, found by ``recipes/real_model_sweep.py`` (README,
-    "Making NeuMuter forget on a real model"): batch 2 (the official code runs batch 1: optimizer steps,
-    not epochs, move the gates), learning rate 0.3 (0.1 moved the lowest 1% too slowly for a few minutes
-    of CPU), KL weight 20 and L0 weight 5 (the official 5 / 500 keep every gate open on this model), and
-    the readout ``smallest``: the fewest lowest gates, with their trained values, whose mask meets Eq. 17,
-    up to 5% of the gated neurons (``readout``). Training stops at the first check where such a mask
-    exists (``real_model_schedule``)."""
-    return NeuMuterConfig(**{"layers": "1-", "epochs": 8, "batch_size": 2, "learning_rate": 0.3, "kl_weight": 20.0,
-                             "sparsity_weight": 5.0, "selection": "smallest", "max_fraction": 0.05, "dtype": "auto",
-                             "progress": False, **overrides})
-
-
-def real_model_schedule(**overrides) -> CoefficientSchedule:
-    """The real-model worlds' budget under the stopping rule: the coefficients fixed (one stage, the paper's
-    setting), up to 24 epochs (168 steps at batch 2 on 13 windows, three times the 56 steps that took the
-    lowest 1% under the threshold on 11 of 13 windows), the readout checked every 2 epochs."""
-    return CoefficientSchedule(**{"stage_epochs": 24, "max_stages": 1, "check_every": 2, **overrides})
 
 
 def prepare_world(config: DemoConfig, progress: bool = True, log: Callable[[str], None] = print) -> World:
@@ -230,8 +207,6 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
     summary["settings"] = {"world": asdict(config.world_settings),
                            "neumuter": neumuter_config.to_dict(),
                            "schedule": config.schedule.to_dict(),
-                           "neighbours_per_sample": config.neighbours_per_sample,
-                           "replacement_ratio": config.replacement_ratio,
                            "anchors_per_sample": config.anchors_per_sample, "target_fraction": config.target_fraction,
                            "el_prefix_stride": world.data.settings["el_prefix_stride"]}
     with output_directory(out, overwrite) as staging:
@@ -271,12 +246,14 @@ def neumuter_method(world: World, config: DemoConfig, log: Callable[[str], None]
 
 
 def neumuter_neighbours(world: World, config: DemoConfig, texts) -> list[str]:
-    """NeuMuter's KL texts for ``texts``: the world's neighbours, ``config.neighbours_per_sample`` per text, and
-    ``config.anchors_per_sample`` of the world's anchor texts (``World.attribution_reference``) with each."""
-    neighbours = world.neighbours(texts, config.neighbours_per_sample, config.replacement_ratio, config.neumuter.seed)
+    """NeuMuter's KL texts for ``texts``: the world's neighbours (``neighbours_per_sample`` per text, rewritten
+    at ``replacement_ratio``, both NeuMuter settings), and ``config.anchors_per_sample`` of the world's anchor
+    texts (``World.attribution_reference``) with each."""
+    settings = config.neumuter
+    neighbours = world.neighbours(texts, settings.neighbours_per_sample, settings.replacement_ratio, settings.seed)
     if not config.anchors_per_sample:
         return neighbours
-    return with_anchors(neighbours, config.neighbours_per_sample, world.attribution_reference,
+    return with_anchors(neighbours, settings.neighbours_per_sample, world.attribution_reference,
                         config.anchors_per_sample)
 
 

@@ -177,7 +177,8 @@ def model_fingerprint(model) -> dict:
     for name, parameter in sorted(model.named_parameters()):
         shapes.update(f"{name}:{tuple(parameter.shape)};".encode())
         flat = parameter.detach().reshape(-1)
-        sample = flat[torch.linspace(0, flat.numel() - 1, min(flat.numel(), _FINGERPRINT_SAMPLES)).long()].cpu()
+        spots = torch.linspace(0, flat.numel() - 1, min(flat.numel(), _FINGERPRINT_SAMPLES)).long()
+        sample = flat[spots.clamp_(max=flat.numel() - 1)].cpu()  # float32 steps may round past the end
         for dtype, digest in weights.items():
             digest.update(sample.to(getattr(torch, dtype)).float().numpy().tobytes())
     return {"class": type(model).__name__, "shapes_sha256": shapes.hexdigest(),

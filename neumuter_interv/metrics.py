@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from .data import model_context_length, pad_batch
 from .errors import NeuMuterError
 from .lm import LanguageModel, as_language_model
+from .validation import check_number
 
 Samples = Sequence[str] | Sequence[Sequence[int]] | torch.Tensor
 QARecord = tuple[str, str] | Mapping[str, str]
@@ -640,6 +641,16 @@ def dialogue_scores(model, tokenizer, prompts: Sequence[str], references: Sequen
 # ---------------------------------------------------------------------------------------------
 # Generation examples (Table 14)
 # ---------------------------------------------------------------------------------------------
+
+def greedy_texts(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 32, batch_size: int = 8) -> list[str]:
+    """The greedy continuation of each prompt, ``max_new_tokens`` tokens long (an end-of-text token cannot
+    end it early), decoded without special tokens; interventions apply at every position."""
+    check_number("max_new_tokens", max_new_tokens, minimum=1, integer=True)
+    lm = as_language_model(model)
+    sequences = _token_lists(tokenizer, prompts, min_tokens=1)
+    generated = _greedy_continuations(lm, sequences, [max_new_tokens] * len(sequences), batch_size)
+    return [tokenizer.decode(ids, skip_special_tokens=True) for ids in generated]
+
 
 def generation_examples(model, tokenizer, samples: Samples, *, prefix_length: int = 100,
                         max_new_tokens: int | None = 100, batch_size: int = 8) -> list[dict]:

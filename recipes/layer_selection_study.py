@@ -78,7 +78,7 @@ def main() -> None:
     check_writable(args.out, args.overwrite, {"--utility": args.utility} if args.utility else None)
     start = time.perf_counter()
     world = prepare_world(config)
-    neighbours = world.neighbours(world.forget_texts, config.neighbours_per_sample, config.replacement_ratio,
+    neighbours = world.neighbours(world.forget_texts, neumuter.neighbours_per_sample, neumuter.replacement_ratio,
                                   neumuter.seed)
     results = {"world": world.describe(), "original": public_scores(world.original),
                "settings": {"neumuter": neumuter.to_dict(), "world": config.world}, "specs": {}}

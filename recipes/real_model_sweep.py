@@ -23,10 +23,9 @@ from pathlib import Path
 
 from neumuter_interv import metrics
 from neumuter_interv.data import pad_id_of, tokenize
-from neumuter_interv.demo import real_model_neumuter
 from neumuter_interv.errors import run_script
 from neumuter_interv.intervenable import interventions_by_layer
-from neumuter_interv.methods.neumuter import freeze, localize, select_neurons
+from neumuter_interv.methods.neumuter import NeuMuterConfig, freeze, localize, select_neurons
 from neumuter_interv.worlds import RealWorldConfig, prepare_real_world
 
 READOUTS = {"threshold": {"selection": "threshold"}, "f0.005": {"selection": "fraction", "fraction": 0.005},
@@ -45,7 +44,8 @@ def main() -> None:
     args = parser.parse_args()
     overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     ratio, k = overrides.pop("ratio", 0.5), overrides.pop("k", 1)
-    config = real_model_neumuter(**{"epochs": args.epochs, "selection": "threshold", **overrides})
+    config = NeuMuterConfig.real_model(**{"epochs": args.epochs, "selection": "threshold", "progress": False,
+                                          **overrides})
 
     world = prepare_real_world(RealWorldConfig(), progress=False, log=lambda message: None)
     tokenizer = world.tokenizer

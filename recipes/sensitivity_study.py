@@ -18,13 +18,12 @@ memorized first); the document's other windows are scored as ``rest_of_forget`` 
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 
 from neumuter_interv.comparison import ComparisonConfig, budget_text
 from neumuter_interv.demo import prepare_world
 from neumuter_interv.errors import NeuMuterError, run_script
-from neumuter_interv.methods.neumuter import NeuMuter
+from neumuter_interv.methods.neumuter import NeuMuter, NeuMuterConfig
 from neumuter_interv.output import check_writable, output_directory, write_json
 from neumuter_interv.report import markdown_table, plot_tradeoff
 from neumuter_interv.utility import UTILITY_COLUMNS, UtilityConfig
@@ -62,9 +61,8 @@ def main() -> None:
         if args.study == "forget-size":
             check_number("a forget size", value, minimum=1, integer=True)
         else:
-            studied = copy.copy(config)
-            setattr(studied, "neighbours_per_sample" if args.study == "neighbours" else "replacement_ratio", value)
-            studied.check()
+            NeuMuterConfig.from_dict({**config.neumuter.to_dict(),
+                                      ("neighbours_per_sample" if args.study == "neighbours" else "replacement_ratio"): value})
     if args.study == "forget-size" and max(values) > config.real.max_forget_windows:
         raise NeuMuterError(f"the world keeps at most {config.real.max_forget_windows} forget windows; "
                             f"--values asks for {max(values)}")
@@ -78,8 +76,8 @@ def main() -> None:
     rows = []
     for value in values:
         run_world = world.with_forget_subset(value) if args.study == "forget-size" else world
-        k = value if args.study == "neighbours" else config.neighbours_per_sample
-        ratio = value if args.study == "ratio" else config.replacement_ratio
+        k = value if args.study == "neighbours" else config.neumuter.neighbours_per_sample
+        ratio = value if args.study == "ratio" else config.neumuter.replacement_ratio
         neighbours = run_world.neighbours(run_world.forget_texts, k, ratio, config.neumuter.seed)
         run = NeuMuter(config.neumuter, stop_when=run_world.criterion, schedule=config.schedule,
                        log=lambda message: None).run(
@@ -98,8 +96,8 @@ def main() -> None:
     report = "\n\n".join([
         f"# Sensitivity to {label} (cf. {paper} of Hou et al., 2025), real world",
         f"World: {results['world']}. NeuMuter at the demo's settings, until Eq. 17 holds "
-        f"({budget_text('neumuter', config)}, readout {config.neumuter.selection}); K = {config.neighbours_per_sample} and r = "
-        f"{config.replacement_ratio} unless studied. {results['seconds'] / 60:.1f} minutes in all.",
+        f"({budget_text('neumuter', config)}, readout {config.neumuter.selection}); K = {config.neumuter.neighbours_per_sample} and r = "
+        f"{config.neumuter.replacement_ratio} unless studied. {results['seconds'] / 60:.1f} minutes in all.",
         markdown_table(header, rows),
         "`sensitivity.png`: forget MA against retain MA and utility, one point per value.",
     ]) + "\n"

@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FORGET
+from conftest import FORGET, HELDOUT
 
+from neumuter_interv import NeuMuterConfig
 from neumuter_interv.cli import main
 
 
@@ -49,3 +50,43 @@ def test_an_existing_output_is_never_overwritten_silently(memorized_dir, forget_
     assert code != 0
     assert "not empty" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "precious"
+
+
+def test_with_heldout_texts_unlearn_checks_eq17_along_the_training_and_records_the_path(memorized_dir, forget_txt,
+                                                                                      tmp_path):
+    """``--heldout`` gives the paper's stopping rule (Appendix B.4): the Eq. 17 thresholds come from texts
+    the model never saw, the ``smallest`` readout is checked every ``--check-every`` epochs within
+    ``--epochs``, and the run records the thresholds and every check. (This word-level memorizer keeps its
+    texts under 5% of its neurons muted: the budget ends first, and the run says so.)"""
+    heldout = tmp_path / "heldout.txt"
+    heldout.write_text("\n".join(HELDOUT) + "\n")
+    out = tmp_path / "run"
+    code = main(["unlearn", "--model", str(memorized_dir), "--forget", str(forget_txt), "--heldout", str(heldout),
+                 "--layers", "0-1", "--epochs", "10", "--check-every", "5", "--kl-weight", "0.3",
+                 "--sparsity-weight", "0", "--selection", "smallest", "--out", str(out), "--no-progress"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    checks = metrics["calibration"]["stages"][0]["checks"]
+    assert [check["epoch"] for check in checks] == [5, 10]
+    assert metrics["calibration"]["met"] is False and metrics["stopped_early"] is False
+    assert all(0 < check["neurons_muted_fraction"] <= 0.05 + 1 / 512 and "forget_ma" in check for check in checks)
+    config = json.loads((out / "config.json").read_text())
+    assert config["heldout_file"] == str(heldout) and config["target_fraction"] == 1.0
+    assert set(config["eq17_thresholds"]) == {"ma", "el10"}
+
+
+def test_a_preset_sets_the_defaults_and_flags_override_it(memorized_dir, forget_txt, tmp_path):
+    out = tmp_path / "run"
+    code = main(["unlearn", "--model", str(memorized_dir), "--forget", str(forget_txt), "--preset", "official",
+                 "--layers", "1", "--epochs", "1", "--batch-size", "4", "--out", str(out), "--no-progress"])
+    assert code == 0
+    recorded = json.loads((out / "config.json").read_text())["neumuter"]
+    assert recorded == NeuMuterConfig.official(layers="1", epochs=1, batch_size=4, progress=False).to_dict()
+
+
+def test_the_real_model_preset_asks_for_heldout_texts_before_any_work(memorized_dir, forget_txt, tmp_path, capsys):
+    code = main(["unlearn", "--model", str(memorized_dir), "--forget", str(forget_txt), "--preset", "real-model",
+                 "--out", str(tmp_path / "run")])
+    assert code == 2
+    assert "give --heldout" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

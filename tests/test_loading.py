@@ -68,3 +68,10 @@ def test_the_dequantization_bar_follows_the_progress_switch(tmp_path, capsys, pr
     with progress_bars(progress):
         load_causal_lm(str(tmp_path / "model"), gguf_file="tiny.gguf", cache_dir=tmp_path / "cache")
     assert ("de-quantizing GGUF" in capsys.readouterr().err) == progress
+
+
+def test_a_tensor_too_long_for_float32_steps_is_fingerprinted():
+    """SmolLM2's embedding (49,152 x 576) has more elements than float32 counts exactly: the evenly spaced
+    sample stays inside it."""
+    model = torch.nn.Embedding(49152, 576)
+    assert loading.model_fingerprint(model)["class"] == "Embedding"

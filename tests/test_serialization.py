@@ -10,6 +10,7 @@ import sys
 import pytest
 import pyvene as pv
 import torch
+from conftest import FORGET
 
 from neumuter_interv import serialization
 from neumuter_interv.errors import NeuMuterError
@@ -203,3 +204,21 @@ def test_an_unknown_intervention_mode_is_refused(saved, make_model):
     rewrite_config(saved, lambda c: c.__setitem__("mode", "sideways"))
     with pytest.raises(NeuMuterError, match="unknown mode 'sideways'"):
         load_intervenable(saved, make_model("gpt_neo"))
+
+
+def test_a_saved_run_reloads_on_its_model_generates_as_trained_and_refuses_other_weights(memorized, make_model, tmp_path):
+    """``load_run(dir, model)`` gives back the run: the same mask, the same continuations; on a model with
+    other weights it is refused by the fingerprint ``save`` recorded."""
+    from neumuter_interv import NeuMuter, NeuMuterConfig, NeuMuterError, load_run
+
+    model, tokenizer = memorized
+    config = NeuMuterConfig(layers="0-1", epochs=2, selection="fraction", fraction=0.05, kl_weight=0.3, progress=False)
+    run = NeuMuter(config, log=lambda message: None).run(model, tokenizer, FORGET[:2])
+    run.save(tmp_path / "run")
+    reloaded = load_run(tmp_path / "run", model)
+    assert reloaded.selection.to_dict() == run.selection.to_dict()
+    assert reloaded.config == run.config and reloaded.localization.steps == run.localization.steps
+    prompts = [text.split()[0] for text in FORGET[:2]]
+    assert reloaded.generate(tokenizer, prompts, max_new_tokens=5) == run.generate(tokenizer, prompts, max_new_tokens=5)
+    with pytest.raises(NeuMuterError, match="other weights"):
+        load_run(tmp_path / "run", make_model("gpt_neo"))

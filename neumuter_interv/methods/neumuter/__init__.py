@@ -2,7 +2,7 @@
 
 from .config import NeuMuterConfig
 from .localize import LocalizationResult, localize
-from .method import NeuMuter, NeuMuterRun
+from .method import NeuMuter, NeuMuterRun, load_run
 from .schedule import CoefficientSchedule, localize_until_forgotten
 from .selection import NeuronSet, Selection, freeze, select_neurons
 
@@ -16,6 +16,7 @@ __all__ = [
     "NeuronSet",
     "Selection",
     "freeze",
+    "load_run",
     "localize",
     "select_neurons",
 ]

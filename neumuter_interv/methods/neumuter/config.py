@@ -28,6 +28,7 @@ from ...validation import check_number
 from .token_selection import FORGET_TOKEN_RULES
 
 SELECTION_RULES = ("threshold", "energy", "top_k", "fraction", "smallest")
+PRESET_NAMES = ("official", "paper", "real-model")
 
 
 @dataclass
@@ -131,8 +132,28 @@ class NeuMuterConfig:
         """The official code as released: batch size 1, 200 epochs, mask from block 1 on."""
         return cls(**{"batch_size": 1, "epochs": 200, "layers": "1-", **overrides})
 
+    @classmethod
+    def real_model(cls, **overrides) -> NeuMuterConfig:
+        """Small real models (SmolLM2-135M: the demo's settings, found by ``recipes/real_model_sweep.py``,
+        docs/real-world.md), where the official coefficients keep every gate open: batch 2 (optimizer steps,
+        not epochs, move the gates), learning rate 0.3, KL weight 20 and L0 weight 5, self-written neighbours
+        with every token rewritten (the paper's r = 1, one per sample as in the official code), mask from
+        block 1 on, and the readout ``smallest``: the fewest lowest gates, with their trained values, whose
+        mask meets Eq. 17, up to 5% of the gated neurons, checked along up to 24 epochs. It needs a stopping
+        criterion (``NeuMuter(stop_when=...)``; ``neumuter unlearn --heldout``)."""
+        return cls(**{"layers": "1-", "epochs": 24, "batch_size": 2, "learning_rate": 0.3, "kl_weight": 20.0,
+                      "sparsity_weight": 5.0, "selection": "smallest", "max_fraction": 0.05, "dtype": "auto",
+                      "neighbours_per_sample": 1, "replacement_ratio": 1.0, **overrides})
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> NeuMuterConfig:
+        """The preset ``name`` (``PRESET_NAMES``) with ``overrides``: ``official()``, ``paper()`` or ``real_model()``."""
+        if name not in PRESET_NAMES:
+            raise NeuMuterError(f"unknown NeuMuter preset {name!r}: use one of {', '.join(PRESET_NAMES)}")
+        return {"official": cls.official, "paper": cls.paper, "real-model": cls.real_model}[name](**overrides)
 
     @classmethod
     def from_dict(cls, values: dict) -> NeuMuterConfig:

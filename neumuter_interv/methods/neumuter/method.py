@@ -14,9 +14,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ...architectures import ffn_width, num_layers
-from ...data import model_context_length, pad_id_of, tokenize
+from ...data import model_context_length, pad_id_of, read_json_file, tokenize
 from ...errors import NeuMuterError
 from ...lm import resolve_device
+from ...metrics import greedy_texts
 from ...output import output_directory, write_json
 from ...serialization import save_intervenable
 from ..base import UnlearningMethod, UnlearningRecord, UnlearningResult, count_parameters, measured
@@ -53,11 +54,47 @@ class NeuMuterRun:
             **({"calibration": self.calibration} if self.calibration is not None else {}),
         }
 
+    def generate(self, tokenizer, prompts: Sequence[str], max_new_tokens: int = 32, batch_size: int = 8) -> list[str]:
+        """Greedy continuations of ``prompts`` (``max_new_tokens`` each) by the model with the frozen mask on
+        every position, the prompt included: what the deployed model says."""
+        return greedy_texts(self.frozen, tokenizer, prompts, max_new_tokens, batch_size)
+
+    @classmethod
+    def load(cls, directory: str | Path, model) -> NeuMuterRun:
+        """A run that ``save`` wrote, on ``model`` (refused in one line when the run recorded other weights, or
+        its mask or gates do not fit): the frozen mask applied, the selection, the trained gates, the history
+        and the settings. Reads safetensors and JSON only: nothing in the directory can execute code."""
+        from ...loading import check_same_model, recorded_fingerprint
+        from ...serialization import load_intervenable
+
+        directory = Path(directory)
+        if not (directory / "selection.json").is_file():
+            raise NeuMuterError(f"{directory} is not a NeuMuter run directory: it has no selection.json")
+        check_same_model(model, {f"run {directory}": recorded_fingerprint(directory)},
+                         str(getattr(model, "name_or_path", "") or type(model).__name__))
+        gates, config = load_gates(directory, model)
+        selection = Selection.from_dict(read_json_file(directory / "selection.json", "selection.json"),
+                                        str(directory / "selection.json"))
+        metrics = read_json_file(directory / "metrics.json", "metrics.json") if (directory / "metrics.json").is_file() else {}
+        history = read_json_file(directory / "history.json", "history.json") if (directory / "history.json").is_file() else []
+        if not isinstance(metrics, dict) or not isinstance(history, list):
+            raise NeuMuterError(f"{directory}: metrics.json must hold an object and history.json a list")
+        localization = LocalizationResult(gates, config.hard_concrete, history, steps=int(metrics.get("steps", 0)),
+                                          seconds=float(metrics.get("seconds", 0.0)),
+                                          stopped_early=bool(metrics.get("stopped_early", False)))
+        record = UnlearningRecord(method=NeuMuter.name, seconds=localization.seconds, steps=localization.steps,
+                                  peak_memory_bytes=int(metrics.get("peak_memory_bytes", 0)))
+        frozen = load_intervenable(directory / "intervention", model)
+        return cls(frozen, selection, localization, record, config, metrics.get("calibration"))
+
     def save(self, out_dir: str | Path, overwrite: bool = False, extra_metrics: dict | None = None,
              run_info: dict | None = None) -> Path:
         """Write ``intervention/`` (pyvene format plus safetensors), ``gates.safetensors`` (the trained gate
         locations the mask was read from: ``neumuter eval --curve RUN`` draws the operating-point curve from
-        them), ``selection.json``, ``metrics.json``, ``history.json`` and ``config.json``, all or nothing."""
+        them), ``selection.json``, ``metrics.json``, ``history.json`` and ``config.json``, all or nothing.
+        ``config.json`` records the model (its path where it was loaded from one, and its fingerprint) unless
+        ``run_info`` says otherwise, so that ``export`` and ``load`` find it and refuse other weights."""
+        run_info = {**self._model_info(), **(run_info or {})}
         with output_directory(out_dir, overwrite) as staging:
             save_intervenable(self.frozen, staging / "intervention", with_pyvene_pickles=True)
             save_gates(self.localization.log_alpha, staging / GATES_FILE)
@@ -67,6 +104,20 @@ class NeuMuterRun:
             write_json(staging / "config.json", {"neumuter": self.config.to_dict(), **(run_info or {})})
         return Path(out_dir)
 
+    def _model_info(self) -> dict:
+        """The base model as a run records it: its directory (absolute) where it was loaded from one, else its
+        Hub id, and its ``model_fingerprint``."""
+        from ...loading import model_fingerprint
+
+        model = self.frozen.model
+        name = str(getattr(model, "name_or_path", "") or "")
+        info = {"model_fingerprint": model_fingerprint(model)}
+        if name:
+            info["model"] = str(Path(name).resolve()) if Path(name).exists() else name
+        return info
+
+
+load_run = NeuMuterRun.load
 
 GATES_FILE = "gates.safetensors"
 

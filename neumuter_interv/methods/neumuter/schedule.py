@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 from ...intervenable import interventions_by_layer
+from ...validation import check_number
 from .config import NeuMuterConfig
 from .localize import LocalizationResult, localize
 from .readout import MaskReadout
@@ -44,12 +45,24 @@ class CoefficientSchedule:
     min_kl_weight: float = 0.1
     check_every: int = 5
 
+    def __post_init__(self):
+        for name in ("stage_epochs", "max_stages", "check_every"):
+            check_number(name, getattr(self, name), minimum=1, integer=True)
+        for name in ("kl_relax", "sparsity_relax", "min_kl_weight"):
+            check_number(name, getattr(self, name), minimum=0)
+
     def stages(self, config: NeuMuterConfig):
         """(kl_weight, sparsity_weight) of each stage."""
         kl, sparsity = config.kl_weight, config.sparsity_weight
         for _ in range(self.max_stages):
             yield kl, sparsity
             kl, sparsity = max(kl * self.kl_relax, self.min_kl_weight), sparsity * self.sparsity_relax
+
+    @classmethod
+    def fixed(cls, epochs: int, check_every: int) -> CoefficientSchedule:
+        """The paper's setting (Appendix B.4): the configured coefficients throughout, up to ``epochs`` epochs,
+        the criterion checked every ``check_every`` epochs and at the end."""
+        return cls(stage_epochs=epochs, max_stages=1, check_every=check_every)
 
     def to_dict(self) -> dict:
         return asdict(self)
