@@ -67,8 +67,9 @@ class DemoConfig:
     # NeuMuter's settings, its neighbours' included (K and r): the real-model preset
     neumuter: NeuMuterConfig = field(default_factory=lambda: NeuMuterConfig.real_model(progress=False))
     # NeuMuter trains until the world's Eq. 17 criterion holds (Appendix B.4), within this budget, as every
-    # other method of ``compare`` does: the preset's 24 epochs, the readout checked every 2
-    schedule: CoefficientSchedule = field(default_factory=lambda: CoefficientSchedule.fixed(24, check_every=2))
+    # other method of ``compare`` does: the preset's epochs, the readout checked every 2
+    schedule: CoefficientSchedule = field(
+        default_factory=lambda: CoefficientSchedule.fixed(NeuMuterConfig.real_model().epochs, check_every=2))
     # other memorized windows added to each forget sample's neighbours for the KL term (``neighbours.with_anchors``;
     # the world's anchor texts, never the scored retain windows); a run with anchors is marked † like GD
     anchors_per_sample: int = 0

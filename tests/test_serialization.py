@@ -222,3 +222,14 @@ def test_a_saved_run_reloads_on_its_model_generates_as_trained_and_refuses_other
     assert reloaded.generate(tokenizer, prompts, max_new_tokens=5) == run.generate(tokenizer, prompts, max_new_tokens=5)
     with pytest.raises(NeuMuterError, match="other weights"):
         load_run(tmp_path / "run", make_model("gpt_neo"))
+
+
+def test_a_run_whose_metrics_are_not_numbers_is_refused_in_one_line(memorized, tmp_path):
+    from neumuter_interv import NeuMuter, NeuMuterConfig, NeuMuterError, load_run
+
+    model, tokenizer = memorized
+    config = NeuMuterConfig(layers="0", epochs=1, selection="fraction", fraction=0.05, progress=False)
+    NeuMuter(config, log=lambda message: None).run(model, tokenizer, FORGET[:1]).save(tmp_path / "run")
+    (tmp_path / "run" / "metrics.json").write_text('{"steps": "many"}')
+    with pytest.raises(NeuMuterError, match="must be numbers"):
+        load_run(tmp_path / "run", model)

@@ -73,17 +73,23 @@ class NeuMuterRun:
         check_same_model(model, {f"run {directory}": recorded_fingerprint(directory)},
                          str(getattr(model, "name_or_path", "") or type(model).__name__))
         gates, config = load_gates(directory, model)
-        selection = Selection.from_dict(read_json_file(directory / "selection.json", "selection.json"),
-                                        str(directory / "selection.json"))
-        metrics = read_json_file(directory / "metrics.json", "metrics.json") if (directory / "metrics.json").is_file() else {}
-        history = read_json_file(directory / "history.json", "history.json") if (directory / "history.json").is_file() else []
+
+        def read(name: str, default):
+            path = directory / name
+            return read_json_file(path, str(path)) if path.is_file() or default is None else default
+
+        selection = Selection.from_dict(read("selection.json", None), str(directory / "selection.json"))
+        metrics, history = read("metrics.json", {}), read("history.json", [])
         if not isinstance(metrics, dict) or not isinstance(history, list):
             raise NeuMuterError(f"{directory}: metrics.json must hold an object and history.json a list")
-        localization = LocalizationResult(gates, config.hard_concrete, history, steps=int(metrics.get("steps", 0)),
-                                          seconds=float(metrics.get("seconds", 0.0)),
-                                          stopped_early=bool(metrics.get("stopped_early", False)))
-        record = UnlearningRecord(method=NeuMuter.name, seconds=localization.seconds, steps=localization.steps,
-                                  peak_memory_bytes=int(metrics.get("peak_memory_bytes", 0)))
+        try:
+            localization = LocalizationResult(gates, config.hard_concrete, history, steps=int(metrics.get("steps", 0)),
+                                              seconds=float(metrics.get("seconds", 0.0)),
+                                              stopped_early=bool(metrics.get("stopped_early", False)))
+            record = UnlearningRecord(method=NeuMuter.name, seconds=localization.seconds, steps=localization.steps,
+                                      peak_memory_bytes=int(metrics.get("peak_memory_bytes", 0)))
+        except (TypeError, ValueError):
+            raise NeuMuterError(f"{directory}/metrics.json: steps, seconds and peak_memory_bytes must be numbers") from None
         frozen = load_intervenable(directory / "intervention", model)
         return cls(frozen, selection, localization, record, config, metrics.get("calibration"))
 
@@ -94,7 +100,7 @@ class NeuMuterRun:
         them), ``selection.json``, ``metrics.json``, ``history.json`` and ``config.json``, all or nothing.
         ``config.json`` records the model (its path where it was loaded from one, and its fingerprint) unless
         ``run_info`` says otherwise, so that ``export`` and ``load`` find it and refuse other weights."""
-        run_info = {**self._model_info(), **(run_info or {})}
+        run_info = {**self._model_info(run_info or {}), **(run_info or {})}
         with output_directory(out_dir, overwrite) as staging:
             save_intervenable(self.frozen, staging / "intervention", with_pyvene_pickles=True)
             save_gates(self.localization.log_alpha, staging / GATES_FILE)
@@ -104,15 +110,15 @@ class NeuMuterRun:
             write_json(staging / "config.json", {"neumuter": self.config.to_dict(), **(run_info or {})})
         return Path(out_dir)
 
-    def _model_info(self) -> dict:
-        """The base model as a run records it: its directory (absolute) where it was loaded from one, else its
-        Hub id, and its ``model_fingerprint``."""
+    def _model_info(self, given: dict) -> dict:
+        """What ``given`` lacks of the base model as a run records it: its directory (absolute) where it was
+        loaded from one, else its Hub id, and its ``model_fingerprint`` (computed only when not given)."""
         from ...loading import model_fingerprint
 
         model = self.frozen.model
         name = str(getattr(model, "name_or_path", "") or "")
-        info = {"model_fingerprint": model_fingerprint(model)}
-        if name:
+        info = {} if "model_fingerprint" in given else {"model_fingerprint": model_fingerprint(model)}
+        if name and "model" not in given:
             info["model"] = str(Path(name).resolve()) if Path(name).exists() else name
         return info
 
