@@ -18,98 +18,61 @@ import gc
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from .demo import DemoConfig, attribution_baseline, demo_inputs, neumuter_method, prepare_world
+from .demo import DemoConfig, demo_inputs, prepare_world
 from .errors import NeuMuterError
-from .lm import resolve_device
-from .methods.base import UnlearningMethod, UnlearningRecord, measured
-from .methods.finetune import FineTuneSettings
-from .methods.neumuter import NeuMuter
-from .methods.registry import METHODS, make_method
+from .methods.base import MatchedTo, UnlearningMethod
+from .methods.registry import METHODS, make_method, method_budgets
 from .output import check_writable, output_directory, write_json, write_text
 from .report import markdown_table, plot_tradeoff
 from .utility import UTILITY_COLUMNS, UtilityConfig
-from .worlds import RealWorldConfig, TofuWorldConfig, World, public_scores
+from .worlds import World, public_scores
 
-ATTRIBUTION = "attribution"  # the demo's attribution baseline, run after NeuMuter at its muted share
-DISPLAY_NAMES = {"neumuter": "NeuMuter", "grun": "GRUN-like", "lunar": "LUNAR-like", ATTRIBUTION: "attribution baseline"}
+DISPLAY_NAMES = {"neumuter": "NeuMuter", "grun": "GRUN-like", "lunar": "LUNAR-like", "attribution": "attribution baseline"}
 RETAIN_MARK = "†"
 REDUCED_MARK = "‡"
 
 
-def default_budgets(fine_tuning_epochs: int = 100, ig_positions_per_sample: int | None = 8,
-                    ig_max_neurons: int = 500, dtype: str = "float32") -> dict[str, dict]:
-    """``make_method`` overrides per method: one epoch budget for every fine-tuning method (full-batch,
-    so one optimizer step per epoch; SGA one step on its most memorized sample) and the compute dtype of
-    their forwards, and IG's attribution reduced to ``ig_positions_per_sample`` target tokens per sample
-    (``None``: all, the paper's setting, which costs one gradient pass per token and layer). NeuMuter's
-    budget is its schedule (``DemoConfig.schedule``)."""
-    budgets = {name: {"max_epochs": fine_tuning_epochs, "dtype": dtype} for name, entry in METHODS.items()
-               if issubclass(entry.settings, FineTuneSettings)}
-    budgets["ig"] = {"positions_per_sample": ig_positions_per_sample, "max_neurons": ig_max_neurons}
-    return budgets
-
-
 @dataclass
-class ComparisonConfig(DemoConfig):
-    """The demo's settings for a world (``people()``, ``tiny()``, ``real()``, as ``DemoConfig``) plus which
-    methods to compare and their step budgets (``make_method`` overrides by method name)."""
+class ComparisonConfig:
+    """A comparison: the demo's settings for a world (``demo``: the world, NeuMuter's settings and schedule, the
+    Eq. 17 target) plus which methods to compare and their budgets (``make_method`` overrides by name).
+    ``for_world`` gives each registered world's preset."""
 
+    demo: DemoConfig = field(default_factory=DemoConfig)
     methods: tuple[str, ...] = field(default_factory=lambda: tuple(METHODS))  # the registry at construction
-    budgets: dict[str, dict] = field(default_factory=default_budgets)
+    budgets: dict[str, dict] = field(default_factory=method_budgets)
+
+    @classmethod
+    def for_world(cls, world: str = "people", size: str = "default", settings: Any = None,
+                  utility: UtilityConfig | None = None) -> ComparisonConfig:
+        """The registered world's comparison at ``size``: its demo settings, with the world's settings changed as
+        its comparison preset says (``WorldSpec.comparison``: e.g. bf16 scoring on the real world), and its
+        budgets."""
+        demo = DemoConfig.for_world(world, size, settings, utility=utility)
+        preset = demo.spec.comparison(size)
+        demo.world_settings = replace(demo.world_settings, **preset.get("world_settings", {}))
+        return cls(demo=demo, budgets=preset.get("budgets", method_budgets()))
 
     def check(self) -> None:
-        """The demo's checks, the method names, and every budget built into its method's settings."""
-        super().check()
-        for name in parse_methods(self.methods):
-            if name != "neumuter":
-                make_method(name, **self.budgets.get(name, {}))
+        """The demo's checks, the method names, every budget built into its method's settings, and every setting
+        taken from another method (``MatchedTo``) taken from one that runs before."""
+        self.demo.check()
+        names = parse_methods(self.methods)
+        for index, name in enumerate(names):
+            overrides = self.method_overrides(name)
+            for key, value in overrides.items():
+                if isinstance(value, MatchedTo) and value.method not in names[:index]:
+                    raise NeuMuterError(f"{name} takes its {key} from {value.method}'s run: list {value.method} "
+                                        f"before {name} in the methods")
+            make_method(name, **{key: value for key, value in overrides.items() if not isinstance(value, MatchedTo)})
 
-    @classmethod
-    def tiny(cls) -> ComparisonConfig:
-        """The tiny testbed with small budgets: what the tests run."""
-        config = super().tiny()
-        config.budgets = default_budgets(fine_tuning_epochs=20, ig_positions_per_sample=4, ig_max_neurons=100)
-        return config
-
-    @classmethod
-    def real(cls, utility: UtilityConfig | None = None) -> ComparisonConfig:
-        """The real-model world as the demo runs it (NeuMuter to Eq. 17 within the demo's budget, like every
-        other method), every forward in bf16 autocast where the CPU has it and scoring batches of 32 (EL10's
-        greedy decoding is bound by per-step overhead on a CPU) so that eleven methods fit a CPU budget: 10
-        epochs for the fine-tuning methods (the forget set in one batch; GD, KL and GRUN pair it with 16
-        retain texts a step), IG on 1 target token per window, 5 integration steps, layers 1-, up to 460
-        neurons in rounds of 46 (460 = 1% of SmolLM2's FFN neurons, NeuMuter's share)."""
-        budgets = default_budgets(fine_tuning_epochs=10, ig_positions_per_sample=1, ig_max_neurons=460, dtype="auto")
-        budgets["ig"].update(steps=5, neurons_per_round=46, layers="1-")
-        for name in ("gd", "kl", "grun"):  # the forget set in one batch, the 40 retain texts cycled 16 a step
-            budgets[name]["batch_size"] = 16
-        return cls(real=RealWorldConfig(dtype="auto", batch_size=32), utility=utility, budgets=budgets)
-
-    @classmethod
-    def tofu_real(cls, tofu: TofuWorldConfig | None = None) -> ComparisonConfig:
-        """The TOFU-style world with the real world's budgets (the same SmolLM2, fine-tuned)."""
-        config = cls.real()
-        config.world, config.tofu = "tofu-real", tofu or TofuWorldConfig()
-        return config
-
-    @classmethod
-    def tofu_real_tiny(cls, tofu: TofuWorldConfig) -> ComparisonConfig:
-        """The TOFU-style world at the tests' size (``TofuWorldConfig.tiny``), two-epoch budgets."""
-        config = cls.tofu_real(tofu)
-        config.schedule.stage_epochs, config.schedule.check_every = 2, 1
-        config.budgets = default_budgets(fine_tuning_epochs=2, ig_positions_per_sample=2, ig_max_neurons=20)
-        return config
-
-    @classmethod
-    def real_tiny(cls) -> ComparisonConfig:
-        """The real-model world at the slow test's size, two-epoch budgets."""
-        config = super().real_tiny()
-        config.budgets = default_budgets(fine_tuning_epochs=2, ig_positions_per_sample=2, ig_max_neurons=20,
-                                         dtype="auto")
-        return config
+    def method_overrides(self, name: str) -> dict:
+        """``make_method`` overrides of ``name``: the demo's settings for it (NeuMuter's), then its budget."""
+        return {**self.demo.method_overrides().get(name, {}), **self.budgets.get(name, {})}
 
 
 def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -130,25 +93,22 @@ def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
 def run_comparison(out: str | Path, config: ComparisonConfig | None = None, overwrite: bool = False,
                    progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Run every method of ``config.methods`` on ``config.world``, evaluate each, write the result files."""
-    config = config or ComparisonConfig.people()
+    config = config or ComparisonConfig.for_world("people")
     config.check()
     methods = parse_methods(config.methods)
-    check_writable(out, overwrite, demo_inputs(config))
+    check_writable(out, overwrite, demo_inputs(config.demo))
     start = time.perf_counter()
-    world = prepare_world(config, progress, log)
+    world = prepare_world(config.demo, progress, log)
     setup_seconds = time.perf_counter() - start
-    entries = {}
+    entries: dict[str, dict] = {}
     for index, name in enumerate(methods, start=1):
         log(f"[{index}/{len(methods)}] {name}: unlearning {len(world.forget_texts)} forget samples ...")
-        entries[name] = run_method(name, world, config, log)
+        entries[name] = run_method(name, world, config, entries, log)
         log(f"[{index}/{len(methods)}] {name}: {_progress_summary(entries[name])}")
-        if name == "neumuter" and config.attribution_baseline and "evaluation" in entries[name]:
-            log("attribution baseline at NeuMuter's muted share ...")
-            entries[ATTRIBUTION] = run_attribution(world, config, entries[name], log)
-            log(f"attribution baseline: {_progress_summary(entries[ATTRIBUTION])}")
     summary = {
-        "world": world.name,
+        "world": config.demo.world,
         "world_description": world.describe(),
+        "retain_set": config.demo.spec.retain_set,
         "provenance": world.provenance(),
         "thresholds": world.thresholds,
         "original": public_scores(world.original),
@@ -167,48 +127,39 @@ def run_comparison(out: str | Path, config: ComparisonConfig | None = None, over
     return summary
 
 
-def run_attribution(world: World, config: ComparisonConfig, neumuter_entry: dict,
-                    log: Callable[[str], None] = print) -> dict:
-    """The demo's attribution baseline at NeuMuter's muted share, evaluated like every method."""
-    fraction = neumuter_entry["record"]["extra"]["neurons_muted_fraction"]
-    entry: dict = {"uses_retain_set": True, "budget": f"{100 * fraction:.2f}% of the FFN neurons (NeuMuter's)"}
-    try:
-        record = UnlearningRecord(method=ATTRIBUTION)
-        with measured(record, resolve_device(config.device)):
-            model = attribution_baseline(world, config.neumuter.layers, fraction, log)
-        record.steps = 2  # one attribution pass over the forget set, one over the reference texts
-        scores = world.evaluate(model)
-        entry.update(evaluation=public_scores(scores), record=record.to_dict(), per_sample=scores["per_sample"],
-                     eq17_met=scores["forgotten_fraction"] >= config.target_fraction)
-    except Exception as error:  # noqa: BLE001 - as for any method
-        entry.update(error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
-    gc.collect()
-    return entry
-
-
-def build_method(name: str, world: World, config: ComparisonConfig,
+def build_method(name: str, world: World, config: ComparisonConfig, earlier: dict[str, dict] | None = None,
                  log: Callable[[str], None] = print) -> UnlearningMethod:
-    """The method with its budget and the world's stop criterion; NeuMuter as the demo runs it."""
-    if name == "neumuter":
-        return neumuter_method(world, config, log)
-    overrides = dict(config.budgets.get(name, {}))
-    if "stop_when" in {f.name for f in fields(METHODS[name].settings)}:
-        overrides["stop_when"] = world.criterion
-    return make_method(name, **overrides)
+    """The method with its overrides (``ComparisonConfig.method_overrides``; a ``MatchedTo`` read from the
+    ``earlier`` entries of this comparison) on the world (``UnlearningMethod.on_world``)."""
+    overrides = {key: _resolve(value, earlier or {}) for key, value in config.method_overrides(name).items()}
+    return make_method(name, **overrides).on_world(world)
 
 
-def run_method(name: str, world: World, config: ComparisonConfig,
+def _resolve(value, earlier: dict[str, dict]):
+    """A setting, or the value a ``MatchedTo`` names in an earlier method's record."""
+    if not isinstance(value, MatchedTo):
+        return value
+    entry = earlier.get(value.method, {})
+    if "record" not in entry or value.key not in entry["record"]["extra"]:
+        raise NeuMuterError(f"{value} is not known: {value.method} did not run to the end before this method")
+    return entry["record"]["extra"][value.key]
+
+
+def run_method(name: str, world: World, config: ComparisonConfig, earlier: dict[str, dict] | None = None,
                log: Callable[[str], None] = print) -> dict:
     """One method on a fresh copy of the model, evaluated; any exception is recorded, not raised."""
     entry: dict = {"uses_retain_set": METHODS[name].method.needs_retain, "budget": budget_text(name, config)}
     try:
-        method = build_method(name, world, config, log)
-        entry["settings"] = method_settings(method)
+        method = build_method(name, world, config, earlier, log)
+        entry["settings"] = method.settings_dict()
+        matched = [str(value) for value in config.method_overrides(name).values() if isinstance(value, MatchedTo)]
+        if method.budget():
+            entry["budget"] = method.budget() + (f" ({', '.join(matched)})" if matched else "")
         retain = world.retain_texts if method.needs_retain else None
         result = method.unlearn(world.load_model(), world.tokenizer, world.forget_texts, retain)
         scores = world.evaluate(result.model)
         entry.update(evaluation=public_scores(scores), record=result.record.to_dict(),
-                     eq17_met=scores["forgotten_fraction"] >= config.target_fraction,
+                     eq17_met=scores["forgotten_fraction"] >= config.demo.target_fraction,
                      per_sample=scores["per_sample"],
                      uses_retain_set=entry["uses_retain_set"] or result.record.uses_retain_set)
         del result
@@ -218,18 +169,8 @@ def run_method(name: str, world: World, config: ComparisonConfig,
     return entry
 
 
-def method_settings(method: UnlearningMethod) -> dict:
-    """A method's settings as JSON-able values (the stop criterion is the world's, not a setting)."""
-    if isinstance(method, NeuMuter):
-        return {"neumuter": method.config.to_dict(), "schedule": method.schedule.to_dict()}
-    settings = method.settings
-    return {f.name: getattr(settings, f.name) for f in fields(settings) if f.name != "stop_when"}
-
-
 def budget_text(name: str, config: ComparisonConfig) -> str:
-    if name == "neumuter":
-        stages = config.schedule.max_stages
-        return (f"≤ {stages} stages × " if stages > 1 else "≤ ") + f"{config.schedule.stage_epochs} epochs"
+    """A method's budget in words: its budget overrides (a matched one as what it is matched to)."""
     budget = config.budgets.get(name, {})
     return ", ".join(f"{key}={value}" for key, value in budget.items()) or "method defaults"
 
@@ -274,20 +215,19 @@ def comparison_report(summary: dict) -> str:
                      record["steps"], entry["budget"]])
     notes = [
         f"{RETAIN_MARK} uses the retain set (the other methods see only the forget set): "
-        + ("the retain people." if summary["world"] in ("people", "tofu-real") else
-           "the retain-memorized windows (also scored as retain MA) and as many documentation passages unlike the "
-           "scored general text; the attribution baseline ranks neurons against other memorized windows, not scored."),
+        + summary["retain_set"] + ".",
         *(f"{REDUCED_MARK} reduced setting: {text}" for text in settings["reduced"].values()),
         "Rates are fractions in [0, 1]. `forgotten` is the share of forget samples meeting Eq. 17 (MA and EL10 at "
         "or under the held-out thresholds); `Eq. 17 met` is whether that share reached the target "
         f"({settings['target_fraction']}), the stop rule every fine-tuning method ran under. "
         "`MIA distance` is the loss-based MIA's mean distance of forget losses to held-out losses."
         + (" `forget quality` is the KS-test p-value between the per-sample forget losses of the model and of the "
-           "retrain oracle (higher = closer)." if summary.get("retrain_oracle") and summary["world"] == "people" else "")
+           "retrain oracle (higher = closer)." if "forget_quality" in summary["original"]
+           and "model_utility" not in summary["original"] else "")
         + (" `forget quality` is TOFU's: the KS-test p-value between the forget questions' truth ratios (Eq. 19) of "
            "the model and of the retrain oracle; `model utility` the harmonic mean of the retain people's answer "
            "probability, ROUGE-L recall and truth-ratio score and the general-text perplexity of the pretrained base "
-           "over the model's (capped at 1)." if summary["world"] == "tofu-real" else ""),
+           "over the model's (capped at 1)." if "model_utility" in summary["original"] else ""),
         "`time` is the unlearning alone (evaluation excluded); `peak mem` is the growth of the process's resident "
         "memory during unlearning on the CPU (CUDA-allocated bytes on a GPU), so small and noisy here; "
         "`trainable %` counts the parameters the method trains (IG, LUNAR and the attribution baseline edit weights "
@@ -332,13 +272,14 @@ def _reduced_settings(config: ComparisonConfig) -> dict[str, str]:
 
 
 def _settings(config: ComparisonConfig) -> dict:
-    world = {{"people": "testbed"}.get(config.world, config.world): asdict(config.world_settings)}
-    return {**world, "methods": list(config.methods), "budgets": config.budgets,
-            "neumuter": config.neumuter.to_dict(), "schedule": config.schedule.to_dict(),
-            "anchors_per_sample": config.anchors_per_sample,
-            "target_fraction": config.target_fraction,
-            "el_prefix_stride": getattr(config.world_settings, "el_prefix_stride", config.el_prefix_stride),
-            "utility": asdict(config.utility) if config.utility else None, "reduced": _reduced_settings(config)}
+    demo = config.demo
+    return {demo.world: asdict(demo.world_settings), "methods": list(config.methods),
+            "budgets": {name: {key: str(value) if isinstance(value, MatchedTo) else value for key, value in budget.items()}
+                        for name, budget in config.budgets.items()},
+            "neumuter": demo.neumuter.to_dict(), "schedule": demo.schedule.to_dict(),
+            "target_fraction": demo.target_fraction,
+            "el_prefix_stride": getattr(demo.world_settings, "el_prefix_stride", demo.el_prefix_stride),
+            "utility": asdict(demo.utility) if demo.utility else None, "reduced": _reduced_settings(config)}
 
 
 def _tradeoff_points(summary: dict) -> dict[str, dict]:

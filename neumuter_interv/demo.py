@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from . import corpora, metrics
+from . import metrics
 from .errors import NeuMuterError
 from .lm import resolve_device
-from .methods.neumuter import CoefficientSchedule, NeuMuter, NeuMuterConfig, freeze
-from .neighbours import with_anchors
+from .methods.neumuter import CoefficientSchedule, NeuMuter, NeuMuterConfig
+from .methods.registry import make_method
 from .operating_curve import gate_curve_counts, operating_curve
 from .output import check_writable, output_directory, write_json, write_text
 from .report import (
@@ -31,123 +32,77 @@ from .report import (
     plot_muted_per_layer,
     plot_operating_curve,
 )
-from .separability import attribution_ratio, neuron_attribution, top_fraction_selection
-from .testbed import TestbedConfig
 from .utility import UtilityConfig
 from .validation import check_number
-from .worlds import (
-    WORLD_NAMES,
-    RealWorldConfig,
-    TofuWorldConfig,
-    World,
-    prepare_people_world,
-    prepare_real_world,
-    prepare_tofu_world,
-    public_scores,
-)
-
-# The success criteria of the issues that set each world's demo; the report states each with its numbers.
-TARGETS = {
-    "real": {"forgotten_fraction_at_least": 0.9, "retain_licences_ma_drop_at_most": 0.05,
-             "retain_other_ma_drop_at_most": 0.01, "heldout_ma_drop_at_most": 0.01,
-             "general_ppl_increase_at_most": 0.03, "neurons_muted_fraction_at_most": 0.01},
-    "people": {"forgotten_fraction_at_least": 0.9, "general_ppl_increase_at_most": 0.10,
-               "neurons_muted_fraction_at_most": 0.02},
-    "tofu-real": {"forgotten_fraction_at_least": 0.9, "retain_ma_drop_at_most": 0.03,
-                  "general_ppl_increase_at_most": 0.05, "neurons_muted_fraction_at_most": 0.01},
-}
+from .worlds import World, WorldSpec, public_scores, world_spec
+from .worlds.base import SIZES
 
 
 @dataclass
 class DemoConfig:
+    """The demo on one world: the world's settings, NeuMuter's (``NeuMuterConfig``, its neighbours and anchors
+    included) and how long it may train under the world's Eq. 17 criterion (``schedule``). ``for_world``
+    gives each registered world's preset; the defaults are the real world's."""
+
     world: str = "real"
-    real: RealWorldConfig = field(default_factory=RealWorldConfig)
-    testbed: TestbedConfig = field(default_factory=TestbedConfig)
-    tofu: TofuWorldConfig = field(default_factory=TofuWorldConfig)
-    # NeuMuter's settings, its neighbours' included (K and r): the real-model preset
+    world_settings: Any = None  # the settings of the world ``world`` names; None: its default size
+    # NeuMuter's settings, its neighbours' included (K, r, anchors): the real-model preset
     neumuter: NeuMuterConfig = field(default_factory=lambda: NeuMuterConfig.real_model(progress=False))
     # NeuMuter trains until the world's Eq. 17 criterion holds (Appendix B.4), within this budget, as every
     # other method of ``compare`` does: the preset's epochs, the readout checked every 2
     schedule: CoefficientSchedule = field(
         default_factory=lambda: CoefficientSchedule.fixed(NeuMuterConfig.real_model().epochs, check_every=2))
-    # other memorized windows added to each forget sample's neighbours for the KL term (``neighbours.with_anchors``;
-    # the world's anchor texts, never the scored retain windows); a run with anchors is marked † like GD
-    anchors_per_sample: int = 0
     target_fraction: float = 0.9  # Eq. 17: the share of forget samples that must be forgotten
-    el_prefix_stride: int = 4  # people world: EL10 over every 4th prefix (the real world sets its own)
+    el_prefix_stride: int = 4  # EL10 over every 4th prefix, where the world's settings have no stride of their own
     attribution_baseline: bool = True
     curve_points: int = 6  # the operating-point curve's log-spaced counts (``operating_curve``); 0: none
     device: str = "cpu"  # where the world is built and scored and NeuMuter runs ("auto": GPU if any)
     utility: UtilityConfig | None = None  # the paper's utility benchmarks (``utility``), where their files are given
 
     def __post_init__(self):
+        if self.world_settings is None:
+            self.world_settings = world_spec(self.world).settings("default")
         self.check()
+
+    @classmethod
+    def for_world(cls, world: str = "real", size: str = "default", settings: Any = None, **fields) -> DemoConfig:
+        """The registered world's demo at ``size`` (``SIZES``): its settings (or ``settings``), its NeuMuter
+        preset and schedule, and ``fields`` on top."""
+        if size not in SIZES:
+            raise NeuMuterError(f"unknown size {size!r}: choose from {', '.join(SIZES)}")
+        spec = world_spec(world)
+        return cls(world=world, world_settings=settings if settings is not None else spec.settings(size),
+                   **{**spec.demo(size), **fields})
+
+    @property
+    def spec(self) -> WorldSpec:
+        return world_spec(self.world)
 
     def check(self) -> None:
         """Refuse a bad setting in one line; run again before work, since commands set fields after building."""
-        if self.world not in WORLD_NAMES:
-            raise NeuMuterError(f"unknown world {self.world!r}: choose from {', '.join(WORLD_NAMES)}")
-        if self.world == "tofu-real" and self.utility is not None:
-            raise NeuMuterError("--utility applies to the real and people worlds; the tofu-real world scores model "
-                                "utility TOFU's way")
+        spec = world_spec(self.world)
+        if self.utility is not None and not spec.takes_utility:
+            raise NeuMuterError(f"--utility does not apply to the {self.world} world: it scores model utility its own way")
         check_number("el_prefix_stride", self.el_prefix_stride, minimum=1, integer=True)
-        check_number("anchors_per_sample", self.anchors_per_sample, minimum=0, integer=True)
         check_number("target_fraction", self.target_fraction, above=0, maximum=1)
         check_number("curve_points", self.curve_points, minimum=0, integer=True)
         NeuMuterConfig.from_dict(self.neumuter.to_dict())
 
-    @classmethod
-    def people(cls) -> DemoConfig:
-        """The embedded testbed: MLM neighbours of every token (r = 1), the coefficient schedule until
-        every forget person meets Eq. 17 (Appendix B.4)."""
-        return cls(world="people", neumuter=NeuMuterConfig(batch_size=8, neighbours_per_sample=1, replacement_ratio=1.0,
-                                                           progress=False),
-                   schedule=CoefficientSchedule(), target_fraction=1.0, attribution_baseline=False)
-
-    @classmethod
-    def tiny(cls) -> DemoConfig:
-        """The people world at the reduced size the tests run (well under two minutes on 2 cores)."""
-        config = cls.people()
-        config.testbed = TestbedConfig.tiny()
-        config.neumuter.batch_size = 2
-        config.schedule = CoefficientSchedule(stage_epochs=25, max_stages=6, check_every=5)
-        config.el_prefix_stride = 8
-        config.curve_points = 3
-        return config
-
-    @classmethod
-    def real_tiny(cls) -> DemoConfig:
-        """The real-model world at the reduced size of the slow test."""
-        return cls(real=RealWorldConfig.tiny(), schedule=CoefficientSchedule.fixed(2, check_every=1),
-                   curve_points=3)
-
-    @classmethod
-    def tofu_real(cls, tofu: TofuWorldConfig | None = None) -> DemoConfig:
-        """The TOFU-style world with the real-model NeuMuter settings (a fine-tuned SmolLM2 is that model)."""
-        return cls(world="tofu-real", tofu=tofu or TofuWorldConfig(), neumuter=NeuMuterConfig.real_model(progress=False))
-
-    @property
-    def world_settings(self):
-        """The settings of the world ``world`` names."""
-        return {"real": self.real, "people": self.testbed, "tofu-real": self.tofu}[self.world]
+    def method_overrides(self) -> dict[str, dict]:
+        """``make_method`` overrides that the demo's settings give methods in a comparison: NeuMuter's."""
+        return {"neumuter": {**self.neumuter.to_dict(), "device": self.device, "schedule": self.schedule}}
 
 
 def prepare_world(config: DemoConfig, progress: bool = True, log: Callable[[str], None] = print) -> World:
     """The world ``config.world`` names, built or read from the cache."""
-    if config.world == "people":
-        return prepare_people_world(config.testbed, target_fraction=config.target_fraction,
-                                    el_prefix_stride=config.el_prefix_stride, progress=progress, log=log,
-                                    device=config.device, utility=config.utility)
-    if config.world == "tofu-real":
-        return prepare_tofu_world(config.tofu, target_fraction=config.target_fraction, progress=progress, log=log,
-                                  device=config.device)
-    return prepare_real_world(config.real, target_fraction=config.target_fraction, progress=progress, log=log,
-                              device=config.device, utility=config.utility)
+    return config.spec.prepare(config.world_settings, target_fraction=config.target_fraction,
+                               el_prefix_stride=config.el_prefix_stride, progress=progress, log=log,
+                               device=config.device, utility=config.utility)
 
 
 def demo_inputs(config: DemoConfig) -> dict[str, str]:
     """The files a run on ``config`` reads, which its output must never replace or lie inside."""
-    inputs = corpora.read_locations(list(config.real.forget), "--forget") if config.world == "real" else {}
+    inputs = dict(config.spec.inputs(config.world_settings))
     if config.utility is not None:
         inputs["--utility"] = config.utility.directory
     return inputs
@@ -164,12 +119,11 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
     world = prepare_world(config, progress, log)
     seconds["world"] = time.perf_counter() - start
 
-    start = time.perf_counter()
-    neighbours = neumuter_neighbours(world, config, world.forget_texts)
-    seconds["neighbours"] = time.perf_counter() - start
-
     method = neumuter_method(world, config, log, progress)
     neumuter_config = method.config
+    start = time.perf_counter()
+    neighbours = method.make_neighbours(world.forget_texts)
+    seconds["neighbours"] = time.perf_counter() - start
     run = method.run(world.load_model(), world.tokenizer, world.forget_texts, neighbours)
     seconds["neumuter"] = run.record.seconds
 
@@ -197,18 +151,22 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
         summary["per_sample"]["oracle"] = world.oracle["per_sample"]
     if config.attribution_baseline:
         start = time.perf_counter()
-        baseline = attribution_baseline(world, neumuter_config.layers, run.selection.neurons_muted_fraction, log)
-        summary["attribution"] = public_scores(world.evaluate(baseline))
+        baseline = make_method("attribution", layers=neumuter_config.layers,
+                               fraction=run.selection.neurons_muted_fraction).on_world(world)
+        result = baseline.unlearn(world.load_model(), world.tokenizer, world.forget_texts)
+        log(f"attribution baseline: {result.record.extra['neurons_muted']} neurons zeroed (forget/other ratio over "
+            f"{result.record.extra['reference_texts']} other memorized texts)")
+        summary["attribution"] = public_scores(world.evaluate(result.model))
         seconds["attribution_baseline"] = time.perf_counter() - start
     start = time.perf_counter()
     summary["generation_examples"] = _generation_examples(world, run.frozen)
     seconds["generation_examples"] = time.perf_counter() - start
-    summary["targets"] = _targets(config.world, summary)
+    summary["title"] = config.spec.title
+    summary["targets"] = check_targets(config.spec.targets, summary)
     summary["seconds"] = seconds
     summary["settings"] = {"world": asdict(config.world_settings),
                            "neumuter": neumuter_config.to_dict(),
-                           "schedule": config.schedule.to_dict(),
-                           "anchors_per_sample": config.anchors_per_sample, "target_fraction": config.target_fraction,
+                           "schedule": config.schedule.to_dict(), "target_fraction": config.target_fraction,
                            "el_prefix_stride": world.data.settings["el_prefix_stride"]}
     with output_directory(out, overwrite) as staging:
         write_json(staging / "metrics.json", summary)
@@ -233,29 +191,11 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
 
 def neumuter_method(world: World, config: DemoConfig, log: Callable[[str], None] = print,
                     progress: bool = False) -> NeuMuter:
-    """NeuMuter as ``demo`` and ``compare`` run it: under the world's criterion (Eq. 17) within
-    ``config.schedule``, its KL texts from ``neumuter_neighbours``, and under ``forget_tokens="distinct"``
-    the world's anchor texts as the reference of shared phrasing. Anchors in either role are retained text:
-    the run is marked †."""
+    """NeuMuter as the demo runs it on ``world`` (``NeuMuter.on_world``), with the demo's settings, schedule
+    and device."""
     neumuter_config = copy.deepcopy(config.neumuter)
     neumuter_config.progress, neumuter_config.device = progress, config.device
-    distinct = neumuter_config.forget_tokens == "distinct"
-    return NeuMuter(neumuter_config, stop_when=world.criterion, schedule=config.schedule, log=log,
-                    make_neighbours=lambda texts: neumuter_neighbours(world, config, texts),
-                    uses_retained_text=config.anchors_per_sample > 0 or distinct,
-                    token_reference=world.attribution_reference if distinct else None)
-
-
-def neumuter_neighbours(world: World, config: DemoConfig, texts) -> list[str]:
-    """NeuMuter's KL texts for ``texts``: the world's neighbours (``neighbours_per_sample`` per text, rewritten
-    at ``replacement_ratio``, both NeuMuter settings), and ``config.anchors_per_sample`` of the world's anchor
-    texts (``World.attribution_reference``) with each."""
-    settings = config.neumuter
-    neighbours = world.neighbours(texts, settings.neighbours_per_sample, settings.replacement_ratio, settings.seed)
-    if not config.anchors_per_sample:
-        return neighbours
-    return with_anchors(neighbours, settings.neighbours_per_sample, world.attribution_reference,
-                        config.anchors_per_sample)
+    return NeuMuter(neumuter_config, schedule=config.schedule, log=log).on_world(world)
 
 
 def _curve(world: World, run, points: int, log) -> list[dict]:
@@ -270,20 +210,6 @@ def _curve(world: World, run, points: int, log) -> list[dict]:
                            world.data, world.thresholds, counts, log, ranking=run.config.ranking)
 
 
-def attribution_baseline(world: World, layers, fraction: float, log=print):
-    """Section 3 of the real-model findings: per neuron of ``layers``, the forget set's share of
-    |activation x gradient| over its share on other memorized text; the top ``fraction`` of the model's FFN
-    neurons (NeuMuter's muted share, to compare at equal size) zeroed. Returns the frozen model."""
-    model = world.load_model()
-    reference = world.attribution_reference
-    forget = neuron_attribution(model, world.tokenizer, world.forget_texts, layers, batch_size=4)
-    other = neuron_attribution(model, world.tokenizer, reference, layers, batch_size=4)
-    selection = top_fraction_selection(model, attribution_ratio(forget, other).per_layer, fraction)
-    log(f"attribution baseline: {selection.neurons_muted} neurons zeroed (forget/other ratio over "
-        f"{len(reference)} other memorized texts)")
-    return freeze(model, selection)
-
-
 def _generation_examples(world: World, unlearned, count: int = 2) -> list[dict]:
     """Table 14: greedy continuations of the first 32 tokens of forget samples, before and after."""
     texts = world.example_texts[:count]
@@ -295,8 +221,9 @@ def _generation_examples(world: World, unlearned, count: int = 2) -> list[dict]:
             for b, a in zip(before, after)]
 
 
-def _targets(world: str, summary: dict) -> dict:
-    goals, before, after = TARGETS[world], summary["before"], summary["after"]
+def check_targets(goals: Mapping[str, float], summary: dict) -> dict:
+    """Each of the world's targets (``WorldSpec.targets``) with the demo's value and whether it was met."""
+    before, after = summary["before"], summary["after"]
     checks = {
         "forgotten_fraction": (after["forgotten_fraction"], "forgotten_fraction_at_least", ">="),
         "general_ppl_increase": (after["heldout_ppl"] / before["heldout_ppl"] - 1, "general_ppl_increase_at_most", "<="),
@@ -308,7 +235,7 @@ def _targets(world: str, summary: dict) -> dict:
             checks[f"{group}_ma_drop"] = (before[f"{group}_ma"] - after[f"{group}_ma"], goal, "<=")
     targets = {name: {"value": value, "target": f"{op} {goals[goal]}",
                       "met": value >= goals[goal] if op == ">=" else value <= goals[goal]}
-               for name, (value, goal, op) in checks.items()}
+               for name, (value, goal, op) in checks.items() if goal in goals}
     if "attribution" in summary:
         base = summary["attribution"]
         beats = (after["forget_ma"] < base["forget_ma"] and after["retain_ma"] >= base["retain_ma"]
@@ -357,10 +284,8 @@ def demo_report(summary: dict) -> str:
                  *("-" for c in columns if c == "oracle")])
     targets = [[name, t["value"] if isinstance(t["value"], str) else f"{t['value']:.4g}", t["target"],
                 "yes" if t["met"] else "**no**"] for name, t in summary["targets"].items()]
-    title = {"real": "the real model (SmolLM2-135M)", "tofu-real": "the TOFU-style world (SmolLM2-135M fine-tuned)",
-             "people": "the embedded people testbed"}[summary["world"]]
     parts = [
-        f"# NeuMuter on {title}",
+        f"# NeuMuter on {summary['title']}",
         f"Eq. 17 thresholds (held-out text, original model): MA {summary['thresholds']['ma']:.4f}, "
         f"EL10 {summary['thresholds']['el10']:.4f} (EL10 over every {summary['settings']['el_prefix_stride']}th "
         f"prefix). Muted {summary['neurons_muted']} FFN neurons ({100 * summary['neurons_muted_fraction']:.2f}%) "

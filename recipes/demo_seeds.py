@@ -64,8 +64,8 @@ def main() -> None:
     seeds = args.seeds
     configs = {}
     for seed in seeds:
-        config = DemoConfig.real_tiny() if args.size == "tiny" else DemoConfig()
-        config.neumuter.seed, config.anchors_per_sample = seed, args.anchors
+        config = DemoConfig.for_world("real", args.size)
+        config.neumuter.seed, config.neumuter.anchors_per_sample = seed, args.anchors
         config.curve_points, config.attribution_baseline = 0, False
         config.check()
         configs[seed] = config

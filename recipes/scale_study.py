@@ -9,7 +9,7 @@ default only in model size, and reports for each:
 - the demo's three targets (forgotten share, held-out PPL change, share of neurons muted) and the
   coefficients the schedule ended with;
 - forget / retain MA before, after and for the retrain oracle;
-- the forget/retain attribution ratio of the original model (``separability.attribution_ratio``), next to
+- the forget/retain attribution ratio of the original model (``methods.attribution.attribution_ratio``), next to
   its null between two halves of the retain people;
 - two masks of ``BUDGET`` (the target's 2%) of the neurons chosen by attribution: the highest forget
   attribution (no retain data, as NeuMuter) and the highest forget/retain ratio (uses the retain people):
@@ -31,10 +31,10 @@ from pathlib import Path
 
 from neumuter_interv.demo import DemoConfig, run_demo
 from neumuter_interv.errors import run_script
+from neumuter_interv.methods.attribution import attribution_ratio, neuron_attribution, top_fraction_selection
 from neumuter_interv.methods.neumuter.selection import freeze
 from neumuter_interv.output import check_writable, output_directory, read_kept_results, write_json
 from neumuter_interv.report import markdown_table, plot_grouped_bars
-from neumuter_interv.separability import attribution_ratio, neuron_attribution, top_fraction_selection
 from neumuter_interv.testbed import TestbedConfig
 from neumuter_interv.worlds import prepare_people_world, public_scores
 
@@ -57,10 +57,9 @@ BUDGET = 0.02
 
 def study_world(name: str, overrides: dict, work: Path, device: str) -> dict:
     start = time.perf_counter()
-    config = DemoConfig.people()
-    config.testbed, config.device = BASE.with_(**overrides), device
+    config = DemoConfig.for_world("people", settings=BASE.with_(**overrides), device=device)
     summary = run_demo(work / name, config, overwrite=True, progress=False, log=lambda message: print(f"  [{name}] {message}", flush=True))
-    world = prepare_people_world(config.testbed, el_prefix_stride=config.el_prefix_stride, progress=False,
+    world = prepare_people_world(config.world_settings, el_prefix_stride=config.el_prefix_stride, progress=False,
                                     log=lambda message: None, device=device)
     testbed, tokenizer = world.testbed, world.tokenizer
     model = testbed.load_model().to(device)

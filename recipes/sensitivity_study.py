@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from neumuter_interv.comparison import ComparisonConfig, budget_text
+from neumuter_interv.comparison import ComparisonConfig
 from neumuter_interv.demo import prepare_world
 from neumuter_interv.errors import NeuMuterError, run_script
 from neumuter_interv.methods.neumuter import NeuMuter, NeuMuterConfig
@@ -54,8 +54,7 @@ def main() -> None:
     except ValueError:
         raise NeuMuterError(f"--values must be {kind.__name__}s separated by commas, got {args.values!r}") from None
     utility = UtilityConfig(args.utility) if args.utility else None
-    config = ComparisonConfig.real_tiny() if args.size == "tiny" else ComparisonConfig.real(utility)
-    config.utility = utility
+    config = ComparisonConfig.for_world("real", args.size, utility=utility).demo  # the comparison's scoring settings
     config.check()
     for value in values:  # each studied value through the setting's own check, before any work
         if args.study == "forget-size":
@@ -63,8 +62,8 @@ def main() -> None:
         else:
             NeuMuterConfig.from_dict({**config.neumuter.to_dict(),
                                       ("neighbours_per_sample" if args.study == "neighbours" else "replacement_ratio"): value})
-    if args.study == "forget-size" and max(values) > config.real.max_forget_windows:
-        raise NeuMuterError(f"the world keeps at most {config.real.max_forget_windows} forget windows; "
+    if args.study == "forget-size" and max(values) > config.world_settings.max_forget_windows:
+        raise NeuMuterError(f"the world keeps at most {config.world_settings.max_forget_windows} forget windows; "
                             f"--values asks for {max(values)}")
     check_writable(args.out, args.overwrite, {"--utility": args.utility} if args.utility else None)
     start = time.perf_counter()
@@ -96,7 +95,7 @@ def main() -> None:
     report = "\n\n".join([
         f"# Sensitivity to {label} (cf. {paper} of Hou et al., 2025), real world",
         f"World: {results['world']}. NeuMuter at the demo's settings, until Eq. 17 holds "
-        f"({budget_text('neumuter', config)}, readout {config.neumuter.selection}); K = {config.neumuter.neighbours_per_sample} and r = "
+        f"({NeuMuter(config.neumuter, schedule=config.schedule, stop_when=world.criterion).budget()}, readout {config.neumuter.selection}); K = {config.neumuter.neighbours_per_sample} and r = "
         f"{config.neumuter.replacement_ratio} unless studied. {results['seconds'] / 60:.1f} minutes in all.",
         markdown_table(header, rows),
         "`sensitivity.png`: forget MA against retain MA and utility, one point per value.",

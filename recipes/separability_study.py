@@ -8,7 +8,7 @@ real SmolLM2-135M (``tofu-smollm2``: fine-tuned on 60 fictitious people, forget1
 recipe measures:
 
 - before unlearning: the per-neuron forget/retain attribution(-share) ratio on the original model
-  (``separability.attribution_ratio``), next to a null ratio between two halves of the retain people,
+  (``methods.attribution.attribution_ratio``), next to a null ratio between two halves of the retain people,
   i.e. what the ratio looks like when no neuron can be specific;
 - after one NeuMuter run with the same fixed setting in every world (no schedule, so the worlds are
   compared at equal effort): which masks forget whom. The trained gates are read out twice: by the
@@ -40,17 +40,13 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from neumuter_interv.errors import run_script
+from neumuter_interv.methods.attribution import attribution_ratio, neuron_attribution, top_fraction_selection
 from neumuter_interv.methods.neumuter import NeuMuter, NeuMuterConfig
 from neumuter_interv.methods.neumuter.selection import freeze, select_neurons
 from neumuter_interv.metrics import memorization_accuracy
 from neumuter_interv.output import check_writable, output_directory, read_kept_results, write_json
 from neumuter_interv.report import markdown_table, plot_grouped_bars
-from neumuter_interv.separability import (
-    attribution_ratio,
-    neuron_attribution,
-    specificity,
-    top_fraction_selection,
-)
+from neumuter_interv.separability import specificity
 from neumuter_interv.testbed import TestbedConfig
 from neumuter_interv.worlds import (
     TofuWorldConfig,

@@ -35,7 +35,7 @@ from neumuter_interv.report import markdown_table
 
 
 def _anchors(config: DemoConfig) -> None:
-    config.anchors_per_sample = 1
+    config.neumuter.anchors_per_sample = 1
 
 
 def _distinct(config: DemoConfig) -> None:
@@ -73,7 +73,7 @@ def main() -> None:
     configs = {}
     for name in names:
         for seed in seeds:
-            config = DemoConfig.real_tiny() if args.size == "tiny" else DemoConfig()
+            config = DemoConfig.for_world("real", args.size)
             config.neumuter.seed = seed
             config.curve_points, config.attribution_baseline = 0, False
             VARIANTS[name](config)

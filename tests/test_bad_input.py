@@ -315,7 +315,7 @@ CASES = {
     "WORLD_SIZE=abc": Case(unlearn(), "WORLD_SIZE='abc' is not an integer", env=(("WORLD_SIZE", "abc"),)),
     "WORLD_SIZE=2 alone": Case(unlearn(), "RANK, MASTER_ADDR, MASTER_PORT are not", env=(("WORLD_SIZE", "2"),)),
     "demo --forget with the people world": Case(("demo", "--world", "people", "--forget", "x", "--out", "{out}"),
-                                                "--forget applies to the real world only"),
+                                                "--forget applies to the real world, not the people world"),
 }
 if os.geteuid() != 0:  # root may create entries in a directory of mode 0500
     CASES["an output in a read-only directory"] = Case(unlearn(out="{root}/read-only/run"), "cannot create entries")

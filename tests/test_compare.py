@@ -112,13 +112,13 @@ def test_neumuter_runs_under_the_same_criterion_as_every_other_method():
 
     from neumuter_interv.comparison import ComparisonConfig, build_method
 
-    world = SimpleNamespace(criterion=object(), neighbours=lambda *args: [])
-    for config in (ComparisonConfig.real(), ComparisonConfig.tiny()):
+    world = SimpleNamespace(criterion=object(), neighbours=lambda *args: [], attribution_reference=[])
+    for config in (ComparisonConfig.for_world("real"), ComparisonConfig.for_world("people", "tiny")):
         for name in ("neumuter", "ga", "npo", "kl"):
-            method = build_method(name, world, config, log=lambda message: None)
+            method = build_method(name, world, config)
             stop = method.stop_when if name == "neumuter" else method.settings.stop_when
-            assert stop is world.criterion, (name, config.world)
-    real = build_method("neumuter", world, ComparisonConfig.real(), log=lambda message: None)
+            assert stop is world.criterion, (name, config.demo.world)
+    real = build_method("neumuter", world, ComparisonConfig.for_world("real"))
     assert real.config.selection == "smallest" and real.schedule.max_stages == 1  # the paper's fixed coefficients
 
 
@@ -129,5 +129,5 @@ def test_a_neumuter_run_with_anchors_is_marked_like_the_retain_set_methods(tmp_p
                      "--no-progress"])
     assert code == 0
     summary = json.loads((out / "comparison.json").read_text())
-    assert summary["methods"]["neumuter"]["uses_retain_set"] and summary["settings"]["anchors_per_sample"] == 1
+    assert summary["methods"]["neumuter"]["uses_retain_set"] and summary["settings"]["neumuter"]["anchors_per_sample"] == 1
     assert "| NeuMuter† |" in (out / "comparison.md").read_text()

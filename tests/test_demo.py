@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
-    summary = run_demo(out, DemoConfig.tiny(), progress=False, log=lambda message: None)
+    summary = run_demo(out, DemoConfig.for_world("people", "tiny"), progress=False, log=lambda message: None)
     return out, summary
 
 
@@ -85,8 +85,9 @@ def test_the_neumuter_program_runs_in_its_own_process_and_fails_in_one_line(tmp_
 def test_a_warm_run_reads_the_thresholds_and_reference_scores_from_the_world_cache(demo, monkeypatch):
     from neumuter_interv.worlds import people
 
-    settings = dict(el_prefix_stride=DemoConfig.tiny().el_prefix_stride, progress=False, log=lambda message: None)
-    first = people.prepare_people_world(DemoConfig.tiny().testbed, **settings)
+    tiny = DemoConfig.for_world("people", "tiny")
+    settings = dict(el_prefix_stride=tiny.el_prefix_stride, progress=False, log=lambda message: None)
+    first = people.prepare_people_world(tiny.world_settings, **settings)
     assert list((first.testbed.root / "scores").glob("reference-*.json"))
 
     def must_not_run(*args, **kwargs):
@@ -94,7 +95,7 @@ def test_a_warm_run_reads_the_thresholds_and_reference_scores_from_the_world_cac
 
     monkeypatch.setattr(people, "evaluate", must_not_run)
     monkeypatch.setattr(people, "thresholds", must_not_run)
-    second = people.prepare_people_world(DemoConfig.tiny().testbed, **settings)
+    second = people.prepare_people_world(tiny.world_settings, **settings)
     assert second.thresholds == first.thresholds
     assert second.original == first.original and second.oracle == first.oracle
 

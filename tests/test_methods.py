@@ -29,8 +29,13 @@ FAST = {
     "ig": dict(steps=5, positions_per_sample=4, neurons_per_round=40, max_neurons=200, device="cpu"),
     "grun": dict(learning_rate=1e-2, max_epochs=20, device="cpu"),
     "lunar": dict(coefficient=4.0, device="cpu"),
+    "attribution": dict(fraction=0.3, layers="all", reference_texts=tuple(RETAIN)),
 }
 COMPARISON_METHODS = [name for name in METHODS if name != "neumuter"]
+# zeroing 30% of a tiny model's FFN neurons by attribution moves its forget loss 0.004 -> 0.06 (the model is
+# redundant and nothing is trained); the real-world tests run the baseline at NeuMuter's share
+MIN_RISE = {"attribution": 0.05}
+REFERENCE_TEXT_METHODS = {"attribution"}  # no retain set to train on, but retained text in its settings: marked †
 
 
 def forget_loss(model, tokenizer) -> float:
@@ -43,7 +48,8 @@ def logits(model, tokenizer, texts) -> torch.Tensor:
 
 
 def test_registry_covers_every_method_with_paper_defaults():
-    assert set(METHODS) == {"neumuter", "ga", "sga", "ta", "di", "ig", "gd", "kl", "npo", "grun", "lunar"}
+    assert set(METHODS) == {"neumuter", "attribution", "ga", "sga", "ta", "di", "ig", "gd", "kl", "npo", "grun",
+                            "lunar"}
     assert set(FAST) == set(COMPARISON_METHODS)
     assert make_method("ga").settings.learning_rate == 5e-5
     assert (make_method("sga").settings.memorization_limit, make_method("sga").settings.top_k) == (0.70, 1)
@@ -64,14 +70,14 @@ def test_method_unlearns_saves_and_evaluates(name, memorized, memorized_dir, tmp
     result = method.unlearn(model, tokenizer, FORGET, RETAIN if method.needs_retain else None)
 
     after = forget_loss(result.model, tokenizer)
-    assert after > before + 0.5, f"{name}: forget loss {before:.3f} -> {after:.3f}"
+    assert after > before + MIN_RISE.get(name, 0.5), f"{name}: forget loss {before:.3f} -> {after:.3f}"
 
     record = result.record
     assert record.method == name
     assert record.seconds > 0 and record.steps > 0
     assert record.total_parameters == sum(p.numel() for p in model.parameters())
     assert 0 <= record.trainable_parameters <= record.total_parameters or name == "grun"
-    assert record.uses_retain_set == method.needs_retain
+    assert record.uses_retain_set == (method.needs_retain or name in REFERENCE_TEXT_METHODS)
 
     expected = logits(result.model, tokenizer, RETAIN)
     fresh = transformers.AutoModelForCausalLM.from_pretrained(memorized_dir).eval()

@@ -97,9 +97,10 @@ def test_the_readout_never_mutes_past_its_cap(make_model):
     assert criterion.asked == [("necessary", 12)]  # nothing under the cap can pass when the cap does not
 
 
-def test_smallest_needs_a_criterion():
-    with pytest.raises(NeuMuterError, match="smallest"):
-        NeuMuter(NeuMuterConfig(selection="smallest"))
+def test_smallest_needs_a_criterion(memorized):
+    model, tokenizer = memorized
+    with pytest.raises(NeuMuterError, match="smallest"):  # refused before any work
+        NeuMuter(NeuMuterConfig(selection="smallest", progress=False)).run(model, tokenizer, FORGET[:1])
 
 
 def test_a_run_trains_until_a_mask_within_the_cap_meets_the_criterion(memorized):

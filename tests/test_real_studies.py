@@ -34,7 +34,7 @@ def validation(tmp_path_factory):
 def compared(tmp_path_factory, validation):
     out = tmp_path_factory.mktemp("compare-real") / "out"
     with contextlib.redirect_stdout(io.StringIO()):
-        code = main(["compare", "--world", "real", "--size", "tiny", "--methods", "neumuter,gd",
+        code = main(["compare", "--world", "real", "--size", "tiny", "--methods", "neumuter,attribution,gd",
                      "--utility", str(validation), "--out", str(out), "--no-progress"])
     assert code == 0
     return out, json.loads((out / "comparison.json").read_text())
@@ -47,8 +47,9 @@ def test_compare_on_the_real_world_runs_neumuter_its_attribution_baseline_and_th
     assert all("evaluation" in entry for entry in summary["methods"].values())
     attribution = summary["methods"]["attribution"]["record"]["extra"]
     assert summary["methods"]["neumuter"]["record"]["extra"]["neurons_muted_fraction"] > 0
-    assert attribution == {} or attribution  # the baseline's own record; its share is NeuMuter's (budget text)
-    assert "% of the FFN neurons (NeuMuter's)" in summary["methods"]["attribution"]["budget"]
+    assert attribution["neurons_muted"] == summary["methods"]["neumuter"]["record"]["extra"]["neurons_muted"]
+    assert "% of the FFN neurons (neumuter's neurons_muted_fraction, neumuter's layers)" in \
+        summary["methods"]["attribution"]["budget"]
 
 
 def test_the_real_comparison_marks_retain_set_methods_and_reports_utility(compared):

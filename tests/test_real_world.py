@@ -20,7 +20,7 @@ except NeuMuterError as error:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("real-demo") / "out"
-    summary = run_demo(out, DemoConfig.real_tiny(), progress=False, log=lambda message: None)
+    summary = run_demo(out, DemoConfig.for_world("real", "tiny"), progress=False, log=lambda message: None)
     return out, summary
 
 

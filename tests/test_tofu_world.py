@@ -109,7 +109,8 @@ def test_demo_compare_and_table13_run_on_the_tofu_world(world, base_dir, tmp_pat
     assert main(["demo", *common, "--out", str(tmp_path / "demo")]) in (0, 1)
     demo = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert demo["world"] == "tofu-real" and "model_utility" in demo["after"] and "oracle" in demo
-    assert main(["compare", *common, "--methods", "neumuter,gd", "--out", str(tmp_path / "compare")]) == 0
+    assert (tmp_path / "demo" / "report.md").read_text().startswith("# NeuMuter on the TOFU-style world")
+    assert main(["compare", *common, "--methods", "neumuter,attribution,gd", "--out", str(tmp_path / "compare")]) == 0
     report = (tmp_path / "compare" / "comparison.md").read_text()
     assert "model utility (TOFU)" in report and "truth ratios (Eq. 19)" in report
 
@@ -153,7 +154,7 @@ def run_table13(*args: str) -> subprocess.CompletedProcess:
 
 def test_tofu_options_are_refused_elsewhere_and_tiny_needs_a_base(tmp_path, capsys):
     assert main(["demo", "--world", "people", "--forget-percent", "5", "--out", str(tmp_path / "x")]) == 2
-    assert "apply to the tofu-real world only" in capsys.readouterr().err
+    assert "--forget-percent applies to the tofu-real world, not the people world" in capsys.readouterr().err
     assert main(["compare", "--world", "tofu-real", "--size", "tiny", "--out", str(tmp_path / "y")]) == 2
     assert "needs --base" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -36,9 +36,10 @@ def test_skipped_tokens_are_no_targets_of_the_loss_and_do_not_count_in_its_mean(
     assert all_counts == [(5, 0)]  # without targets: every token but the first of each sample
 
 
-def test_distinct_needs_reference_texts_and_a_meaningful_ngram():
-    with pytest.raises(NeuMuterError, match="token_reference"):
-        NeuMuter(NeuMuterConfig(forget_tokens="distinct"))
+def test_distinct_needs_reference_texts_and_a_meaningful_ngram(memorized):
+    model, tokenizer = memorized
+    with pytest.raises(NeuMuterError, match="token_reference"):  # refused before any work
+        NeuMuter(NeuMuterConfig(forget_tokens="distinct", progress=False)).run(model, tokenizer, FORGET[:1])
     with pytest.raises(NeuMuterError, match="distinct_ngram"):
         NeuMuterConfig(forget_tokens="distinct", distinct_ngram=1)
     with pytest.raises(NeuMuterError, match="forget_tokens"):
@@ -73,7 +74,7 @@ def test_the_gates_train_on_the_selected_tokens_only(memorized):
 def test_neumuter_with_the_worlds_anchors_in_either_role_is_marked_as_using_retained_text(settings):
     world = SimpleNamespace(criterion=object(), neighbours=lambda *args: [], attribution_reference=["other licence"])
     config = DemoConfig()
-    config.anchors_per_sample = settings.get("anchors_per_sample", 0)
+    config.neumuter.anchors_per_sample = settings.get("anchors_per_sample", 0)
     config.neumuter.forget_tokens = settings.get("forget_tokens", "all")
     method = neumuter_method(world, config)
     assert method.uses_retained_text

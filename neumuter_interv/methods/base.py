@@ -12,7 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import psutil
@@ -49,15 +49,49 @@ class UnlearningResult:
     record: UnlearningRecord
 
 
+@dataclass(frozen=True)
+class MatchedTo:
+    """A setting taken from another method's run in the same comparison: ``record.extra[key]`` of the method
+    named ``method`` (the attribution baseline mutes NeuMuter's share of neurons, in NeuMuter's layers)."""
+
+    method: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.method}'s {self.key}"
+
+
 class UnlearningMethod(ABC):
-    """An unlearning method with its settings fixed at construction."""
+    """An unlearning method with its settings fixed at construction (``self.settings``, a dataclass)."""
 
     name: str = "method"
     needs_retain: bool = False  # GD and KL train on the retain set; NeuMuter's point is that it does not
+    settings: Any = None
+
+    @classmethod
+    def from_overrides(cls, settings_class: type, overrides: dict) -> UnlearningMethod:
+        """The method with ``settings_class(**overrides)`` (``methods.registry.make_method``)."""
+        return cls(settings_class(**overrides))
 
     @abstractmethod
     def unlearn(self, model, tokenizer, forget_texts: Sequence[str], retain_texts: Sequence[str] | None = None) -> UnlearningResult:
         """Unlearn ``forget_texts`` from ``model``; may modify ``model`` in place (callers pass a copy)."""
+
+    def on_world(self, world) -> UnlearningMethod:
+        """This method bound to ``world`` (``worlds.World``), as the demo and ``compare`` run it: by default its
+        settings' ``stop_when`` becomes the world's Eq. 17 criterion, where it has one. A method that uses more
+        of a world (neighbours, reference texts) overrides this."""
+        if self.settings is not None and "stop_when" in {f.name for f in fields(self.settings)}:
+            self.settings = replace(self.settings, stop_when=world.criterion)
+        return self
+
+    def settings_dict(self) -> dict:
+        """The settings as JSON-able values (the stop criterion is the world's, not a setting)."""
+        return {f.name: getattr(self.settings, f.name) for f in fields(self.settings) if f.name != "stop_when"}
+
+    def budget(self) -> str | None:
+        """How long the method may run, in words, where its settings do not say it plainly (None)."""
+        return None
 
 
 @contextmanager

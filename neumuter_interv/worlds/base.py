@@ -11,12 +11,14 @@ pretrained model fine-tuned here on fictitious people, with a retrain oracle per
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .. import evaluation as evaluation_module
 from .. import metrics as metrics_module
@@ -123,3 +125,48 @@ def cached_reference_scores(root: Path, data: EvaluationSet, compute: Callable[[
                                                                          utility_module))
     key = hashlib.sha256(code + json.dumps(data.settings, sort_keys=True).encode()).hexdigest()[:20]
     return cached_json(root / "scores" / f"reference-{key}.json", compute)
+
+
+SIZES = ("default", "tiny")
+
+
+def _no_inputs(settings) -> dict[str, str]:
+    return {}
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """One world as the harness sees it.
+
+    ``settings(size)`` is the world's settings dataclass at ``size`` (``SIZES``). ``prepare(settings, *,
+    target_fraction, el_prefix_stride, progress, log, device, utility)`` builds the world (or reads it from the
+    cache). ``demo(size)`` holds the ``DemoConfig`` fields this world sets (NeuMuter's settings, its schedule,
+    the Eq. 17 target, ...); ``comparison(size)`` the ``ComparisonConfig`` ones (``budgets``) and changes to the
+    world's settings for a comparison (``world_settings``: e.g. bf16 scoring so that eleven methods fit a CPU
+    budget). ``targets`` are the demo's success criteria (``demo.check_targets``); ``retain_set`` says what a
+    method with a retain set trains on here. ``add_arguments`` adds the world's own CLI options (their
+    ``dest`` names in ``options``); ``from_arguments(args, size)`` reads its settings from them."""
+
+    name: str
+    title: str  # report heading: "NeuMuter on <title>"
+    help: str  # one line for --world
+    settings: Callable[[str], Any]
+    prepare: Callable[..., World]
+    demo: Callable[[str], dict] = lambda size: {}
+    comparison: Callable[[str], dict] = lambda size: {}
+    targets: Mapping[str, float] = field(default_factory=dict)
+    retain_set: str = "the world's retain texts"
+    seed_setting: str | None = None  # the field of the settings that ``--seed`` sets (None: the world has none)
+    takes_utility: bool = True  # whether the paper's utility benchmarks (``--utility``) apply
+    inputs: Callable[[Any], dict[str, str]] = _no_inputs  # option -> file a run reads (never to be overwritten)
+    add_arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
+    options: tuple[str, ...] = ()
+    from_arguments: Callable[[argparse.Namespace, str], Any] | None = None
+
+    def settings_from(self, args: argparse.Namespace, size: str) -> Any:
+        """The world's settings from a command line (its own options, or the size preset without any)."""
+        return self.from_arguments(args, size) if self.from_arguments else self.settings(size)

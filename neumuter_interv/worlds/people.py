@@ -22,7 +22,7 @@ from ..neighbours import generate_neighbours
 from ..stopping import ForgettingCriterion
 from ..testbed import Testbed, TestbedConfig, build_testbed
 from ..utility import UtilityConfig, load_utility
-from .base import World, cached_reference_scores
+from .base import World, WorldSpec, cached_reference_scores
 
 
 @dataclass
@@ -83,3 +83,40 @@ def _reference_scores(testbed: Testbed, tokenizer, data: EvaluationSet, device: 
         return {"thresholds": limits, "original": original, "oracle": oracle}
 
     return cached_reference_scores(testbed.root, data, compute)
+
+
+def _demo_settings(size: str) -> dict:
+    """MLM neighbours of every token (r = 1), the coefficient schedule until every forget person meets Eq. 17
+    (Appendix B.4); tiny: the tests' size (well under two minutes on 2 cores)."""
+    from ..methods.neumuter import CoefficientSchedule, NeuMuterConfig
+
+    settings = {"neumuter": NeuMuterConfig(batch_size=8, neighbours_per_sample=1, replacement_ratio=1.0, progress=False),
+                "schedule": CoefficientSchedule(), "target_fraction": 1.0, "attribution_baseline": False}
+    if size == "tiny":
+        settings["neumuter"].batch_size = 2
+        settings.update(schedule=CoefficientSchedule(stage_epochs=25, max_stages=6, check_every=5), el_prefix_stride=8,
+                        curve_points=3)
+    return settings
+
+
+def _comparison_settings(size: str) -> dict:
+    from ..methods.registry import method_budgets
+
+    if size == "tiny":
+        return {"budgets": method_budgets(fine_tuning_epochs=20, ig_positions_per_sample=4, ig_max_neurons=100)}
+    return {"budgets": method_budgets()}
+
+
+SPEC = WorldSpec(
+    name="people",
+    title="the embedded people testbed",
+    help="a tiny GPT-Neo trained here on fictitious people, with its retrain oracle",
+    settings=lambda size: TestbedConfig.tiny() if size == "tiny" else TestbedConfig(),
+    prepare=prepare_people_world,
+    demo=_demo_settings,
+    comparison=_comparison_settings,
+    targets={"forgotten_fraction_at_least": 0.9, "general_ppl_increase_at_most": 0.10,
+             "neurons_muted_fraction_at_most": 0.02},
+    retain_set="the retain people",
+    seed_setting="seed",
+)

@@ -48,7 +48,7 @@ from ..scan import (
 )
 from ..stopping import ForgettingCriterion
 from ..utility import UtilityConfig, load_utility
-from .base import World, cached_reference_scores
+from .base import World, WorldSpec, cached_reference_scores
 
 MIT_MARKER = "Permission is hereby granted, free of charge"
 BUILD_VERSION = 2  # part of the cache key: bump when the way groups are built changes
@@ -335,3 +335,56 @@ def _reference_scores(model, tokenizer, data: EvaluationSet, root: Path) -> dict
         return {"thresholds": limits, "original": evaluate(model, tokenizer, data, limits)}
 
     return cached_reference_scores(root, data, compute)
+
+
+def _demo_settings(size: str) -> dict:
+    from ..methods.neumuter import CoefficientSchedule
+
+    return {"schedule": CoefficientSchedule.fixed(2, check_every=1), "curve_points": 3} if size == "tiny" else {}
+
+
+def _comparison_settings(size: str) -> dict:
+    """Tiny: two-epoch budgets. Default: every forward in bf16 autocast where the CPU has it and scoring batches
+    of 32 (EL10's greedy decoding is bound by per-step overhead on a CPU), so that eleven methods fit a CPU
+    budget (``real_model_budgets``)."""
+    from ..methods.registry import method_budgets, real_model_budgets
+
+    if size == "tiny":
+        return {"budgets": method_budgets(fine_tuning_epochs=2, ig_positions_per_sample=2, ig_max_neurons=20,
+                                          dtype="auto")}
+    return {"budgets": real_model_budgets(), "world_settings": {"dtype": "auto", "batch_size": 32}}
+
+
+def _add_arguments(parser) -> None:
+    parser.add_argument("--forget", nargs="+", metavar="PATH",
+                        help="real world: files, directories or globs of the document to forget (default: the MIT "
+                             "licence as installed packages ship it)")
+
+
+def _from_arguments(args, size: str) -> RealWorldConfig:
+    settings = RealWorldConfig.tiny() if size == "tiny" else RealWorldConfig()
+    if getattr(args, "forget", None):
+        settings.forget = tuple(args.forget)
+    return settings
+
+
+SPEC = WorldSpec(
+    name="real",
+    title="the real model (SmolLM2-135M)",
+    help="SmolLM2-135M and texts it memorized, found on this machine (default of the demo)",
+    settings=lambda size: RealWorldConfig.tiny() if size == "tiny" else RealWorldConfig(),
+    prepare=lambda settings, *, el_prefix_stride, **common: prepare_real_world(settings, **common),
+    demo=_demo_settings,
+    comparison=_comparison_settings,
+    # issue 24's targets for the demo
+    targets={"forgotten_fraction_at_least": 0.9, "retain_licences_ma_drop_at_most": 0.05,
+             "retain_other_ma_drop_at_most": 0.01, "heldout_ma_drop_at_most": 0.01,
+             "general_ppl_increase_at_most": 0.03, "neurons_muted_fraction_at_most": 0.01},
+    retain_set="the retain-memorized windows (also scored as retain MA) and as many documentation passages unlike "
+               "the scored general text; the attribution baseline ranks neurons against other memorized windows, "
+               "not scored",
+    inputs=lambda settings: corpora.read_locations(list(settings.forget), "--forget"),
+    add_arguments=_add_arguments,
+    options=("forget",),
+    from_arguments=_from_arguments,
+)

@@ -44,7 +44,7 @@ from ..testbed.corpus import general_corpus
 from ..testbed.people import biography, make_people, qa_pairs, with_truth_probes
 from ..testbed.training import train_causal_lm
 from ..validation import check_number
-from .base import World, cached_reference_scores
+from .base import World, WorldSpec, cached_reference_scores
 
 BUILD_VERSION = 2  # part of the cache key: bump when the way the world is built changes
 FORGET_PERCENTS = (1, 5, 10)  # TOFU's forget01, forget05, forget10
@@ -306,3 +306,59 @@ def _reference_perplexity(root: Path, base, tokenizer, general: list[str], confi
             return metrics.perplexity(base, tokenizer, general, batch_size=config.score_batch_size)
 
     return cached_json(path, compute)
+
+
+def _settings(size: str) -> TofuWorldConfig:
+    if size == "tiny":
+        raise NeuMuterError("the tofu-real world at size tiny needs a small pretrained base model: --size tiny needs "
+                            "--base (TofuWorldConfig.tiny(base))")
+    return TofuWorldConfig()
+
+
+def _demo_settings(size: str) -> dict:
+    from ..methods.neumuter import CoefficientSchedule
+
+    return {"schedule": CoefficientSchedule.fixed(2, check_every=1)} if size == "tiny" else {}
+
+
+def _comparison_settings(size: str) -> dict:
+    """The real world's budgets (the same SmolLM2, fine-tuned); tiny: two-epoch budgets."""
+    from ..methods.registry import method_budgets, real_model_budgets
+
+    if size == "tiny":
+        return {"budgets": method_budgets(fine_tuning_epochs=2, ig_positions_per_sample=2, ig_max_neurons=20)}
+    return {"budgets": real_model_budgets()}
+
+
+def _add_arguments(parser) -> None:
+    parser.add_argument("--base", help="tofu-real world: the pretrained model to fine-tune, a directory or Hub id "
+                                       "(default: the packaged SmolLM2-135M)")
+    parser.add_argument("--forget-percent", type=int, choices=FORGET_PERCENTS, default=10,
+                        help="tofu-real world: TOFU's split, the share of the fictitious people to forget")
+
+
+def _from_arguments(args, size: str) -> TofuWorldConfig:
+    if size == "tiny":
+        if not args.base:
+            raise NeuMuterError("--size tiny on the tofu-real world needs --base, a small pretrained model")
+        return TofuWorldConfig.tiny(args.base, forget_percent=args.forget_percent)
+    return TofuWorldConfig(base=args.base, forget_percent=args.forget_percent)
+
+
+SPEC = WorldSpec(
+    name="tofu-real",
+    title="the TOFU-style world (SmolLM2-135M fine-tuned)",
+    help="SmolLM2-135M fine-tuned on fictitious people, with its retrain oracle per TOFU split",
+    settings=_settings,
+    prepare=lambda settings, *, el_prefix_stride, utility, **common: prepare_tofu_world(settings, **common),
+    demo=_demo_settings,
+    comparison=_comparison_settings,
+    targets={"forgotten_fraction_at_least": 0.9, "retain_ma_drop_at_most": 0.03,
+             "general_ppl_increase_at_most": 0.05, "neurons_muted_fraction_at_most": 0.01},
+    retain_set="the retain people",
+    seed_setting="seed",
+    takes_utility=False,
+    add_arguments=_add_arguments,
+    options=("base", "forget_percent"),
+    from_arguments=_from_arguments,
+)

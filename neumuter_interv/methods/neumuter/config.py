@@ -71,6 +71,10 @@ class NeuMuterConfig:
     neighbours_per_sample: int = 1
     replacement_ratio: float = 0.5
     neighbour_top_k: int = 50
+    # on a world (``NeuMuter.on_world``): this many of its anchor texts (other memorized windows, never the
+    # scored retain ones) added to each forget sample's KL texts (``neighbours.with_anchors``); retained
+    # text, so a run with anchors is marked † like the methods with a retain set
+    anchors_per_sample: int = 0
     # gate noise of a step: "shared" (default) draws one sample for the joint forget + neighbour forward;
     # "official" draws one for the forget rows and another for the neighbour rows, as the official code's
     # two forwards do (same objective in expectation, another estimator of its gradient: README)
@@ -90,6 +94,7 @@ class NeuMuterConfig:
         for name in ("epochs", "batch_size", "neighbours_per_sample", "neighbour_top_k"):
             check_number(name, getattr(self, name), minimum=1, integer=True)
         check_number("seed", self.seed, minimum=0, integer=True)
+        check_number("anchors_per_sample", self.anchors_per_sample, minimum=0, integer=True)
         check_number("reference_cache_bytes", self.reference_cache_bytes, minimum=0, integer=True)
         check_number("learning_rate", self.learning_rate, above=0)
         check_number("stop_loss", self.stop_loss, minimum=0)

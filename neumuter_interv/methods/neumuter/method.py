@@ -181,12 +181,6 @@ class NeuMuter(UnlearningMethod):
         every report marks it as it marks the methods with a retain set. ``token_reference``: the texts whose
         n-grams the ascent skips under ``config.forget_tokens="distinct"`` (``token_selection``)."""
         self.config = config or NeuMuterConfig()
-        if self.config.forget_tokens == "distinct" and not token_reference:
-            raise NeuMuterError("forget_tokens 'distinct' skips the forget tokens whose n-gram occurs in reference texts: "
-                                "give NeuMuter some (token_reference=[...]), or use forget_tokens 'all'")
-        if self.config.selection == "smallest" and stop_when is None:
-            raise NeuMuterError("selection 'smallest' searches for the fewest neurons that meet a stopping criterion: "
-                                "give NeuMuter one (stop_when=...), or choose threshold, energy, top_k or fraction")
         self.on_epoch_end = on_epoch_end
         self.log = log
         self.stop_when = stop_when
@@ -195,11 +189,58 @@ class NeuMuter(UnlearningMethod):
         self.uses_retained_text = uses_retained_text
         self.token_reference = list(token_reference or [])
 
+    @classmethod
+    def from_overrides(cls, settings_class: type, overrides: dict) -> NeuMuter:
+        """``make_method("neumuter", ...)``: ``NeuMuterConfig`` fields, and ``schedule``, the training budget
+        under a stopping criterion (``CoefficientSchedule``)."""
+        overrides = dict(overrides)
+        schedule = overrides.pop("schedule", None)
+        return cls(settings_class(**overrides), schedule=schedule)
+
+    def on_world(self, world) -> NeuMuter:
+        """NeuMuter as the demo and ``compare`` run it on ``world``: until the world's Eq. 17 criterion holds
+        (within ``schedule``), its KL texts the world's neighbours (``neighbours_per_sample`` per sample,
+        rewritten at ``replacement_ratio``) plus ``anchors_per_sample`` of its anchor texts, and under
+        ``forget_tokens="distinct"`` those anchor texts as the reference of shared phrasing. Anchors in
+        either role are retained text: the run is marked †."""
+        from ...neighbours import with_anchors
+
+        config = self.config
+        distinct = config.forget_tokens == "distinct"
+
+        def world_neighbours(texts: Sequence[str]) -> list[str]:
+            neighbours = world.neighbours(texts, config.neighbours_per_sample, config.replacement_ratio, config.seed)
+            if not config.anchors_per_sample:
+                return neighbours
+            return with_anchors(neighbours, config.neighbours_per_sample, world.attribution_reference,
+                                config.anchors_per_sample)
+
+        self.stop_when, self.make_neighbours = world.criterion, world_neighbours
+        self.uses_retained_text = config.anchors_per_sample > 0 or distinct
+        self.token_reference = list(world.attribution_reference) if distinct else []
+        return self
+
+    def settings_dict(self) -> dict:
+        return {"neumuter": self.config.to_dict(), "schedule": self.schedule.to_dict()}
+
+    def budget(self) -> str:
+        if self.stop_when is None:
+            return f"{self.config.epochs} epochs"
+        stages = self.schedule.max_stages
+        return (f"≤ {stages} stages × " if stages > 1 else "≤ ") + f"{self.schedule.stage_epochs} epochs"
+
     def run(self, model, tokenizer, forget_texts: Sequence[str], neighbour_texts: Sequence[str] | None = None) -> NeuMuterRun:
         """Localize, select and freeze. ``neighbour_texts`` holds k neighbours per forget sample,
         sample-major (see ``neumuter_interv.neighbours``); without them, the model writes its own
         (``config.neighbour_source``)."""
         config = self.config
+        if config.selection == "smallest" and self.stop_when is None:
+            raise NeuMuterError("selection 'smallest' searches for the fewest neurons that meet a stopping criterion: "
+                                "give NeuMuter one (stop_when=..., or on_world(world)), or choose threshold, energy, "
+                                "top_k or fraction")
+        if config.forget_tokens == "distinct" and not self.token_reference:
+            raise NeuMuterError("forget_tokens 'distinct' skips the forget tokens whose n-gram occurs in reference texts: "
+                                "give NeuMuter some (token_reference=[...], or on_world(world)), or use forget_tokens 'all'")
         context = model_context_length(model)
         forget = tokenize(tokenizer, forget_texts, context, "forget")
         if neighbour_texts is None:
@@ -233,7 +274,8 @@ class NeuMuter(UnlearningMethod):
             frozen = freeze(model, selection)
         record.trainable_parameters = sum(a.numel() for a in localization.log_alpha.values())
         record.steps = localization.steps
-        record.extra = {"neurons_muted_fraction": selection.neurons_muted_fraction, "neurons_muted": selection.neurons_muted}
+        record.extra = {"neurons_muted_fraction": selection.neurons_muted_fraction, "neurons_muted": selection.neurons_muted,
+                        "layers": config.layers}
         self.log(f"NeuMuter: muted {selection.neurons_muted} of {selection.neurons_total} FFN neurons "
                  f"({100 * selection.neurons_muted_fraction:.2f}%) in {record.seconds:.1f} s")
         return NeuMuterRun(frozen, selection, localization, record, config, calibration)

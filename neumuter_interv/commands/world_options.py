@@ -1,0 +1,33 @@
+"""The options ``demo`` and ``compare`` share: which world (any registered one, with its own options), at
+which size, and NeuMuter's KL anchors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..worlds import WORLDS
+from ..worlds.base import SIZES
+from ..worlds.registry import add_world_arguments, check_options
+
+
+def add_world_options(parser, default: str) -> None:
+    """``--world`` (the registry's worlds, ``default`` first), every world's own options, ``--size`` and
+    ``--anchors``."""
+    parser.add_argument("--world", choices=list(WORLDS), default=default,
+                        help="; ".join(f"{name}{' (default)' if name == default else ''}: {spec.help}"
+                                       for name, spec in WORLDS.items()))
+    add_world_arguments(parser)
+    parser.add_argument("--size", choices=SIZES, default="default",
+                        help="'tiny' is the reduced world (and budgets) the tests use")
+    parser.add_argument("--anchors", type=int, default=0, metavar="N",
+                        help="add N other memorized windows to each forget sample's neighbours in NeuMuter's KL term "
+                             "(never the scored retain windows; the run is then marked with a dagger, as it uses "
+                             "retained text)")
+    parser.set_defaults(world_option_defaults={dest: parser.get_default(dest) for spec in WORLDS.values()
+                                               for dest in spec.options})
+
+
+def world_settings(args) -> Any:
+    """The chosen world's settings from its options; an option of another world is refused in one line."""
+    check_options(args, args.world_option_defaults, args.world)
+    return WORLDS[args.world].settings_from(args, args.size)
