@@ -9,8 +9,8 @@ from conftest import FORGET, RETAIN
 
 from neumuter_interv.architectures import ffn_width, num_layers
 from neumuter_interv.errors import NeuMuterError
-from neumuter_interv.metrics import memorization_accuracy
 from neumuter_interv.methods.attribution import attribution_ratio, neuron_attribution, top_fraction_selection
+from neumuter_interv.metrics import memorization_accuracy
 from neumuter_interv.separability import specificity
 from neumuter_interv.testbed import TestbedConfig, build_testbed
 
