@@ -52,9 +52,9 @@ from neumuter_interv.data import batches, pad_id_of, read_texts
 from neumuter_interv.hard_concrete import HardConcreteParams, l0_penalty, sample_gate
 from neumuter_interv.lm import resolve_device
 from neumuter_interv.methods.base import UnlearningRecord, measured
+from neumuter_interv.methods.losses import causal_lm_loss, kl_to_reference
 from neumuter_interv.methods.neumuter import NeuMuterConfig, localize
 from neumuter_interv.methods.neumuter.localize import batch_order_rng, gate_seed
-from neumuter_interv.methods.neumuter.losses import causal_lm_loss, kl_to_reference
 from neumuter_interv.neighbours import random_replacement_neighbours
 from neumuter_interv.report import markdown_table
 

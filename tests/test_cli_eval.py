@@ -41,7 +41,7 @@ def test_eval_shows_a_progress_bar_for_every_scoring_and_decoding_pass(memorized
                                                                      monkeypatch):
     import neumuter_interv.metrics as metrics
 
-    monkeypatch.setattr(metrics, "tqdm", lambda iterable, desc, **kwargs: (print(f"BAR {desc}"), iterable)[1])
+    monkeypatch.setattr(metrics.core, "tqdm", lambda iterable, desc, **kwargs: (print(f"BAR {desc}"), iterable)[1])
     assert evaluate(memorized_dir, files, tmp_path / "scores", "--no-progress") == 0
     assert "BAR" not in capsys.readouterr().out
     assert evaluate(memorized_dir, files, tmp_path / "scores-2") == 0

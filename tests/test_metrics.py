@@ -72,13 +72,13 @@ def test_losses_perplexity_and_mia_hand_computed():
 
 def test_el_decodes_only_where_a_run_of_correct_predictions_ends(monkeypatch):
     decoded = []
-    original = metrics._greedy_continuations
+    original = metrics.memorization.greedy_continuations
 
     def spy(lm, prompts, lengths, batch_size):
         decoded.extend(prompts)
         return original(lm, prompts, lengths, batch_size)
 
-    monkeypatch.setattr(metrics, "_greedy_continuations", spy)
+    monkeypatch.setattr(metrics.memorization, "greedy_continuations", spy)
     # [0,1,2,3,0,1] is what the table generates from 0: no prefix needs decoding. In [0,1,2,0,1] the model
     # predicts 3 after 2: every prefix up to x_<3 continues into the decode of x_<3 = [0,1,2].
     el = metrics.extraction_likelihood(TableLM(), None, [[0, 1, 2, 3, 0, 1], [0, 1, 2, 0, 1]], n=2)

@@ -30,7 +30,7 @@ from ..errors import NeuMuterError
 from ..lm import autocast, check_dtype, resolve_device
 from ..validation import check_number
 from .base import UnlearningMethod, UnlearningRecord, UnlearningResult, count_parameters, measured
-from .neumuter.losses import causal_lm_loss
+from .losses import causal_lm_loss
 
 StopCriterion = Callable[[Any], bool]
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .finetune import FineTuneSettings, FineTuningMethod, forget_cross_entropy, frozen_copy, logits_of
-from .neumuter.losses import kl_to_reference
+from .losses import kl_to_reference
 
 
 @dataclass

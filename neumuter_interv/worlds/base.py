@@ -119,10 +119,11 @@ def public_scores(scores: dict) -> dict:
 def cached_reference_scores(root: Path, data: EvaluationSet, compute: Callable[[], dict]) -> dict:
     """Thresholds and reference scores are a pure function of the world, the evaluation settings and the
     scoring code, so ``compute()`` runs once and is cached in the world directory under a hash of the
-    last two (the source of ``metrics.py``, ``evaluation.py`` and ``utility.py`` is part of the key: editing them
+    last two (the source of the ``metrics`` package, ``evaluation.py`` and ``utility.py`` is part of the key: editing them
     recomputes)."""
-    code = b"".join(Path(module.__file__).read_bytes() for module in (metrics_module, evaluation_module,
-                                                                         utility_module))
+    sources = [*sorted(Path(metrics_module.__file__).parent.glob("*.py")), Path(evaluation_module.__file__),
+               Path(utility_module.__file__)]
+    code = b"".join(path.read_bytes() for path in sources)
     key = hashlib.sha256(code + json.dumps(data.settings, sort_keys=True).encode()).hexdigest()[:20]
     return cached_json(root / "scores" / f"reference-{key}.json", compute)
 

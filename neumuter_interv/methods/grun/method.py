@@ -21,7 +21,7 @@ from ...intervenable import intervened_logits, set_intervention_mode
 from ...lm import resolve_device
 from ..base import UnlearningMethod, UnlearningRecord, UnlearningResult, count_parameters, measured
 from ..finetune import logits_of, npo_loss, prepare_data, run_training, sequence_log_likelihood
-from ..neumuter.losses import causal_lm_loss
+from ..losses import causal_lm_loss
 from .config import GRUNSettings
 from .intervention import GatedReFT
 

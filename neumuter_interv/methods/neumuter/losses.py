@@ -1,6 +1,7 @@
 """The two data terms of Eq. 13: next-token cross-entropy on the forget set, KL(original || gated) on the
-neighbours. Plain definitions (``causal_lm_loss``, ``kl_to_reference``: what the other methods and the
-official loop use) and the chunked pair the localization step uses (``joint_losses``).
+neighbours, as the chunked pair the localization step uses (``joint_losses``); their plain definitions
+(``methods.losses``: what the other methods and the official loop use) are the reference it is tested
+against.
 
 A step's largest tensors are [batch, tokens, vocabulary]: 49,152 x 2,048 floats (400 MB) for 8 forget and
 8 neighbour windows of 128 tokens on SmolLM2. Autograd through ``log_softmax(logits.float())`` keeps a
@@ -26,23 +27,10 @@ from ...data import IGNORE_INDEX
 CHUNK_TOKENS = 256  # rows x tokens of one chunk: 256 x 49,152 fp32 is 50 MB
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over non-pad targets."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
-
-
-def kl_to_reference(logits: torch.Tensor, reference_log_probs: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """KL(P_original || P_gated) per token over the vocabulary, averaged over non-pad positions."""
-    log_probs = F.log_softmax(logits.float(), dim=-1)
-    per_token = (reference_log_probs.exp() * (reference_log_probs - log_probs)).sum(-1)
-    mask = attention_mask.to(per_token.dtype)
-    return (per_token * mask).sum() / mask.sum().clamp(min=1)
-
-
 def joint_losses(logits: torch.Tensor, forget_labels: torch.Tensor, neighbour_mask: torch.Tensor | None = None,
                  reference_log_probs: torch.Tensor | None = None,
                  counts: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(causal_lm_loss(forget rows), kl_to_reference(neighbour rows))`` of one joint forward.
+    """``(causal_lm_loss(forget rows), kl_to_reference(neighbour rows))`` (``methods.losses``) of one joint forward.
 
     ``logits`` is [n_forget + n_neighbours, width, vocabulary]: the forget batch (``forget_labels``,
     [n_forget, forget width]) in the first rows, the neighbour batch (``neighbour_mask`` and the original
