@@ -7,7 +7,7 @@ which must all be of the same fine-tuned world, and draws TOFU's picture: per sp
 quality (log10 KS p-value against the oracle; 0 is indistinguishable from it) against its model utility.
 
     for split in 01 05 10; do neumuter compare --world tofu-real --forget-percent ${split#0} \\
-        --methods neumuter,ga,gd,kl,npo --out results/tofu-smollm2-forget$split; done
+        --methods neumuter,attribution,ga,gd,kl,npo --out results/tofu-smollm2-forget$split; done
     python recipes/tofu_table13.py results/tofu-smollm2-forget01 results/tofu-smollm2-forget05 \\
         results/tofu-smollm2-forget10 --out results/tofu-smollm2
 
