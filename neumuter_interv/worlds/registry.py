@@ -3,8 +3,8 @@
 A world registers one ``WorldSpec``: its settings at each size, how to build it, the demo's settings for it
 (NeuMuter's, the stopping target), the comparison's budgets, the targets its demo reports, its report title
 and its own command-line options. Callers look a world up (``world_spec(name)``) instead of branching on its
-name, so adding a world is its own module (with its ``SPEC``) and one entry in ``_register_built_in`` (or ``register_world`` from outside
-the package: a plugin or a test).
+name, so adding a world is its own module (with its ``SPEC``) and one entry in ``_register_built_in`` (or
+``register_world`` from outside the package: a plugin or a test).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def check_options(args: argparse.Namespace, parser_defaults: Mapping[str, Any], 
 def _register_built_in() -> None:
     from . import people, real, tofu
 
-    for module in (real, people, tofu):  # one line per world; the first is the demo's default
+    for module in (real, people, tofu):  # one entry per world, in the order --world lists them
         register_world(module.SPEC)
 
 
