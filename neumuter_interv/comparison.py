@@ -153,8 +153,9 @@ def run_method(name: str, world: World, config: ComparisonConfig, earlier: dict[
         method = build_method(name, world, config, earlier, log)
         entry["settings"] = method.settings_dict()
         matched = [str(value) for value in config.method_overrides(name).values() if isinstance(value, MatchedTo)]
-        if method.budget():
-            entry["budget"] = method.budget() + (f" ({', '.join(matched)})" if matched else "")
+        budget = method.budget()
+        if budget:
+            entry["budget"] = budget + (f" ({', '.join(matched)})" if matched else "")
         retain = world.retain_texts if method.needs_retain else None
         result = method.unlearn(world.load_model(), world.tokenizer, world.forget_texts, retain)
         scores = world.evaluate(result.model)

@@ -7,9 +7,9 @@ from __future__ import annotations
 from .base import World, public_scores
 from .people import PeopleWorld, prepare_people_world
 from .real import RealWorld, RealWorldConfig, prepare_real_world
-from .registry import WORLDS, WorldSpec, register_world, world_names, world_spec
+from .registry import WORLDS, WorldSpec, register_world, world_spec
 from .tofu import TofuWorld, TofuWorldConfig, prepare_tofu_world
 
 __all__ = ["WORLDS", "PeopleWorld", "RealWorld", "RealWorldConfig", "World", "WorldSpec", "prepare_people_world",
            "prepare_real_world", "prepare_tofu_world", "public_scores", "register_world", "TofuWorld",
-           "TofuWorldConfig", "world_names", "world_spec"]
+           "TofuWorldConfig", "world_spec"]

@@ -34,10 +34,6 @@ def world_spec(name: str) -> WorldSpec:
     return WORLDS[name]
 
 
-def world_names() -> tuple[str, ...]:
-    return tuple(WORLDS)
-
-
 def add_world_arguments(parser: argparse.ArgumentParser) -> None:
     """Every registered world's own options (a world's options are refused with another world: ``check_options``)."""
     for spec in WORLDS.values():
