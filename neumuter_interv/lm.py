@@ -123,8 +123,9 @@ class LanguageModel:
         prompt pass needs no others)."""
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
                   "past_key_values": past, "use_cache": True}
-        if keep_last:
-            inputs["logits_to_keep"] = 1
+        if keep_last:  # as a position, not the count 1: the count slices a view that is not contiguous, which
+            # the head's matmul multiplies by a copy of its weight per row (slower than the whole model in bf16)
+            inputs["logits_to_keep"] = torch.tensor([input_ids.shape[1] - 1], device=input_ids.device)
         if self.intervenable is not None:
             return self.intervenable(inputs, unit_locations=None)[1]
         return self.model(**inputs)

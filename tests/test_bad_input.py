@@ -202,6 +202,7 @@ CASES = {
     "unlearn --layers ² (not an ASCII digit)": Case(unlearn("--layers", "²"), "cannot read layer spec"),
     "unlearn --epochs 1 and 400 zeros": Case(unlearn("--epochs", "1" + "0" * 400), "epochs must be at most"),
     "unlearn --seed 2**64": Case(unlearn("--seed", str(2**64)), "seed must be at most"),
+    "unlearn --el-prefix-stride 0": Case(unlearn("--el-prefix-stride", "0"), "--el-prefix-stride must be at least 1"),
     "unlearn --device meta": Case(unlearn("--device", "meta"), "is not one this library runs on; devices here: cpu"),
     "a forget path with a newline": Case(unlearn(forget="{root}/two\nlines.txt"), "two\\nlines.txt' does not exist"),
     "compare --max-epochs=-3": Case(("compare", "--size", "tiny", "--max-epochs=-3", "--out", "{out}"),

@@ -49,6 +49,9 @@ def register(subparsers) -> None:
                         help="with --heldout: the share of forget samples that must meet Eq. 17 (the paper: all; "
                              "the demo: 0.9)")
     parser.add_argument("--check-every", type=int, default=2, help="with --heldout: epochs between checks")
+    parser.add_argument("--el-prefix-stride", type=int, default=1,
+                        help="with --heldout: EL10 over every stride-th prefix only, for the thresholds and the checks "
+                             "(an estimate that costs 1/stride of the greedy decoding; the paper: 1, exact)")
     parser.add_argument("--layers", help="'all', '3', '1-7', '10-16,21', '1-' (0-based)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
@@ -83,6 +86,7 @@ def run(args) -> int:
     config = NeuMuterConfig.preset(args.preset, **settings) if args.preset else NeuMuterConfig(**settings)
     check_number("--target-fraction", args.target_fraction, above=0, maximum=1)
     check_number("--check-every", args.check_every, minimum=1, integer=True)
+    check_number("--el-prefix-stride", args.el_prefix_stride, minimum=1, integer=True)
     if config.selection == "smallest" and not args.heldout:
         raise NeuMuterError("the 'smallest' readout (the real-model preset's) keeps the fewest neurons that meet Eq. 17: "
                             "give --heldout texts the model never saw, or choose --selection threshold, energy, top_k "
@@ -108,10 +112,12 @@ def run(args) -> int:
     fingerprint = model_fingerprint(model) if main_process else None  # before the run moves it to a device
     stopping, limits = {}, None
     if heldout is not None:
-        limits = thresholds(model, tokenizer, EvaluationSet(forget, heldout))
+        scoring = {"el_n": 10, "el_prefix_stride": args.el_prefix_stride, "batch_size": 32, "dtype": config.dtype}
+        limits = thresholds(model, tokenizer, EvaluationSet(forget, heldout, settings=scoring))  # as the checks score
         log(f"Eq. 17 thresholds from {len(heldout)} held-out texts: MA {limits['ma']:.3f}, EL10 {limits['el10']:.3f}; "
             f"training until {args.target_fraction:.0%} of the forget samples are under both")
-        stopping = {"stop_when": ForgettingCriterion(tokenizer, forget, limits, args.target_fraction, dtype=config.dtype),
+        stopping = {"stop_when": ForgettingCriterion(tokenizer, forget, limits, args.target_fraction,
+                                                  el_prefix_stride=args.el_prefix_stride, dtype=config.dtype),
                     "schedule": CoefficientSchedule.fixed(config.epochs, args.check_every)}
     result = NeuMuter(config, log=log, **stopping).run(model, tokenizer, forget, neighbours)
     if not main_process:
@@ -124,7 +130,8 @@ def run(args) -> int:
         "forget_samples": len(forget),
         "forget_sha256": texts_sha256(forget),
         "processes": distributed.rank_and_size()[1],
-        **({"heldout_file": str(Path(args.heldout)), "eq17_thresholds": limits, "target_fraction": args.target_fraction}
+        **({"heldout_file": str(Path(args.heldout)), "eq17_thresholds": limits, "target_fraction": args.target_fraction,
+            "el_prefix_stride": args.el_prefix_stride}
            if heldout is not None else {}),
     }
     result.save(out, overwrite=args.overwrite, run_info=run_info)
