@@ -67,6 +67,28 @@ def autocast(dtype: str, device: torch.device):
     return contextlib.nullcontext() if target is None else torch.autocast(device_type=device.type, dtype=target)
 
 
+@contextlib.contextmanager
+def weights_cast_once(model: torch.nn.Module):
+    """Under autocast, the model's frozen weights cast to the compute dtype once for the block, not at every
+    forward. Autocast caches a weight's cast only for a leaf that requires grad, so the frozen weights of a
+    scored model are re-cast at every step of a decoding loop (a third of a bf16 step of SmolLM2 on a CPU:
+    ``benchmarks/scoring.py``). They are marked as requiring grad for the block (meant for ``no_grad`` code:
+    nothing records a graph) and the cache is cleared after it, so a later change of the weights is seen."""
+    device_type = next(model.parameters()).device.type
+    if not torch.is_autocast_enabled(device_type):
+        yield
+        return
+    frozen = [p for p in model.parameters() if p.is_floating_point() and not p.requires_grad]
+    for parameter in frozen:
+        parameter.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for parameter in frozen:
+            parameter.requires_grad_(False)
+        torch.clear_autocast_cache()
+
+
 class LanguageModel:
     """``logits`` and greedy ``generate`` for a causal LM, with or without pyvene interventions."""
 
@@ -107,15 +129,16 @@ class LanguageModel:
         positions = positions.masked_fill(attention_mask == 0, 1)
         keep_last = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         step_ids, past, new = input_ids, None, []
-        for _ in range(max_new_tokens):
-            outputs = self._forward(step_ids, attention_mask, positions, past, keep_last)
-            scores = outputs.logits[:, -1].float()
-            scores[:, end_ids] = float("-inf")
-            step_ids = scores.argmax(-1, keepdim=True)
-            new.append(step_ids)
-            past = outputs.past_key_values
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], 1)
-            positions = positions[:, -1:] + 1
+        with weights_cast_once(self.model):
+            for _ in range(max_new_tokens):
+                outputs = self._forward(step_ids, attention_mask, positions, past, keep_last)
+                scores = outputs.logits[:, -1].float()
+                scores[:, end_ids] = float("-inf")
+                step_ids = scores.argmax(-1, keepdim=True)
+                new.append(step_ids)
+                past = outputs.past_key_values
+                attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], 1)
+                positions = positions[:, -1:] + 1
         return torch.cat(new, 1) if new else input_ids[:, :0]
 
     def _forward(self, input_ids, attention_mask, position_ids, past, keep_last: bool):

@@ -36,3 +36,25 @@ def test_greedy_equals_generate_with_forced_length(tokenizer, model_type, interv
         reference = model.generate(input_ids=ids, attention_mask=mask, **settings)[:, ids.shape[1]:]
     assert torch.equal(ours, reference)
     assert not (ours == model.config.eos_token_id).any()  # the forced length never ends early
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt_neo", "opt"])
+def test_under_autocast_greedy_casts_frozen_weights_once_and_leaves_the_model_as_it_was(tokenizer, model_type):
+    """Frozen weights cast once for the decoding loop (autocast's cache) give the tokens of autocast re-casting
+    them at every step; afterwards the weights are frozen again and a change to them is seen by the next call
+    inside the same autocast block (the cache does not outlive the loop)."""
+    model = tiny_model_of(model_type, len(tokenizer), seed=5).requires_grad_(False)
+    ids, mask = left_padded(PROMPTS)
+    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+        recast_every_step = LanguageModel(model).greedy(ids, mask, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast_once = LanguageModel(model).greedy(ids, mask, 12)
+        assert not any(p.requires_grad for p in model.parameters())
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.mul_(-1.0)
+        after_change = LanguageModel(model).greedy(ids, mask, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+        changed = LanguageModel(model).greedy(ids, mask, 12)
+    assert torch.equal(cast_once, recast_every_step)
+    assert torch.equal(after_change, changed) and not torch.equal(changed, cast_once)
