@@ -25,38 +25,37 @@ from neumuter_interv.architectures import describe_layers, num_layers, parse_lay
 from neumuter_interv.comparison import ComparisonConfig
 from neumuter_interv.demo import DemoConfig, prepare_world
 from neumuter_interv.errors import run_script
-from neumuter_interv.methods.neumuter import CoefficientSchedule, NeuMuter, NeuMuterConfig
+from neumuter_interv.methods.neumuter import NeuMuter, NeuMuterConfig
 from neumuter_interv.output import check_writable, output_directory, write_json
 from neumuter_interv.report import markdown_table, plot_grouped_bars, plot_muted_per_layer
 from neumuter_interv.utility import UTILITY_COLUMNS, UtilityConfig
 from neumuter_interv.worlds import public_scores
+from neumuter_interv.worlds.registry import WORLDS, world_spec
 
-DEFAULT_SPECS = {"real": "all;1-;1-9;10-19;20-29;5;15;25", "people": "all;0-1;1-2;2-3;0;1;2;3"}
 COLUMNS = [("forget_ma", "forget MA"), ("forget_el10", "forget EL10"), ("forgotten_fraction", "forgotten"),
            ("other_copies_ma", "other copies MA"), ("retain_ma", "retain MA"), ("heldout_ma", "held-out MA"),
            ("heldout_ppl", "general PPL"), *UTILITY_COLUMNS]
 
 
 def study_config(world: str, size: str, utility: str | None, epochs: int | None, kl_weight: float | None,
-                 sparsity_weight: float | None) -> tuple[DemoConfig, NeuMuterConfig]:
-    """The world's settings as its comparison scores it (the real world in bf16 to fit a CPU budget) and
-    NeuMuter's: the demo's on the real world; on the people world the study's own (fixed coefficients)."""
+                 sparsity_weight: float | None) -> tuple[DemoConfig, NeuMuterConfig, str]:
+    """The world's settings as its comparison scores it (the real world in bf16 to fit a CPU budget),
+    NeuMuter's (the demo's, unless the world's ``layer_study`` sets its own) and the world's default specs."""
+    study = world_spec(world).layer_study(size)
     config = ComparisonConfig.for_world(world, size, utility=UtilityConfig(utility) if utility else None).demo
-    neumuter = config.neumuter
-    if world == "people":  # the testbed's Table 3 runs one fixed-coefficient stage, not the demo's schedule
-        config.el_prefix_stride = 2
-        neumuter = NeuMuterConfig(epochs=30, kl_weight=0.3, sparsity_weight=0.0, progress=False)
-        config.schedule = CoefficientSchedule(stage_epochs=neumuter.epochs, max_stages=1, check_every=5)
+    for name, value in study.get("demo", {}).items():
+        setattr(config, name, value)
+    neumuter = study.get("neumuter", config.neumuter)
     if epochs is not None:
         config.schedule.stage_epochs = epochs  # the budget under the stopping rule
     overrides = {"kl_weight": kl_weight, "sparsity_weight": sparsity_weight}
     neumuter = NeuMuterConfig.from_dict({**neumuter.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
-    return config, neumuter
+    return config, neumuter, study["specs"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--world", choices=["real", "people"], default="real")
+    parser.add_argument("--world", choices=[name for name, spec in WORLDS.items() if spec.layer_study], default="real")
     parser.add_argument("--specs", help="layer specs separated by ';' (a spec may hold commas: \"all;1-7;10-16,21\"); "
                                         "default: the world's")
     parser.add_argument("--size", choices=["default", "tiny"], default="default")
@@ -67,8 +66,8 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
-    config, neumuter = study_config(args.world, args.size, args.utility, args.epochs, args.kl_weight,
-                                    args.sparsity_weight)
+    config, neumuter, default_specs = study_config(args.world, args.size, args.utility, args.epochs, args.kl_weight,
+                                                   args.sparsity_weight)
     config.check()
     check_writable(args.out, args.overwrite, {"--utility": args.utility} if args.utility else None)
     start = time.perf_counter()
@@ -79,7 +78,7 @@ def main() -> None:
                "settings": {"neumuter": neumuter.to_dict(), "world": config.world}, "specs": {}}
     total_layers = num_layers(world.load_model())
     rows, muted_groups = [], {}
-    for spec in (args.specs or DEFAULT_SPECS[args.world]).split(";"):
+    for spec in (args.specs or default_specs).split(";"):
         layers = parse_layers(spec, total_layers)
         run_config = NeuMuterConfig.from_dict({**neumuter.to_dict(), "layers": layers, "progress": False})
         run = NeuMuter(run_config, stop_when=world.criterion, schedule=config.schedule, log=lambda message: None).run(

@@ -58,3 +58,21 @@ def test_kept_results_that_are_missing_or_foreign_are_named_before_any_work(tmp_
                         "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "has no 'variants' entries" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_layer_study_runs_on_the_worlds_that_say_how_and_names_the_others(tmp_path):
+    """Each world's Table 3 setting lives in its ``WorldSpec.layer_study``: the people testbed's own fixed
+    coefficients in one stage, the real world the demo's NeuMuter; a world without one is not offered."""
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        from layer_selection_study import study_config
+    finally:
+        sys.path.remove(str(ROOT / "recipes"))
+    people, neumuter, specs = study_config("people", "tiny", None, None, None, None)
+    assert specs.split(";")[:2] == ["all", "0-1"] and neumuter.kl_weight == 0.3 and neumuter.sparsity_weight == 0
+    assert people.schedule.max_stages == 1 and people.el_prefix_stride == 2
+    real, neumuter, specs = study_config("real", "tiny", None, 3, None, 7.0)
+    assert "10-19" in specs and real.schedule.stage_epochs == 3 and neumuter.sparsity_weight == 7.0
+    result = run_recipe("layer_selection_study.py", "--world", "tofu-real", "--out", str(tmp_path / "layers"))
+    assert result.returncode == 2 and "invalid choice: 'tofu-real'" in result.stderr
+    assert not (tmp_path / "layers").exists()

@@ -149,7 +149,10 @@ class WorldSpec:
     the Eq. 17 target, ...); ``comparison(size)`` the ``ComparisonConfig`` ones (``budgets``) and changes to the
     world's settings for a comparison (``world_settings``: e.g. bf16 scoring so that eleven methods fit a CPU
     budget). ``targets`` are the demo's success criteria (``demo.check_targets``); ``retain_set`` says what a
-    method with a retain set trains on here. ``add_arguments`` adds the world's own CLI options (their
+    method with a retain set trains on here. ``layer_study(size)`` is what the paper's Table 3 study
+    (``recipes/layer_selection_study.py``) runs here: ``specs`` (layer specs separated by ';') and, where it
+    departs from the comparison's demo settings, ``demo`` (fields) and ``neumuter`` (a ``NeuMuterConfig``);
+    None: the study does not run on this world. ``add_arguments`` adds the world's own CLI options (their
     ``dest`` names in ``options``); ``from_arguments(args, size)`` reads its settings from them."""
 
     name: str
@@ -163,6 +166,7 @@ class WorldSpec:
     retain_set: str = "the world's retain texts"
     seed_setting: str | None = None  # the field of the settings that ``--seed`` sets (None: the world has none)
     takes_utility: bool = True  # whether the paper's utility benchmarks (``--utility``) apply
+    layer_study: Callable[[str], dict] | None = None
     inputs: Callable[[Any], dict[str, str]] = _no_inputs  # option -> file a run reads (never to be overwritten)
     add_arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
     options: tuple[str, ...] = ()

@@ -99,6 +99,16 @@ def _demo_settings(size: str) -> dict:
     return settings
 
 
+def _layer_study(size: str) -> dict:
+    """The testbed's Table 3: every single layer and adjacent pair of its 4, one fixed-coefficient stage of
+    30 epochs (checked every 5) instead of the demo's schedule, EL10 over every other prefix."""
+    from ..methods.neumuter import CoefficientSchedule, NeuMuterConfig
+
+    return {"specs": "all;0-1;1-2;2-3;0;1;2;3",
+            "demo": {"el_prefix_stride": 2, "schedule": CoefficientSchedule(stage_epochs=30, max_stages=1, check_every=5)},
+            "neumuter": NeuMuterConfig(epochs=30, kl_weight=0.3, sparsity_weight=0.0, progress=False)}
+
+
 def _comparison_settings(size: str) -> dict:
     from ..methods.registry import method_budgets
 
@@ -115,6 +125,7 @@ SPEC = WorldSpec(
     prepare=prepare_people_world,
     demo=_demo_settings,
     comparison=_comparison_settings,
+    layer_study=_layer_study,
     targets={"forgotten_fraction_at_least": 0.9, "general_ppl_increase_at_most": 0.10,
              "neurons_muted_fraction_at_most": 0.02},
     retain_set="the retain people",

@@ -376,6 +376,8 @@ SPEC = WorldSpec(
     prepare=lambda settings, *, el_prefix_stride, **common: prepare_real_world(settings, **common),
     demo=_demo_settings,
     comparison=_comparison_settings,
+    # Table 3: every layer, the paper's three thirds and one layer of each (the demo's NeuMuter, bf16 scoring)
+    layer_study=lambda size: {"specs": "all;1-;1-9;10-19;20-29;5;15;25"},
     # issue 24's targets for the demo
     targets={"forgotten_fraction_at_least": 0.9, "retain_licences_ma_drop_at_most": 0.05,
              "retain_other_ma_drop_at_most": 0.01, "heldout_ma_drop_at_most": 0.01,
