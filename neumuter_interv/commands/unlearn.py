@@ -112,8 +112,9 @@ def run(args) -> int:
     fingerprint = model_fingerprint(model) if main_process else None  # before the run moves it to a device
     stopping, limits = {}, None
     if heldout is not None:
-        scoring = {"el_n": 10, "el_prefix_stride": args.el_prefix_stride, "batch_size": 32, "dtype": config.dtype}
-        limits = thresholds(model, tokenizer, EvaluationSet(forget, heldout, settings=scoring))  # as the checks score
+        data = EvaluationSet(forget, heldout)
+        data.settings.update(el_prefix_stride=args.el_prefix_stride, dtype=config.dtype)  # as the checks score
+        limits = thresholds(model, tokenizer, data)
         log(f"Eq. 17 thresholds from {len(heldout)} held-out texts: MA {limits['ma']:.3f}, EL10 {limits['el10']:.3f}; "
             f"training until {args.target_fraction:.0%} of the forget samples are under both")
         stopping = {"stop_when": ForgettingCriterion(tokenizer, forget, limits, args.target_fraction,
