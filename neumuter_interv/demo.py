@@ -207,7 +207,8 @@ def _curve(world: World, run, points: int, log) -> list[dict]:
     counts = gate_curve_counts(run.localization.log_alpha, run.config.max_fraction, points,
                                include=[run.selection.neurons_muted])
     return operating_curve(run.frozen.model, world.tokenizer, run.localization.log_alpha, run.localization.params,
-                           world.data, world.thresholds, counts, log, ranking=run.config.ranking)
+                           world.data, world.thresholds, counts, log, ranking=run.config.ranking,
+                           discount=run.ranking_discount)
 
 
 def _generation_examples(world: World, unlearned, count: int = 2) -> list[dict]:

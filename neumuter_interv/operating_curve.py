@@ -74,11 +74,12 @@ def _score_point(model, tokenizer, data: EvaluationSet, thresholds: Mapping[str,
 
 def operating_curve(model, tokenizer, log_alpha: dict[int, torch.Tensor], params, data: EvaluationSet,
                     thresholds: Mapping[str, float], counts: Sequence[int],
-                    log: Callable[[str], None] = print, ranking: str = "global") -> list[dict]:
+                    log: Callable[[str], None] = print, ranking: str = "global",
+                    discount: dict[int, torch.Tensor] | None = None) -> list[dict]:
     """``score_point`` of the mask of each count of ``counts`` along the ``ranking`` of ``log_alpha``
-    (``NeuMuterConfig.ranking``; count 0: the model itself; a count past the neurons whose gate moved is that
+    (``NeuMuterConfig.ranking``, with the run's ``discount`` under ``contrastive``; count 0: the model itself; a count past the neurons whose gate moved is that
     many); each point also records its count and its share of the model's FFN neurons."""
-    ranking = GateRanking.of(model, log_alpha, params, ranking)
+    ranking = GateRanking.of(model, log_alpha, params, ranking, discount)
     points = []
     for count in sorted({min(count, ranking.size) for count in counts}):
         selection = ranking.selection(count)

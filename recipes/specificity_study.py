@@ -15,7 +15,11 @@ windows and on the unrelated windows, held-out MA, general PPL, the muted share.
   (``token_selection``) †;
 * ``distinct+anchors``: both †;
 * ``per-layer``: the readout mutes the same count from every layer (MemPi's per-layer budget);
-* ``official-noise``: the official code's two gate samples per step (``gate_noise="official"``).
+* ``official-noise``: the official code's two gate samples per step (``gate_noise="official"``);
+* ``contrastive``: the default's training, and the readout ranks each neuron by its gate plus its attribution
+  percentile on the anchor windows (``ranking="contrastive"``) †;
+* ``anchors-long``: ``anchors`` with twice the budget (48 epochs): does the anchored mask reach the rule given
+  more steps? †
 
 † uses retained text (the anchors). Writes ``<variant>/seed-N/`` (each a demo directory), ``study.json`` and
 ``study.md``: per variant and metric the mean and range over seeds, and Eq. 17's verdict per seed.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 from demo_seeds import HEADLINE_ROWS, parse_run_arguments, spread_over_seeds
 
@@ -55,9 +60,19 @@ def _official_noise(config: DemoConfig) -> None:
     config.neumuter.gate_noise = "official"
 
 
+def _contrastive(config: DemoConfig) -> None:
+    config.neumuter.ranking = "contrastive"
+
+
+def _anchors_long(config: DemoConfig) -> None:
+    _anchors(config)
+    config.schedule = replace(config.schedule, stage_epochs=2 * config.schedule.stage_epochs)
+
+
 VARIANTS = {"default": lambda config: None, "anchors": _anchors, "distinct": _distinct,
-            "distinct+anchors": _distinct_and_anchors, "per-layer": _per_layer, "official-noise": _official_noise}
-RETAINED_TEXT = {"anchors", "distinct", "distinct+anchors"}
+            "distinct+anchors": _distinct_and_anchors, "per-layer": _per_layer, "official-noise": _official_noise,
+            "contrastive": _contrastive, "anchors-long": _anchors_long}
+RETAINED_TEXT = {"anchors", "distinct", "distinct+anchors", "contrastive", "anchors-long"}
 
 
 def main() -> None:
@@ -86,7 +101,7 @@ def main() -> None:
                 for key, config in configs.items()}
         original = runs[names[0], seeds[0]]["before"]
         results = {"seeds": seeds, "original": original, "variants": {}}
-        rows = [["original", "-", *(_cell(original.get(key)) for key, _ in HEADLINE_ROWS[:-1]), "-"]]
+        rows = [["original", "-", "-", *(_cell(original.get(key)) for key, _ in HEADLINE_ROWS[:-1]), "-"]]
         for name in names:
             by_seed = {seed: runs[name, seed] for seed in seeds}
             spread = spread_over_seeds(by_seed)
@@ -94,18 +109,18 @@ def main() -> None:
             results["variants"][name] = {"spread": spread, "met": met, "uses_retained_text": name in RETAINED_TEXT,
                                          "settings": by_seed[seeds[0]]["settings"]}
             label = name + ("†" if name in RETAINED_TEXT else "")
-            rows.append([label, f"{sum(met.values())}/{len(met)}",
+            rows.append([label, f"{configs[name, seeds[0]].schedule.stage_epochs}", f"{sum(met.values())}/{len(met)}",
                          *(_spread_cell(spread.get(key)) for key, _ in HEADLINE_ROWS)])
         results["seconds"] = time.perf_counter() - start
         report = "\n\n".join([
             "# Specificity of NeuMuter's mask: variants at the same forgetting (real world)",
-            f"Each variant trains under Eq. 17's stopping rule (24 epochs, checked every 2) and keeps the smallest "
+            f"Each variant trains under Eq. 17's stopping rule (within the budget in epochs, checked every 2) and keeps the smallest "
             f"mask that meets it, so every variant that meets it stands at >= 90% of the forget windows forgotten "
             f"(one whose budget ended first keeps its closest mask, at most 5% of the gated neurons); the cells are "
             f"the mean and, in brackets, the range over seeds {', '.join(map(str, seeds))}. † uses retained text (the "
             f"world's anchor windows: other memorized licences, never the scored retain windows). "
             f"{results['seconds'] / 60:.0f} minutes in all.",
-            markdown_table(["variant", "Eq. 17 met", *(label for _, label in HEADLINE_ROWS)], rows),
+            markdown_table(["variant", "budget (epochs)", "Eq. 17 met", *(label for _, label in HEADLINE_ROWS)], rows),
             "Targets (issue 24): look-alike licence MA drop <= 0.05, unrelated <= 0.01, held-out <= 0.01, PPL up "
             "<= 3%, <= 1% of the FFN neurons muted.",
         ]) + "\n"

@@ -150,3 +150,44 @@ def test_a_per_layer_readout_mutes_in_every_gated_layer(make_model):
     selection = ranking.selection(6)
     assert selection.layers[0].indices == [0, 1, 2] and selection.layers[1].indices == [0, 1, 2]
     assert GateRanking.of(model, log_alpha, HardConcreteParams()).selection(6).layers[1].indices == []
+
+
+def test_the_contrastive_ranking_puts_neurons_the_reference_texts_use_behind_equally_closed_ones():
+    from neumuter_interv.methods.neumuter.selection import contrastive_discount, flat_discount, muting_order
+
+    probability = torch.tensor([0.1, 0.2, 0.3, 0.5])
+    owner = torch.tensor([0, 0, 1, 1])
+    discount = contrastive_discount({0: torch.tensor([10.0, 0.0]), 1: torch.tensor([1.0, 2.0])}, weight=1.0)
+    assert torch.allclose(flat_discount(discount, [0, 1]), torch.tensor([1.0, 0.0, 1 / 3, 2 / 3]))  # percentiles
+    # keys 0.1 + 1, 0.2 + 0, 0.3 + 1/3, 0.5 + 2/3: the most used neuron goes last though its gate is lowest
+    assert muting_order(probability, owner, "contrastive", flat_discount(discount, [0, 1])).tolist() == [1, 2, 0, 3]
+    no_weight = contrastive_discount({0: torch.tensor([10.0, 0.0]), 1: torch.tensor([1.0, 2.0])}, weight=0.0)
+    assert muting_order(probability, owner, "contrastive", flat_discount(no_weight, [0, 1])).tolist() == [0, 1, 2, 3]
+    with pytest.raises(NeuMuterError, match="discount"):
+        muting_order(probability, owner, "contrastive")
+    with pytest.raises(NeuMuterError, match="gated layer"):
+        flat_discount(discount, [0, 1, 2])
+
+
+def test_a_contrastive_run_ranks_by_its_discount_and_saves_it_with_the_gates(memorized, tmp_path):
+    from neumuter_interv.methods.neumuter.method import load_run
+
+    model, tokenizer = memorized
+    config = NeuMuterConfig(epochs=2, batch_size=1, learning_rate=0.3, kl_weight=0.3, sparsity_weight=0,
+                            selection="top_k", top_k=6, ranking="contrastive", progress=False)
+    with pytest.raises(NeuMuterError, match="reference_texts"):  # refused before any work
+        NeuMuter(config, log=quiet).run(model, tokenizer, FORGET[:1], RETAIN[:1])
+    run = NeuMuter(config, reference_texts=RETAIN[1:3], log=quiet).run(model, tokenizer, FORGET[:1], RETAIN[:1])
+    assert sorted(run.ranking_discount) == sorted(run.localization.log_alpha)
+    expected = GateRanking.of(model, run.localization.log_alpha, config.hard_concrete, "contrastive",
+                              run.ranking_discount).selection(6)
+    assert {layer: s.indices for layer, s in run.selection.layers.items()} == {
+        layer: s.indices for layer, s in expected.layers.items()}
+    plain = GateRanking.of(model, run.localization.log_alpha, config.hard_concrete).selection(6)
+    assert plain.layers != expected.layers  # the discount changed which neurons come first
+    run.save(tmp_path / "run")
+    loaded = load_run(tmp_path / "run", model)
+    assert all(torch.equal(loaded.ranking_discount[layer], run.ranking_discount[layer]) for layer in run.ranking_discount)
+    (tmp_path / "run" / "ranking_discount.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(NeuMuterError, match="ranking_discount"):
+        load_run(tmp_path / "run", model)

@@ -38,7 +38,7 @@ def test_skipped_tokens_are_no_targets_of_the_loss_and_do_not_count_in_its_mean(
 
 def test_distinct_needs_reference_texts_and_a_meaningful_ngram(memorized):
     model, tokenizer = memorized
-    with pytest.raises(NeuMuterError, match="token_reference"):  # refused before any work
+    with pytest.raises(NeuMuterError, match="reference_texts"):  # refused before any work
         NeuMuter(NeuMuterConfig(forget_tokens="distinct", progress=False)).run(model, tokenizer, FORGET[:1])
     with pytest.raises(NeuMuterError, match="distinct_ngram"):
         NeuMuterConfig(forget_tokens="distinct", distinct_ngram=1)
@@ -49,7 +49,7 @@ def test_distinct_needs_reference_texts_and_a_meaningful_ngram(memorized):
 def test_a_reference_that_covers_every_forget_token_is_refused_before_training(memorized):
     model, tokenizer = memorized
     method = NeuMuter(NeuMuterConfig(forget_tokens="distinct", distinct_ngram=2, progress=False),
-                      token_reference=FORGET, log=lambda message: None)
+                      reference_texts=FORGET, log=lambda message: None)
     with pytest.raises(NeuMuterError, match="nothing is left to forget"):
         method.run(model, tokenizer, FORGET[:1], RETAIN[:1])
 
@@ -62,7 +62,7 @@ def test_the_gates_train_on_the_selected_tokens_only(memorized):
                   selection="top_k", top_k=4)
     everything = NeuMuter(NeuMuterConfig(**config), log=lambda m: None).run(model, tokenizer, FORGET[:1], RETAIN[:1])
     selective = NeuMuter(NeuMuterConfig(**config, forget_tokens="distinct", distinct_ngram=2),
-                         token_reference=[FORGET[0].rsplit(" ", 3)[0]], log=lambda m: None).run(
+                         reference_texts=[FORGET[0].rsplit(" ", 3)[0]], log=lambda m: None).run(
         model, tokenizer, FORGET[:1], RETAIN[:1])
     first = torch.cat(list(everything.localization.log_alpha.values()))
     second = torch.cat(list(selective.localization.log_alpha.values()))
@@ -70,13 +70,14 @@ def test_the_gates_train_on_the_selected_tokens_only(memorized):
     assert selective.localization.history[0]["forget_ce"] != everything.localization.history[0]["forget_ce"]
 
 
-@pytest.mark.parametrize("settings", [{"anchors_per_sample": 1}, {"forget_tokens": "distinct"}])
-def test_neumuter_with_the_worlds_anchors_in_either_role_is_marked_as_using_retained_text(settings):
+@pytest.mark.parametrize("settings", [{"anchors_per_sample": 1}, {"forget_tokens": "distinct"},
+                                      {"ranking": "contrastive"}])
+def test_neumuter_with_the_worlds_anchors_in_any_role_is_marked_as_using_retained_text(settings):
     world = SimpleNamespace(criterion=object(), neighbours=lambda *args: [], attribution_reference=["other licence"])
     config = DemoConfig()
-    config.neumuter.anchors_per_sample = settings.get("anchors_per_sample", 0)
-    config.neumuter.forget_tokens = settings.get("forget_tokens", "all")
+    for name, value in settings.items():
+        setattr(config.neumuter, name, value)
     method = neumuter_method(world, config)
     assert method.uses_retained_text
-    assert method.token_reference == (["other licence"] if "forget_tokens" in settings else [])
+    assert method.reference_texts == ([] if "anchors_per_sample" in settings else ["other licence"])
     assert not neumuter_method(world, DemoConfig()).uses_retained_text

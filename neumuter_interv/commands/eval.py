@@ -6,7 +6,7 @@ from ..data import read_texts
 from ..evaluation import EvaluationSet, evaluate, thresholds
 from ..intervenable import load
 from ..loading import check_same_model, check_vocabulary, load_causal_lm, recorded_fingerprint
-from ..methods.neumuter.method import load_gates
+from ..methods.neumuter.method import load_gates, load_ranking_discount
 from ..operating_curve import gate_curve_counts, operating_curve
 from ..output import check_writable, output_directory, write_json
 from ..report import markdown_table, plot_operating_curve
@@ -55,6 +55,7 @@ def run(args) -> int:
                      args.model)
     model = load(args.intervention, base) if args.intervention else base  # does it fit? before any scoring
     gates = load_gates(args.curve, base) if args.curve else None
+    discount = load_ranking_discount(args.curve, gates[0]) if gates else None
     oracle = load_causal_lm(args.oracle)[0] if args.oracle else None
     if oracle is not None:
         check_vocabulary(oracle, tokenizer, args.oracle)  # it is scored with the model's tokenizer
@@ -66,7 +67,7 @@ def run(args) -> int:
         log_alpha, run_config = gates
         counts = gate_curve_counts(log_alpha, run_config.max_fraction, args.curve_points)
         curve = operating_curve(base, tokenizer, log_alpha, run_config.hard_concrete, data, limits, [0, *counts],
-                                ranking=run_config.ranking)
+                                ranking=run_config.ranking, discount=discount)
     with output_directory(args.out, args.overwrite) as staging:
         write_json(staging / "metrics.json", {"thresholds": limits, **scores})
         if curve is not None:

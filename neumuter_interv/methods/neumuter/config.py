@@ -29,6 +29,7 @@ from .token_selection import FORGET_TOKEN_RULES
 
 SELECTION_RULES = ("threshold", "energy", "top_k", "fraction", "smallest")
 PRESET_NAMES = ("official", "paper", "real-model")
+RANKINGS = ("global", "per_layer", "contrastive")
 
 
 @dataclass
@@ -59,8 +60,11 @@ class NeuMuterConfig:
     # of the gated neurons (``readout``; needs a criterion: ``NeuMuter(stop_when=...)``)
     max_fraction: float = 0.05
     # the order a count-based readout (``smallest``, ``top_k``, ``fraction``) mutes neurons in: "global", lowest
-    # gate first across all layers; "per_layer", the same count from every layer (MemPi's per-layer budget)
+    # gate first across all layers; "per_layer", the same count from every layer (MemPi's per-layer budget);
+    # "contrastive", lowest gate + contrastive_weight x the neuron's attribution percentile on the reference
+    # texts given to NeuMuter (other memorized text to keep; retained text, so such a run is marked †)
     ranking: str = "global"
+    contrastive_weight: float = 1.0
     # the forget tokens the ascent term trains on: "all" (Eq. 13) or "distinct", those whose n-gram of
     # ``distinct_ngram`` tokens occurs in none of the reference texts given to NeuMuter (``token_selection``)
     forget_tokens: str = "all"
@@ -111,8 +115,9 @@ class NeuMuterConfig:
             check_number("top_k (selection 'top_k')", self.top_k, minimum=1, integer=True)
         if self.selection == "fraction" or self.fraction is not None:
             check_number("fraction (selection 'fraction')", self.fraction, above=0, maximum=1)
-        if self.ranking not in ("global", "per_layer"):
-            raise NeuMuterError(f"ranking must be 'global' or 'per_layer', got {self.ranking!r}")
+        if self.ranking not in RANKINGS:
+            raise NeuMuterError(f"ranking must be one of {', '.join(RANKINGS)}, got {self.ranking!r}")
+        check_number("contrastive_weight", self.contrastive_weight, minimum=0)
         if self.forget_tokens not in FORGET_TOKEN_RULES:
             raise NeuMuterError(f"forget_tokens must be one of {', '.join(FORGET_TOKEN_RULES)}, got {self.forget_tokens!r}")
         check_number("distinct_ngram", self.distinct_ngram, minimum=2, integer=True)

@@ -24,7 +24,7 @@ from ..base import UnlearningMethod, UnlearningRecord, UnlearningResult, count_p
 from .config import NeuMuterConfig
 from .localize import EpochCallback, LocalizationResult, localize
 from .schedule import CoefficientSchedule, localize_until_forgotten
-from .selection import Selection, freeze, select_neurons
+from .selection import Selection, contrastive_discount, freeze, select_neurons
 from .token_selection import distinct_targets
 
 
@@ -38,6 +38,9 @@ class NeuMuterRun:
     record: UnlearningRecord
     config: NeuMuterConfig
     calibration: dict | None = None  # the coefficient schedule's report, when one ran
+    # the contrastive ranking's per-layer discount (``selection.contrastive_discount``), when it ran: with the
+    # gates, what the readout and the operating-point curve rank by
+    ranking_discount: dict[int, torch.Tensor] | None = None
 
     def metrics(self) -> dict:
         return {
@@ -73,6 +76,7 @@ class NeuMuterRun:
         check_same_model(model, {f"run {directory}": recorded_fingerprint(directory)},
                          str(getattr(model, "name_or_path", "") or type(model).__name__))
         gates, config = load_gates(directory, model)
+        discount = load_ranking_discount(directory, gates)
 
         def read(name: str, default):
             path = directory / name
@@ -91,19 +95,21 @@ class NeuMuterRun:
         except (TypeError, ValueError):
             raise NeuMuterError(f"{directory}/metrics.json: steps, seconds and peak_memory_bytes must be numbers") from None
         frozen = load_intervenable(directory / "intervention", model)
-        return cls(frozen, selection, localization, record, config, metrics.get("calibration"))
+        return cls(frozen, selection, localization, record, config, metrics.get("calibration"), discount)
 
     def save(self, out_dir: str | Path, overwrite: bool = False, extra_metrics: dict | None = None,
              run_info: dict | None = None) -> Path:
         """Write ``intervention/`` (pyvene format plus safetensors), ``gates.safetensors`` (the trained gate
         locations the mask was read from: ``neumuter eval --curve RUN`` draws the operating-point curve from
-        them), ``selection.json``, ``metrics.json``, ``history.json`` and ``config.json``, all or nothing.
+        them; with ``ranking_discount.safetensors`` under the contrastive ranking), ``selection.json``, ``metrics.json``, ``history.json`` and ``config.json``, all or nothing.
         ``config.json`` records the model (its path where it was loaded from one, and its fingerprint) unless
         ``run_info`` says otherwise, so that ``export`` and ``load`` find it and refuse other weights."""
         run_info = {**self._model_info(run_info or {}), **(run_info or {})}
         with output_directory(out_dir, overwrite) as staging:
             save_intervenable(self.frozen, staging / "intervention", with_pyvene_pickles=True)
             save_gates(self.localization.log_alpha, staging / GATES_FILE)
+            if self.ranking_discount is not None:
+                save_gates(self.ranking_discount, staging / DISCOUNT_FILE)
             self.selection.save(staging / "selection.json")
             write_json(staging / "metrics.json", {**self.metrics(), **(extra_metrics or {})})
             write_json(staging / "history.json", self.localization.history)
@@ -126,6 +132,7 @@ class NeuMuterRun:
 load_run = NeuMuterRun.load
 
 GATES_FILE = "gates.safetensors"
+DISCOUNT_FILE = "ranking_discount.safetensors"
 
 
 def save_gates(log_alpha: dict[int, torch.Tensor], path: Path) -> None:
@@ -160,6 +167,24 @@ def load_gates(run_dir: str | Path, model) -> tuple[dict[int, torch.Tensor], Neu
     return dict(sorted(gates.items())), config
 
 
+def load_ranking_discount(run_dir: str | Path, gates: dict[int, torch.Tensor]) -> dict[int, torch.Tensor] | None:
+    """A saved run's contrastive discount (``ranking_discount.safetensors``), None where the run has none;
+    refused in one line where it does not cover ``gates`` (same layers, one finite value per gate). Reads
+    safetensors only."""
+    path = Path(run_dir) / DISCOUNT_FILE
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as error:
+        raise NeuMuterError(f"cannot read {path}: {error}") from None
+    if sorted(tensors) != sorted(str(layer) for layer in gates) or any(
+            values.shape != gates[int(key)].shape or not bool(torch.isfinite(values).all())
+            for key, values in tensors.items()):
+        raise NeuMuterError(f"{path} must hold one finite value per gate of layers {sorted(gates)}")
+    return {int(key): values.float() for key, values in sorted(tensors.items(), key=lambda item: int(item[0]))}
+
+
 class NeuMuter(UnlearningMethod):
     """NeuMuter (Hou et al., ACL Findings 2025): mute ~1% of FFN neurons; needs no retain set."""
 
@@ -170,7 +195,7 @@ class NeuMuter(UnlearningMethod):
                  log: Callable[[str], None] = print, stop_when: Callable | None = None,
                  schedule: CoefficientSchedule | None = None,
                  make_neighbours: Callable[[Sequence[str]], list[str]] | None = None,
-                 uses_retained_text: bool = False, token_reference: Sequence[str] | None = None):
+                 uses_retained_text: bool = False, reference_texts: Sequence[str] | None = None):
         """With ``stop_when`` (e.g. a ``ForgettingCriterion``), training runs in stages of a
         ``CoefficientSchedule`` until the frozen mask satisfies it (Appendix B.4; with
         ``config.selection="smallest"`` the mask is the fewest neurons that do); otherwise it runs
@@ -178,8 +203,9 @@ class NeuMuter(UnlearningMethod):
         neighbour texts per forget sample, sample-major (e.g. from ``neighbours.generate_neighbours``);
         ``unlearn`` uses it, and ``config.neighbour_source`` without it. ``uses_retained_text`` marks a run
         whose neighbours include retained text (anchors: ``neighbours.with_anchors``) in its record, so that
-        every report marks it as it marks the methods with a retain set. ``token_reference``: the texts whose
-        n-grams the ascent skips under ``config.forget_tokens="distinct"`` (``token_selection``)."""
+        every report marks it as it marks the methods with a retain set. ``reference_texts``: other text to
+        keep, whose n-grams the ascent skips under ``config.forget_tokens="distinct"`` (``token_selection``)
+        and whose attribution discounts a neuron under ``config.ranking="contrastive"``."""
         self.config = config or NeuMuterConfig()
         self.on_epoch_end = on_epoch_end
         self.log = log
@@ -187,7 +213,7 @@ class NeuMuter(UnlearningMethod):
         self.schedule = schedule or CoefficientSchedule()
         self.make_neighbours = make_neighbours
         self.uses_retained_text = uses_retained_text
-        self.token_reference = list(token_reference or [])
+        self.reference_texts = list(reference_texts or [])
 
     @classmethod
     def from_overrides(cls, settings_class: type, overrides: dict) -> NeuMuter:
@@ -201,12 +227,12 @@ class NeuMuter(UnlearningMethod):
         """NeuMuter as the demo and ``compare`` run it on ``world``: until the world's Eq. 17 criterion holds
         (within ``schedule``), its KL texts the world's neighbours (``neighbours_per_sample`` per sample,
         rewritten at ``replacement_ratio``) plus ``anchors_per_sample`` of its anchor texts, and under
-        ``forget_tokens="distinct"`` those anchor texts as the reference of shared phrasing. Anchors in
-        either role are retained text: the run is marked †."""
+        ``forget_tokens="distinct"`` or ``ranking="contrastive"`` those anchor texts as the reference texts.
+        Anchors in any role are retained text: the run is marked †."""
         from ...neighbours import with_anchors
 
         config = self.config
-        distinct = config.forget_tokens == "distinct"
+        needs_reference = config.forget_tokens == "distinct" or config.ranking == "contrastive"
 
         def world_neighbours(texts: Sequence[str]) -> list[str]:
             neighbours = world.neighbours(texts, config.neighbours_per_sample, config.replacement_ratio, config.seed)
@@ -216,8 +242,8 @@ class NeuMuter(UnlearningMethod):
                                 config.anchors_per_sample)
 
         self.stop_when, self.make_neighbours = world.criterion, world_neighbours
-        self.uses_retained_text = config.anchors_per_sample > 0 or distinct
-        self.token_reference = list(world.attribution_reference) if distinct else []
+        self.uses_retained_text = config.anchors_per_sample > 0 or needs_reference
+        self.reference_texts = list(world.attribution_reference) if needs_reference else []
         return self
 
     def settings_dict(self) -> dict:
@@ -238,9 +264,12 @@ class NeuMuter(UnlearningMethod):
             raise NeuMuterError("selection 'smallest' searches for the fewest neurons that meet a stopping criterion: "
                                 "give NeuMuter one (stop_when=..., or on_world(world)), or choose threshold, energy, "
                                 "top_k or fraction")
-        if config.forget_tokens == "distinct" and not self.token_reference:
+        if config.forget_tokens == "distinct" and not self.reference_texts:
             raise NeuMuterError("forget_tokens 'distinct' skips the forget tokens whose n-gram occurs in reference texts: "
-                                "give NeuMuter some (token_reference=[...], or on_world(world)), or use forget_tokens 'all'")
+                                "give NeuMuter some (reference_texts=[...], or on_world(world)), or use forget_tokens 'all'")
+        if config.ranking == "contrastive" and not self.reference_texts:
+            raise NeuMuterError("ranking 'contrastive' discounts neurons by their attribution on reference texts: give "
+                                "NeuMuter some (reference_texts=[...], or on_world(world)), or use ranking 'global'")
         context = model_context_length(model)
         forget = tokenize(tokenizer, forget_texts, context, "forget")
         if neighbour_texts is None:
@@ -251,7 +280,7 @@ class NeuMuter(UnlearningMethod):
             neighbours = tokenize(tokenizer, neighbour_texts, context, "neighbour")
         targets = None
         if config.forget_tokens == "distinct":
-            reference = tokenize(tokenizer, self.token_reference, context, "token reference")
+            reference = tokenize(tokenizer, self.reference_texts, context, "reference")
             targets = distinct_targets(forget, reference, config.distinct_ngram)
             kept, total = sum(sum(flags) for flags in targets), sum(len(seq) - 1 for seq in forget)
             self.log(f"NeuMuter: the ascent trains on {kept} of {total} forget tokens ({100 * kept / max(total, 1):.0f}%), "
@@ -263,14 +292,15 @@ class NeuMuter(UnlearningMethod):
                                   uses_retain_set=self.uses_retained_text)
         calibration = None
         with measured(record, resolve_device(config.device)):
+            discount = self._ranking_discount(model, tokenizer)
             if self.stop_when is None:
                 _, localization = localize(model, forget, neighbours, config, pad_id_of(tokenizer),
                                            self.on_epoch_end, self.log, forget_targets=targets)
-                selection = select_neurons(model, localization.log_alpha, localization.params, config)
+                selection = select_neurons(model, localization.log_alpha, localization.params, config, discount)
             else:
                 _, localization, calibration, selection = localize_until_forgotten(
                     model, forget, neighbours, config, pad_id_of(tokenizer), self.stop_when, self.schedule, self.log,
-                    forget_targets=targets)
+                    forget_targets=targets, discount=discount)
             frozen = freeze(model, selection)
         record.trainable_parameters = sum(a.numel() for a in localization.log_alpha.values())
         record.steps = localization.steps
@@ -278,7 +308,22 @@ class NeuMuter(UnlearningMethod):
                         "layers": config.layers}
         self.log(f"NeuMuter: muted {selection.neurons_muted} of {selection.neurons_total} FFN neurons "
                  f"({100 * selection.neurons_muted_fraction:.2f}%) in {record.seconds:.1f} s")
-        return NeuMuterRun(frozen, selection, localization, record, config, calibration)
+        return NeuMuterRun(frozen, selection, localization, record, config, calibration, discount)
+
+    def _ranking_discount(self, model, tokenizer) -> dict[int, torch.Tensor] | None:
+        """Under ``ranking="contrastive"``: each gated neuron's |activation x gradient| on the reference texts
+        (``attribution.neuron_attribution``, the model as given), as ``contrastive_discount`` percentiles;
+        else None."""
+        if self.config.ranking != "contrastive":
+            return None
+        from ..attribution import neuron_attribution  # it imports this package's selection
+
+        model.to(resolve_device(self.config.device))
+        attribution = neuron_attribution(model, tokenizer, self.reference_texts, self.config.layers,
+                                         self.config.batch_size)
+        self.log(f"NeuMuter: contrastive ranking, neurons discounted by their attribution on "
+                 f"{len(self.reference_texts)} reference texts (weight {self.config.contrastive_weight:g})")
+        return contrastive_discount(attribution, self.config.contrastive_weight)
 
     def unlearn(self, model, tokenizer, forget_texts, retain_texts=None) -> UnlearningResult:
         neighbours = self.make_neighbours(forget_texts) if self.make_neighbours is not None else None

@@ -31,7 +31,15 @@ import torch
 from ...architectures import ffn_width, num_layers
 from ...hard_concrete import HardConcreteParams, deterministic_gate
 from .config import NeuMuterConfig
-from .selection import Selection, flatten_by_layer, freeze, muting_order, neuron_sets, select_neurons
+from .selection import (
+    Selection,
+    flat_discount,
+    flatten_by_layer,
+    freeze,
+    muting_order,
+    neuron_sets,
+    select_neurons,
+)
 
 
 @dataclass
@@ -50,11 +58,12 @@ class GateRanking:
 
     @classmethod
     def of(cls, model, log_alpha: dict[int, torch.Tensor], params: HardConcreteParams,
-           ranking: str = "global") -> GateRanking:
-        """The ranking of trained gates: ``ranking`` as ``NeuMuterConfig.ranking``."""
+           ranking: str = "global", discount: dict[int, torch.Tensor] | None = None) -> GateRanking:
+        """The ranking of trained gates: ``ranking`` as ``NeuMuterConfig.ranking`` (``contrastive`` with its
+        per-layer ``discount``, ``selection.contrastive_discount``)."""
         layers, flat, owner, offsets = flatten_by_layer(log_alpha)
         gate = deterministic_gate(flat, params)
-        order = muting_order(torch.sigmoid(flat), owner, ranking)
+        order = muting_order(torch.sigmoid(flat), owner, ranking, flat_discount(discount, layers))
         order = order[gate[order] < 1.0]
         return cls(layers, order, gate, owner, offsets, flat.numel(), ffn_width(model), num_layers(model),
                    model.config.model_type)
@@ -111,25 +120,27 @@ class ReadoutCheck:
 
 class MaskReadout:
     """``readout(log_alpha) -> ReadoutCheck``: the mask ``config.selection`` reads out of trained gates of
-    ``model``, checked with ``stop_when`` (a function of the frozen model, as ``ForgettingCriterion`` is).
+    ``model``, checked with ``stop_when`` (a function of the frozen model, as ``ForgettingCriterion`` is);
+    ``discount``: the contrastive ranking's (``selection.contrastive_discount``).
 
     A mask checked before (same neurons, same scales) is not checked again: its verdict is reused. Early
     checks often select no neuron at all, i.e. the unchanged model, again and again."""
 
-    def __init__(self, model, stop_when: Callable, config: NeuMuterConfig):
-        self.model, self.stop_when, self.config = model, stop_when, config
+    def __init__(self, model, stop_when: Callable, config: NeuMuterConfig,
+                 discount: dict[int, torch.Tensor] | None = None):
+        self.model, self.stop_when, self.config, self.discount = model, stop_when, config, discount
         self.necessary = getattr(stop_when, "necessary", None)
         self.verdicts: dict[tuple, tuple[bool, dict]] = {}
 
     def __call__(self, log_alpha: dict[int, torch.Tensor]) -> ReadoutCheck:
         if self.config.selection == "smallest":
             return self._search(log_alpha)
-        selection = select_neurons(self.model, log_alpha, self.config.hard_concrete, self.config)
+        selection = select_neurons(self.model, log_alpha, self.config.hard_concrete, self.config, self.discount)
         met, numbers = self._verdict(selection, self.stop_when)
         return ReadoutCheck(selection, met, numbers)
 
     def _search(self, log_alpha: dict[int, torch.Tensor]) -> ReadoutCheck:
-        ranking = GateRanking.of(self.model, log_alpha, self.config.hard_concrete, self.config.ranking)
+        ranking = GateRanking.of(self.model, log_alpha, self.config.hard_concrete, self.config.ranking, self.discount)
         high = min(search_cap(self.config.max_fraction, ranking.gated), ranking.size)
         probes: list[dict] = []
         last: dict[int, dict] = {}

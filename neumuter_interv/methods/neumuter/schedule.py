@@ -70,7 +70,7 @@ class CoefficientSchedule:
 
 def localize_until_forgotten(model, forget, neighbours, config: NeuMuterConfig, pad_id: int,
                              stop_when: Callable, schedule: CoefficientSchedule,
-                             log: Callable[[str], None] = print, forget_targets=None):
+                             log: Callable[[str], None] = print, forget_targets=None, discount=None):
     """``localize`` in stages until the mask read out of the gates (``readout.MaskReadout``: the config's
     rule, or the smallest mask that meets ``stop_when``) meets ``stop_when``; returns the last stage's gated
     model, the whole run's ``LocalizationResult`` (its ``log_alpha`` are the gates the kept mask was read
@@ -78,11 +78,11 @@ def localize_until_forgotten(model, forget, neighbours, config: NeuMuterConfig, 
     ended first, the one that came closest (``ReadoutCheck.score``).
 
     ``stop_when`` must be a function of the frozen model (as ``ForgettingCriterion`` is); ``forget_targets``
-    goes to ``localize``.
+    goes to ``localize``, ``discount`` (the contrastive ranking's) to the readout.
     """
     report = {"schedule": schedule.to_dict(), "stages": [], "met": False}
     total = LocalizationResult(log_alpha={}, params=config.hard_concrete)
-    readout = MaskReadout(model, stop_when, config)
+    readout = MaskReadout(model, stop_when, config, discount)
     best: dict = {}
     epoch = 1
     for stage, (kl_weight, sparsity_weight) in enumerate(schedule.stages(config), start=1):

@@ -7,7 +7,8 @@ Rules (all global over the gated layers):
   the threshold epsilon is the value where the running sum last stays within ``energy`` (5%) of the
   total; neurons with m <= epsilon are selected. Neurons whose gate is still exactly 1 are never
   selected (muting them would change nothing).
-* ``top_k`` / ``fraction``: the k (or fraction x all gated neurons) lowest sigmoid(log_alpha).
+* ``top_k`` / ``fraction``: the k (or fraction x all gated neurons) lowest sigmoid(log_alpha), in the
+  config's ``ranking`` (``muting_order``).
 * ``smallest``: the fewest lowest gates whose mask meets a stopping criterion (``readout``: it needs the
   criterion, so it is read out there, not here).
 
@@ -135,8 +136,10 @@ class Selection:
         return cls.from_dict(read_json_file(path, str(path)), str(path))
 
 
-def select_neurons(model, log_alpha: dict[int, torch.Tensor], params: HardConcreteParams, config: NeuMuterConfig) -> Selection:
-    """Apply ``config.selection`` to trained gate locations of ``model``."""
+def select_neurons(model, log_alpha: dict[int, torch.Tensor], params: HardConcreteParams, config: NeuMuterConfig,
+                   discount: dict[int, torch.Tensor] | None = None) -> Selection:
+    """Apply ``config.selection`` to trained gate locations of ``model`` (``discount``: the contrastive
+    ranking's, ``contrastive_discount``)."""
     layers, flat_alpha, owner, offsets = flatten_by_layer(log_alpha)
     gate = deterministic_gate(flat_alpha, params)
     probability = torch.sigmoid(flat_alpha)
@@ -153,7 +156,8 @@ def select_neurons(model, log_alpha: dict[int, torch.Tensor], params: HardConcre
     else:
         k = config.top_k if config.selection == "top_k" else math.ceil(config.fraction * flat_alpha.numel())
         k = min(int(k), flat_alpha.numel())
-        order = muting_order(probability, owner, config.ranking)[:k]
+        order = muting_order(probability, owner, config.ranking, flat_discount(discount, layers))
+        order = order[gate[order] < 1.0][:k]  # k neurons that muting changes, whatever the ranking puts first
         chosen = torch.zeros_like(probability, dtype=torch.bool)
         chosen[order] = True
         rule["k"] = k
@@ -162,11 +166,19 @@ def select_neurons(model, log_alpha: dict[int, torch.Tensor], params: HardConcre
                      model.config.model_type, rule)
 
 
-def muting_order(probability: torch.Tensor, owner: torch.Tensor, ranking: str = "global") -> torch.Tensor:
+def muting_order(probability: torch.Tensor, owner: torch.Tensor, ranking: str = "global",
+                 discount: torch.Tensor | None = None) -> torch.Tensor:
     """Flat neuron indices in the order a count-based rule mutes them. ``global``: lowest closing probability
     first across layers. ``per_layer``: each layer's lowest first, then each layer's second lowest, and so on
-    (the same count from every layer, as MemPi's per-layer budget), ties by probability. Sorts are stable:
-    equal values keep their position order."""
+    (the same count from every layer, as MemPi's per-layer budget), ties by probability. ``contrastive``:
+    lowest ``probability + discount`` first, where ``discount`` (flat, as ``probability``) is what each
+    neuron's use on text to keep adds (``contrastive_discount``). Sorts are stable: equal values keep their
+    position order."""
+    if ranking == "contrastive":
+        if discount is None or discount.shape != probability.shape:
+            raise NeuMuterError("the contrastive ranking needs a discount per gated neuron (contrastive_discount of "
+                                "the neurons' attribution on reference texts)")
+        return torch.sort(probability + discount, stable=True).indices
     order = torch.sort(probability, stable=True).indices
     if ranking == "global":
         return order
@@ -175,6 +187,31 @@ def muting_order(probability: torch.Tensor, owner: torch.Tensor, ranking: str = 
         members = order[owner[order] == layer]
         rank_in_layer[members] = torch.arange(members.numel())
     return order[torch.sort(rank_in_layer[order], stable=True).indices]
+
+
+def contrastive_discount(attribution: dict[int, torch.Tensor], weight: float) -> dict[int, torch.Tensor]:
+    """Per layer, ``weight`` x each neuron's percentile (0 for the least, 1 for the most) of ``attribution``
+    over all the given neurons: the contrastive ranking's penalty for a neuron the text to keep uses.
+
+    Percentiles, not raw attributions, because closing probabilities lie in [0, 1] and attributions are
+    heavy-tailed and scale with the reference texts' loss: ``weight`` 1 lets a fully closed gate of the most
+    used neuron rank behind every half-open gate of an unused one, whatever the texts. Equal attributions
+    take consecutive percentiles in position order."""
+    layers, flat, owner, offsets = flatten_by_layer(attribution)
+    percentile = torch.empty_like(flat)
+    percentile[torch.sort(flat, stable=True).indices] = torch.arange(flat.numel(), dtype=flat.dtype) / max(flat.numel() - 1, 1)
+    return {layer: weight * percentile[owner == layer] for layer in layers}
+
+
+def flat_discount(discount: dict[int, torch.Tensor] | None, layers: list[int]) -> torch.Tensor | None:
+    """``discount`` as one vector in the order of ``flatten_by_layer`` over ``layers`` (None stays None); a
+    gated layer it lacks is refused."""
+    if discount is None:
+        return None
+    missing = [layer for layer in layers if layer not in discount]
+    if missing:
+        raise NeuMuterError(f"the contrastive discount has no values for gated layer(s) {missing}")
+    return torch.cat([discount[layer].float().cpu() for layer in layers])
 
 
 def flatten_by_layer(values: dict[int, torch.Tensor]) -> tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]:
