@@ -34,6 +34,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
 from . import metrics
 from .data import model_context_length, read_csv_records, read_text_file, read_texts
 from .errors import NeuMuterError
@@ -234,12 +236,15 @@ def evaluate_utility(model, tokenizer, data: UtilityData) -> dict[str, float]:
         accuracies.append(scores["pubmedqa_acc"])
     if accuracies:
         scores["classification_acc"] = sum(accuracies) / len(accuracies)
-    for name, pairs in data.dialogues.items():
-        prompts, replies = zip(*pairs)
+    if data.dialogues:  # every set's dialogues in one call: one greedy decoding loop per batch, not per set
+        names = [name for name, pairs in data.dialogues.items() for _ in pairs]
+        prompts, replies = zip(*(pair for pairs in data.dialogues.values() for pair in pairs))
         result = metrics.dialogue_scores(model, tokenizer, prompts, replies, max_new_tokens=config.reply_tokens,
                                          max_length=config.max_length, **settings)
-        scores[f"{name}_f1"], scores[f"{name}_ce"] = float(result["f1"].mean()), result["ce"]
-    if data.dialogues:
+        for name in data.dialogues:
+            rows = [i for i, owner in enumerate(names) if owner == name]
+            scores[f"{name}_f1"] = float(result["f1"][rows].mean())
+            scores[f"{name}_ce"] = float(torch.cat([result["reply_losses"][i] for i in rows]).mean())
         scores["dialogue_f1"] = sum(scores[f"{n}_f1"] for n in data.dialogues) / len(data.dialogues)
         scores["dialogue_ce"] = sum(scores[f"{n}_ce"] for n in data.dialogues) / len(data.dialogues)
     return scores

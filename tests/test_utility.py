@@ -137,6 +137,21 @@ def test_every_task_is_read_and_scored_from_a_validation_directory(tmp_path, wor
     assert scores["dialogue_f1"] == pytest.approx(sum(scores[f"{n}_f1"] for n in data.dialogues) / 4)
 
 
+def test_dialogue_sets_scored_in_one_call_give_each_sets_own_scores(tmp_path, word_tokenizer):
+    """The sets share one decoding loop, yet each set's F1 and CE are what scoring it alone gives."""
+    root = write_validation_dir(tmp_path / "validation")
+    (root / "blended_skill_talk.json").write_text(json.dumps({"text": {"0": ["b", "c d"]}}))  # unlike the others
+    data = load_utility(UtilityConfig(str(root)))
+    scores = evaluate_utility(TableLM(), word_tokenizer, data)
+    for name, pairs in data.dialogues.items():
+        prompts, replies = zip(*pairs)
+        alone = metrics.dialogue_scores(TableLM(), word_tokenizer, prompts, replies, max_new_tokens=32,
+                                        max_length=256)
+        assert scores[f"{name}_f1"] == pytest.approx(float(alone["f1"].mean()))
+        assert scores[f"{name}_ce"] == pytest.approx(alone["ce"])
+    assert scores["blended_skill_talk_ce"] != scores["wizard_of_wikipedia_ce"]
+
+
 def test_the_fingerprint_follows_the_files_and_the_sample_counts(tmp_path):
     root = write_validation_dir(tmp_path / "validation")
     first = load_utility(UtilityConfig(str(root))).fingerprint

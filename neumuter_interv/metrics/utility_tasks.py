@@ -120,13 +120,15 @@ def dialogue_scores(model, tokenizer, prompts: Sequence[str], references: Sequen
     ``f1`` per dialogue: ``unigram_f1`` of the model's greedy reply to the prompt (``max_new_tokens``
     tokens, cut at the next turn marker "\\nUser " and at an end-of-sequence token) against the reference
     reply. ``ce``: the cross-entropy of the reference reply's tokens given the prompt, averaged over all
-    reply tokens of all dialogues. ``generations``: the replies. Prompts are cut from the left to fit
-    ``max_length`` tokens (default: the model's context) with the reply.
+    reply tokens of all dialogues; ``reply_losses``: each dialogue's reply-token losses, so that a caller that
+    scores several sets in one call (one decoding loop) can average each set's. ``generations``: the replies.
+    Prompts are cut from the left to fit ``max_length`` tokens (default: the model's context) with the reply.
     """
     lm = as_language_model(model)
     encoded = _encode_pairs(lm, tokenizer, prompts, references, max_length)
     scored = _answer_tokens(lm, encoded, batch_size)
-    ce = float(torch.cat([losses for losses, _ in scored]).mean())
+    reply_losses = [losses for losses, _ in scored]
+    ce = float(torch.cat(reply_losses).mean())
     limit = max_length or model_context_length(lm)
     contexts = [q[-(limit - max_new_tokens):] if limit else q for q, _ in encoded]
     generated = greedy_continuations(lm, contexts, [max_new_tokens] * len(contexts), batch_size)
@@ -136,4 +138,4 @@ def dialogue_scores(model, tokenizer, prompts: Sequence[str], references: Sequen
         cut = next((i for i, token in enumerate(tokens) if token in end_ids), len(tokens))
         replies.append(tokenizer.decode(tokens[:cut], skip_special_tokens=True).split(DIALOGUE_TURN_MARKER)[0])
     f1 = torch.tensor([unigram_f1(reply, reference) for reply, reference in zip(replies, references)])
-    return {"f1": f1, "ce": ce, "generations": replies}
+    return {"f1": f1, "ce": ce, "reply_losses": reply_losses, "generations": replies}
