@@ -317,6 +317,10 @@ CASES = {
     "WORLD_SIZE=2 alone": Case(unlearn(), "RANK, MASTER_ADDR, MASTER_PORT are not", env=(("WORLD_SIZE", "2"),)),
     "demo --forget with the people world": Case(("demo", "--world", "people", "--forget", "x", "--out", "{out}"),
                                                 "--forget applies to the real world, not the people world"),
+    "demo --neumuter-epochs 0": Case(("demo", "--size", "tiny", "--neumuter-epochs", "0", "--out", "{out}"),
+                                     "stage_epochs must be at least 1"),
+    "compare --neumuter-epochs 0": Case(("compare", "--size", "tiny", "--neumuter-epochs", "0", "--out", "{out}"),
+                                        "stage_epochs must be at least 1"),
 }
 if os.geteuid() != 0:  # root may create entries in a directory of mode 0500
     CASES["an output in a read-only directory"] = Case(unlearn(out="{root}/read-only/run"), "cannot create entries")

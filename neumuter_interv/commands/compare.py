@@ -9,7 +9,7 @@ from pathlib import Path
 from ..comparison import ComparisonConfig, parse_methods, run_comparison
 from ..methods.registry import METHODS
 from .utility import add_utility_argument, utility_config
-from .world_options import add_world_options, world_settings
+from .world_options import add_world_options, apply_neumuter_options, world_settings
 
 
 def register(subparsers) -> None:
@@ -33,7 +33,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     config = ComparisonConfig.for_world(args.world, args.size, world_settings(args), utility_config(args))
     config.methods = parse_methods(args.methods)
-    config.demo.neumuter.anchors_per_sample = args.anchors
+    apply_neumuter_options(args, config.demo)
     if args.max_epochs is not None:
         for budget in config.budgets.values():
             if "max_epochs" in budget:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..demo import DemoConfig, run_demo
 from .utility import add_utility_argument, utility_config
-from .world_options import add_world_options, world_settings
+from .world_options import add_world_options, apply_neumuter_options, world_settings
 
 
 def register(subparsers) -> None:
@@ -37,7 +37,7 @@ def run(args) -> int:
     if seed_setting is not None:
         config.world_settings = dataclasses.replace(config.world_settings, **{seed_setting: args.seed})
     config.neumuter.seed = args.seed
-    config.neumuter.anchors_per_sample = args.anchors
+    apply_neumuter_options(args, config)
     config.curve_points = args.curve_points
     config.utility = utility_config(args)
     config.device = args.device
