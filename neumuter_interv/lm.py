@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+from collections.abc import Sequence
 
 import pyvene as pv
 import torch
@@ -114,7 +115,8 @@ class LanguageModel:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
     @torch.no_grad()
-    def greedy(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    def greedy(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+               lengths: Sequence[int] | None = None) -> torch.Tensor:
         """Greedy continuation of exactly ``max_new_tokens`` tokens, returning the NEW tokens only:
         [batch, max_new_tokens]. Expects LEFT-padded prompts, as decoder-only generation requires.
 
@@ -122,24 +124,39 @@ class LanguageModel:
         tokens are masked so that nothing ends early; positions count from each row's first real token),
         as a plain loop over the KV cache: ``generate``'s per-step bookkeeping costs as much as a small
         model's forward. With interventions, every position is intervened, the prompt included.
+
+        ``lengths``: each row's own count (at most ``max_new_tokens``); a row leaves the batch, KV cache
+        included, once it has its count, so a batch costs its rows' counts, not rows x the longest; the
+        places past a row's count hold -1.
         """
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         end_ids = self.end_token_ids()
         positions = attention_mask.long().cumsum(-1) - 1
         positions = positions.masked_fill(attention_mask == 0, 1)
         keep_last = "logits_to_keep" in inspect.signature(self.model.forward).parameters
-        step_ids, past, new = input_ids, None, []
+        wanted = torch.as_tensor(lengths if lengths is not None else [max_new_tokens] * input_ids.shape[0],
+                                 device=self.device)
+        new = input_ids.new_full((input_ids.shape[0], max_new_tokens), -1)
+        rows = torch.arange(input_ids.shape[0], device=self.device)  # the batch rows still decoding
+        step_ids, past = input_ids, None
         with weights_cast_once(self.model):
-            for _ in range(max_new_tokens):
+            for step in range(max_new_tokens):
                 outputs = self._forward(step_ids, attention_mask, positions, past, keep_last)
                 scores = outputs.logits[:, -1].float()
                 scores[:, end_ids] = float("-inf")
                 step_ids = scores.argmax(-1, keepdim=True)
-                new.append(step_ids)
+                new[rows, step] = step_ids[:, 0]
                 past = outputs.past_key_values
                 attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], 1)
                 positions = positions[:, -1:] + 1
-        return torch.cat(new, 1) if new else input_ids[:, :0]
+                going = wanted[rows] > step + 1
+                if not bool(going.all()):
+                    if not bool(going.any()):
+                        break
+                    kept = going.nonzero().squeeze(1)
+                    rows, step_ids, attention_mask, positions = rows[kept], step_ids[kept], attention_mask[kept], positions[kept]
+                    past.reorder_cache(kept)
+        return new
 
     def _forward(self, input_ids, attention_mask, position_ids, past, keep_last: bool):
         """One decoding forward; ``keep_last``: the model can compute the last position's logits only (the

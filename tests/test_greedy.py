@@ -38,6 +38,29 @@ def test_greedy_equals_generate_with_forced_length(tokenizer, model_type, interv
     assert not (ours == model.config.eos_token_id).any()  # the forced length never ends early
 
 
+@pytest.mark.parametrize("model_type", ["gpt_neo", "llama", "opt"])
+@pytest.mark.parametrize("intervened", [False, True])
+def test_rows_that_have_their_length_leave_the_batch_with_the_same_tokens(tokenizer, model_type, intervened):
+    """Per-row lengths: each row gets exactly the tokens of decoding the whole batch to the longest length,
+    cut to its own; the forwards after a row's last token no longer carry it."""
+    model = tiny_model_of(model_type, len(tokenizer), seed=3)
+    target = model
+    if intervened:
+        target = freeze(model, Selection({0: NeuronSet([1, 5, 9], [0.0, 0.2, 0.0])}, ffn_width(model), 2,
+                                         model.config.model_type))
+    ids, mask = left_padded(PROMPTS)
+    whole = LanguageModel(target).greedy(ids, mask, 12)
+    rows_per_forward = []
+    lm = LanguageModel(target)
+    forward = lm._forward
+    lm._forward = lambda step_ids, *rest: (rows_per_forward.append(step_ids.shape[0]), forward(step_ids, *rest))[1]
+    cut = lm.greedy(ids, mask, 12, lengths=[3, 12, 7])
+    for row, length in enumerate([3, 12, 7]):
+        assert torch.equal(cut[row, :length], whole[row, :length])
+        assert (cut[row, length:] == -1).all()
+    assert rows_per_forward == [3] * 3 + [2] * 4 + [1] * 5
+
+
 @pytest.mark.parametrize("model_type", ["llama", "gpt_neo", "opt"])
 def test_under_autocast_greedy_casts_frozen_weights_once_and_leaves_the_model_as_it_was(tokenizer, model_type):
     """Frozen weights cast once for the decoding loop (autocast's cache) give the tokens of autocast re-casting

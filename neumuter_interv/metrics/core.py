@@ -132,8 +132,9 @@ def teacher_forced(lm: LanguageModel, sequences: Sequence[Sequence[int]], batch_
 def greedy_continuations(lm: LanguageModel, prompts: Sequence[Sequence[int]], lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Greedy continuation of each prompt to its own length, in left-padded batches with the KV cache.
 
-    Greedy decoding is deterministic, so decoding a batch to its longest length and cutting each row
-    gives every row its own result. ``LanguageModel.greedy`` forces the length (EOS cannot end it).
+    Greedy decoding is deterministic, so a row's tokens do not depend on the batch it shares; each row
+    leaves its batch once it has its length (``LanguageModel.greedy``), which forces the length (EOS cannot
+    end it).
     A batch's longest prompt plus its longest continuation stays within the model's context: a row
     decoded past its own length must not run past the last position the model has.
     """
@@ -153,7 +154,7 @@ def greedy_continuations(lm: LanguageModel, prompts: Sequence[Sequence[int]], le
     for batch in progress(batches, f"greedy decoding of {len(prompts)} prefixes"):
         padded = pad_batch([prompts[i] for i in batch], 0, side="left").to(lm.device)
         ids, mask = padded.input_ids, padded.attention_mask
-        new = lm.greedy(ids, mask, max(lengths[i] for i in batch)).tolist()
+        new = lm.greedy(ids, mask, max(lengths[i] for i in batch), [lengths[i] for i in batch]).tolist()
         for i, tokens in zip(batch, new):
             out[i] = tokens[:lengths[i]]
     return out
