@@ -38,7 +38,8 @@ class TableLM(LanguageModel):
         out = torch.zeros(*input_ids.shape, V)
         return out.scatter(-1, self.table[input_ids].unsqueeze(-1), math.log(3))
 
-    def greedy(self, input_ids, attention_mask, max_new_tokens):
+    def greedy(self, input_ids, attention_mask, max_new_tokens, lengths=None):
+        """Every row to ``max_new_tokens`` (``lengths`` only saves work in ``LanguageModel``; callers cut)."""
         current, new = input_ids[:, -1], []
         for _ in range(max_new_tokens):
             current = self.table[current]
