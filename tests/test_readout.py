@@ -191,3 +191,6 @@ def test_a_contrastive_run_ranks_by_its_discount_and_saves_it_with_the_gates(mem
     (tmp_path / "run" / "ranking_discount.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(NeuMuterError, match="ranking_discount"):
         load_run(tmp_path / "run", model)
+    (tmp_path / "run" / "ranking_discount.safetensors").unlink()
+    with pytest.raises(NeuMuterError, match="has no ranking_discount"):
+        load_run(tmp_path / "run", model)

@@ -55,7 +55,7 @@ def run(args) -> int:
                      args.model)
     model = load(args.intervention, base) if args.intervention else base  # does it fit? before any scoring
     gates = load_gates(args.curve, base) if args.curve else None
-    discount = load_ranking_discount(args.curve, gates[0]) if gates else None
+    discount = load_ranking_discount(args.curve, *gates) if gates else None
     oracle = load_causal_lm(args.oracle)[0] if args.oracle else None
     if oracle is not None:
         check_vocabulary(oracle, tokenizer, args.oracle)  # it is scored with the model's tokenizer

@@ -76,7 +76,7 @@ class NeuMuterRun:
         check_same_model(model, {f"run {directory}": recorded_fingerprint(directory)},
                          str(getattr(model, "name_or_path", "") or type(model).__name__))
         gates, config = load_gates(directory, model)
-        discount = load_ranking_discount(directory, gates)
+        discount = load_ranking_discount(directory, gates, config)
 
         def read(name: str, default):
             path = directory / name
@@ -101,7 +101,8 @@ class NeuMuterRun:
              run_info: dict | None = None) -> Path:
         """Write ``intervention/`` (pyvene format plus safetensors), ``gates.safetensors`` (the trained gate
         locations the mask was read from: ``neumuter eval --curve RUN`` draws the operating-point curve from
-        them; with ``ranking_discount.safetensors`` under the contrastive ranking), ``selection.json``, ``metrics.json``, ``history.json`` and ``config.json``, all or nothing.
+        them; with ``ranking_discount.safetensors`` under the contrastive ranking), ``selection.json``,
+        ``metrics.json``, ``history.json`` and ``config.json``, all or nothing.
         ``config.json`` records the model (its path where it was loaded from one, and its fingerprint) unless
         ``run_info`` says otherwise, so that ``export`` and ``load`` find it and refuse other weights."""
         run_info = {**self._model_info(run_info or {}), **(run_info or {})}
@@ -167,13 +168,16 @@ def load_gates(run_dir: str | Path, model) -> tuple[dict[int, torch.Tensor], Neu
     return dict(sorted(gates.items())), config
 
 
-def load_ranking_discount(run_dir: str | Path, gates: dict[int, torch.Tensor]) -> dict[int, torch.Tensor] | None:
-    """A saved run's contrastive discount (``ranking_discount.safetensors``), None where the run has none;
-    refused in one line where it does not cover ``gates`` (same layers, one finite value per gate). Reads
-    safetensors only."""
+def load_ranking_discount(run_dir: str | Path, gates: dict[int, torch.Tensor],
+                          config: NeuMuterConfig) -> dict[int, torch.Tensor] | None:
+    """A saved run's contrastive discount (``ranking_discount.safetensors``), None where its ``config`` ranks
+    otherwise; refused in one line, before any scoring, where a contrastive run lacks it or it does not cover
+    ``gates`` (same layers, one finite value per gate). Reads safetensors only."""
     path = Path(run_dir) / DISCOUNT_FILE
-    if not path.is_file():
+    if config.ranking != "contrastive":
         return None
+    if not path.is_file():
+        raise NeuMuterError(f"{run_dir} ranks its neurons contrastively but has no {DISCOUNT_FILE}")
     try:
         tensors = load_file(str(path))
     except (OSError, SafetensorError) as error:
