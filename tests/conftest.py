@@ -19,6 +19,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # one thread per xdist worker (and per subprocess a test starts): 2 workers x 2 threads on 2 cores thrash
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order the suite for two workers (``pytest -n 2`` with ``--dist loadscope --no-loadscope-reorder``, set in
+    pyproject.toml): each module runs whole on one worker, so that a module-scoped fixture (the real-model
+    demo and comparison cost minutes) is built once, not once per worker that receives one of its tests; and the
+    modules with tests marked ``slow`` are handed out first, so that a long one does not start last and leave
+    the other worker idle at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 # Sequences the memorized model learns. FORGET and RETAIN are trained; HELDOUT never is.

@@ -25,7 +25,7 @@ except NeuMuterError as error:
     pytest.skip(str(error), allow_module_level=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def validation(tmp_path_factory):
     return write_validation_dir(tmp_path_factory.mktemp("utility") / "validation_data")
 

@@ -86,7 +86,7 @@ def test_a_packaged_world_is_read_from_its_file_whatever_this_machine_has_instal
 def test_unlearn_with_the_real_model_preset_forgets_memorized_licence_windows(tmp_path):
     """``neumuter unlearn --preset real-model`` on the packaged SmolLM2, at a reduced size (the first 240
     characters of 2 of the frozen world's MIT-licence windows and of 6 of its held-out windows, EL10 over every
-    4th prefix: EL10's greedy decoding is what costs): it reaches Eq. 17 for every window within the preset's cap
+    32nd prefix: EL10's greedy decoding is what costs): it reaches Eq. 17 for every window within the preset's cap
     of neurons, and the saved run reloads and forgets."""
     from neumuter_interv.cli import main
     from neumuter_interv.loading import load_causal_lm
@@ -101,7 +101,7 @@ def test_unlearn_with_the_real_model_preset_forgets_memorized_licence_windows(tm
                                                     for w in groups["heldout"][:6]))
     directory, gguf = packaged_smollm2()
     code = main(["unlearn", "--model", directory, "--gguf-file", gguf, "--forget", str(tmp_path / "forget.jsonl"),
-                 "--preset", "real-model", "--heldout", str(tmp_path / "heldout.jsonl"), "--el-prefix-stride", "4",
+                 "--preset", "real-model", "--heldout", str(tmp_path / "heldout.jsonl"), "--el-prefix-stride", "32",
                  "--out", str(tmp_path / "run"), "--no-progress"])
     assert code == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -114,7 +114,7 @@ def test_unlearn_with_the_real_model_preset_forgets_memorized_licence_windows(tm
     after = float(memorization_accuracy(run.frozen, tokenizer, forget).mean())
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())
     thresholds = recorded["eq17_thresholds"]
-    assert recorded["el_prefix_stride"] == 4
+    assert recorded["el_prefix_stride"] == 32
     # the criterion held per window in the preset's bf16 autocast; scored here in float32, the mean may sit a
     # rounding above the threshold, far under what the model recalled before
     assert before > thresholds["ma"] + 0.3 and after <= thresholds["ma"] + 0.02

@@ -79,8 +79,9 @@ class RealWorldConfig:
 
     @classmethod
     def tiny(cls, **overrides) -> RealWorldConfig:
-        """The reduced size of the slow test: a few windows per group."""
-        return cls(**{"forget_documents": 2, "max_forget_windows": 3, "max_other_copy_windows": 3,
+        """The reduced size of the slow tests: a few windows per group, EL10 over prefixes 1 and 65 only and bf16
+        autocast where the CPU has it (EL10's greedy decoding is most of a test's time)."""
+        return cls(**{"el_prefix_stride": 64, "dtype": "auto", "forget_documents": 2, "max_forget_windows": 3, "max_other_copy_windows": 3,
                       "max_retain_windows": 4, "max_heldout_windows": 8, "max_attribution_windows": 4,
                       "general_passages": 4, "scan": ScanConfig(max_windows_per_document=1, fold_threshold=0.95),
                       **overrides})
