@@ -150,6 +150,22 @@ def memorized_dir(tokenizer, tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def base_dir(tmp_path_factory) -> str:
+    """A local 'pretrained' checkpoint for the worlds that fine-tune one (tofu-real, extraction): the tiny
+    testbed's GPT-Neo (byte-level BPE of 1,000 tokens, context 192) with its tokenizer in one directory, as
+    ``from_pretrained`` wants."""
+    import shutil
+
+    from neumuter_interv.testbed import TestbedConfig, build_testbed
+
+    testbed = build_testbed(TestbedConfig.tiny(), progress=False)
+    base = tmp_path_factory.mktemp("tiny-pretrained")
+    for source in (testbed.model_dir, testbed.tokenizer_dir):
+        shutil.copytree(source, base, dirs_exist_ok=True)
+    return str(base)
+
+
 @pytest.fixture
 def memorized(memorized_dir):
     """A fresh copy of the memorized model and its tokenizer."""

@@ -3,7 +3,6 @@ with its tokenizer as a local checkpoint) fine-tuned on fictitious people, with 
 
 import importlib.util
 import json
-import shutil
 import subprocess
 import sys
 from dataclasses import asdict
@@ -13,20 +12,9 @@ import pytest
 
 from neumuter_interv.cli import main
 from neumuter_interv.errors import NeuMuterError
-from neumuter_interv.testbed import TestbedConfig, build_testbed
 from neumuter_interv.worlds.tofu import TofuWorldConfig, prepare_tofu_world
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory):
-    """A local 'pretrained' checkpoint: model and tokenizer in one directory, as ``from_pretrained`` wants."""
-    testbed = build_testbed(TestbedConfig.tiny(), progress=False)
-    base = tmp_path_factory.mktemp("tiny-pretrained")
-    for source in (testbed.model_dir, testbed.tokenizer_dir):
-        shutil.copytree(source, base, dirs_exist_ok=True)
-    return str(base)
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,12 @@ gives what the harness needs to know of it; ``register_world`` adds one)."""
 from __future__ import annotations
 
 from .base import World, public_scores
+from .extraction import ExtractionWorld, ExtractionWorldConfig, prepare_extraction_world
 from .people import PeopleWorld, prepare_people_world
 from .real import RealWorld, RealWorldConfig, prepare_real_world
 from .registry import WORLDS, WorldSpec, register_world, world_spec
 from .tofu import TofuWorld, TofuWorldConfig, prepare_tofu_world
 
-__all__ = ["WORLDS", "PeopleWorld", "RealWorld", "RealWorldConfig", "World", "WorldSpec", "prepare_people_world",
+__all__ = ["WORLDS", "ExtractionWorld", "ExtractionWorldConfig", "PeopleWorld", "RealWorld", "RealWorldConfig", "World", "WorldSpec", "prepare_extraction_world", "prepare_people_world",
            "prepare_real_world", "prepare_tofu_world", "public_scores", "register_world", "TofuWorld",
            "TofuWorldConfig", "world_spec"]

@@ -52,9 +52,9 @@ def check_options(args: argparse.Namespace, parser_defaults: Mapping[str, Any], 
 
 
 def _register_built_in() -> None:
-    from . import people, real, tofu
+    from . import extraction, people, real, tofu
 
-    for module in (real, people, tofu):  # one entry per world, in the order --world lists them
+    for module in (real, people, tofu, extraction):  # one entry per world, in the order --world lists them
         register_world(module.SPEC)
 
 

@@ -19,32 +19,24 @@ fine-tuning settings), each model renamed into place whole under a file lock.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 
-import torch
-
-from .. import metrics
-from ..cache import build_cache_entry, cached_json, default_cache_dir
+from ..cache import cached_json, default_cache_dir
 from ..data import texts_sha256
 from ..errors import NeuMuterError
 from ..evaluation import EvaluationSet, evaluate, thresholds
-from ..lm import autocast, resolve_device
-from ..loading import load_causal_lm, packaged_smollm2
-from ..neighbours import generate_self_neighbours, model_fingerprint
-from ..output import write_json
+from ..lm import resolve_device
+from ..loading import load_causal_lm
+from ..neighbours import generate_self_neighbours
 from ..stopping import ForgettingCriterion
 from ..testbed.corpus import general_corpus
 from ..testbed.people import biography, make_people, qa_pairs, with_truth_probes
-from ..testbed.training import train_causal_lm
 from ..validation import check_number
 from .base import World, WorldSpec, cached_reference_scores
+from .finetuned import base_perplexity, build_key, build_model_once, fine_tune_copy, load_base
 
 BUILD_VERSION = 2  # part of the cache key: bump when the way the world is built changes
 FORGET_PERCENTS = (1, 5, 10)  # TOFU's forget01, forget05, forget10
@@ -171,15 +163,10 @@ def prepare_tofu_world(config: TofuWorldConfig | None = None, *, target_fraction
     """Fine-tune (or read from cache) the model and the split's oracle, compute the Eq. 17 thresholds and
     the original's and the oracle's scores, and the stopping criterion."""
     config = config or TofuWorldConfig()
-    base_dir, gguf = (config.base, config.gguf_file) if config.base else packaged_smollm2()
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    base, tokenizer = load_causal_lm(base_dir, gguf_file=gguf, cache_dir=cache)  # a bad base fails before work
+    base, tokenizer, base_key = load_base(config.base, config.gguf_file, cache)
     build_device = resolve_device(device)
-    base_key = Path(base.name_or_path).name if gguf else model_fingerprint(str(base.name_or_path))
-    key = hashlib.sha256(json.dumps({"version": BUILD_VERSION, "base": base_key, "settings": config.model_settings(),
-                                     "device": build_device.type, "packages": {
-                                         name: version(name) for name in ("torch", "transformers", "faker")}},
-                                    sort_keys=True, default=str).encode()).hexdigest()[:20]
+    key = build_key(BUILD_VERSION, base_key, config.model_settings(), build_device)
     root = cache / "tofu-world" / key
     people = _people(config, tokenizer)
     cached_json(root / "people.json", lambda: people)  # a record of who was trained (rebuilt from the config)
@@ -187,8 +174,11 @@ def prepare_tofu_world(config: TofuWorldConfig | None = None, *, target_fraction
     general = general_corpus(config.seed, 60, config.general_passages)[1]
 
     def train(name: str, texts: list[str]) -> None:
-        _build_once(root / name, lambda out: _fine_tune(base, tokenizer, texts, config, out, progress, build_device,
-                                                        name), log)
+        build_model_once(root / name, lambda out: fine_tune_copy(
+            base, tokenizer, texts, out, epochs=config.epochs, learning_rate=config.learning_rate,
+            batch_size=config.batch_size, max_seq_len=config.max_seq_len, seed=config.seed,
+            dtype=config.train_dtype, settings=config.model_settings(), progress=progress, device=build_device,
+            desc=f"tofu world: fine-tuning {name}"), log, "tofu world")
 
     train("model", people["training"]["forget10"] + people["training"]["retain"])
     train(oracle_name(config.forget_percent), split["oracle_training"])
@@ -196,7 +186,8 @@ def prepare_tofu_world(config: TofuWorldConfig | None = None, *, target_fraction
         f"{config.n_heldout} held-out people at {root}")
     model, tokenizer = load_causal_lm(str(root / "model"))
     model.to(build_device)
-    reference_ppl = _reference_perplexity(root, base.to(build_device), tokenizer, general, config)
+    reference_ppl = base_perplexity(root, base.to(build_device), tokenizer, general, config.dtype,
+                                    config.score_batch_size)
     data = EvaluationSet(split["forget"], people["scored"]["heldout"], general, split["retain"],
                          forget_qa=split["forget_qa"], retain_qa=split["retain_qa"],
                          settings={"el_n": 10, "el_prefix_stride": config.el_prefix_stride,
@@ -270,42 +261,6 @@ def _split(people: dict, config: TofuWorldConfig) -> dict:
             "oracle_training": [text for text in training_order if text not in forgotten],
             "retain_training": [text for i in retain for text in per_person[str(i)]],
             "unscored_retain": [people["bios"][str(i)] for i in retain if i not in scored_retain]}
-
-
-def _build_once(target: Path, build: Callable[[Path], None], log) -> None:
-    """Build the model directory ``target`` once, whole (``cache.build_cache_entry``), and log its time."""
-    start = time.perf_counter()
-    if build_cache_entry(target, "config.json", build):
-        log(f"tofu world: built {target.name} in {time.perf_counter() - start:.0f} s")
-
-
-def _fine_tune(base, tokenizer, texts: list[str], config: TofuWorldConfig, out: Path, progress: bool,
-               device: torch.device, name: str) -> None:
-    """A copy of ``base`` (left untouched), every weight fine-tuned on ``texts`` (EOS-terminated, cut at
-    ``max_seq_len``), saved with its tokenizer and the training record."""
-    sequences = [ids[:config.max_seq_len - 1] + [tokenizer.eos_token_id]
-                 for ids in tokenizer(texts)["input_ids"]]
-    start = time.perf_counter()
-    model = train_causal_lm(None, sequences, tokenizer.pad_token_id, epochs=config.epochs,
-                            batch_size=config.batch_size, lr=config.learning_rate, seed=config.seed,
-                            progress=progress, desc=f"tofu world: fine-tuning {name}", start_from=base,
-                            device=device, dtype=config.train_dtype)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    write_json(out / "training.json", {"sequences": len(sequences), "tokens": sum(map(len, sequences)),
-                                       "seconds": round(time.perf_counter() - start, 1),
-                                       "device": device.type, "settings": config.model_settings()})
-
-
-def _reference_perplexity(root: Path, base, tokenizer, general: list[str], config: TofuWorldConfig) -> float:
-    """The pretrained base's perplexity on the general texts (the 1.0 of model utility's general score)."""
-    path = root / "scores" / f"base-ppl-{texts_sha256(general)[:16]}-{config.dtype}.json"
-
-    def compute() -> float:
-        with autocast(config.dtype, next(base.parameters()).device):
-            return metrics.perplexity(base, tokenizer, general, batch_size=config.score_batch_size)
-
-    return cached_json(path, compute)
 
 
 def _settings(size: str) -> TofuWorldConfig:

@@ -1,0 +1,81 @@
+"""What the worlds that fine-tune a pretrained model share (``tofu-real``, ``extraction``): the base model and
+its key, a cache key for the fine-tuned models, building each model directory once, the fine-tune itself and
+the base model's perplexity on the general texts.
+
+A fine-tuned model directory holds the weights, the tokenizer, ``training.json`` (sequences, tokens, seconds,
+device and the settings) and ``training_texts.json`` (every text it trained on, in order, so that what a
+model saw, and what an oracle never saw, can be checked)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+
+from .. import metrics
+from ..cache import build_cache_entry, cached_json
+from ..data import texts_sha256
+from ..lm import autocast
+from ..loading import load_causal_lm, packaged_smollm2
+from ..neighbours import model_fingerprint
+from ..output import write_json
+from ..testbed.training import train_causal_lm
+
+
+def load_base(base: str | None, gguf_file: str | None, cache: Path):
+    """The pretrained model to fine-tune (a directory or Hub id; None: the packaged SmolLM2-135M), its
+    tokenizer and the key that names it in a cache key. A bad base fails here, before any work."""
+    directory, gguf = (base, gguf_file) if base else packaged_smollm2()
+    model, tokenizer = load_causal_lm(directory, gguf_file=gguf, cache_dir=cache)
+    key = Path(model.name_or_path).name if gguf else model_fingerprint(str(model.name_or_path))
+    return model, tokenizer, key
+
+
+def build_key(build_version: int, base_key: str, settings: dict, device: torch.device) -> str:
+    """The cache key of a world's fine-tuned models: the build version, the base model, the settings that
+    shape the weights, the device type and the versions of the packages that train them."""
+    return hashlib.sha256(json.dumps({"version": build_version, "base": base_key, "settings": settings,
+                                      "device": device.type, "packages": {
+                                          name: version(name) for name in ("torch", "transformers", "faker")}},
+                                     sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def build_model_once(target: Path, build: Callable[[Path], None], log: Callable[[str], None], label: str) -> None:
+    """Build the model directory ``target`` once, whole (``cache.build_cache_entry``), and log its time."""
+    start = time.perf_counter()
+    if build_cache_entry(target, "config.json", build):
+        log(f"{label}: built {target.name} in {time.perf_counter() - start:.0f} s")
+
+
+def fine_tune_copy(base, tokenizer, texts: list[str], out: Path, *, epochs: int, learning_rate: float,
+                   batch_size: int, max_seq_len: int, seed: int, dtype: str, settings: dict, progress: bool,
+                   device: torch.device, desc: str) -> None:
+    """A copy of ``base`` (left untouched), every weight fine-tuned on ``texts`` (EOS-terminated, cut at
+    ``max_seq_len``), saved to ``out`` with its tokenizer, the training record and the texts."""
+    sequences = [ids[:max_seq_len - 1] + [tokenizer.eos_token_id] for ids in tokenizer(texts)["input_ids"]]
+    start = time.perf_counter()
+    model = train_causal_lm(None, sequences, tokenizer.pad_token_id, epochs=epochs, batch_size=batch_size,
+                            lr=learning_rate, seed=seed, progress=progress, desc=desc, start_from=base,
+                            device=device, dtype=dtype)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    write_json(out / "training.json", {"sequences": len(sequences), "tokens": sum(map(len, sequences)),
+                                       "seconds": round(time.perf_counter() - start, 1),
+                                       "device": device.type, "settings": settings})
+    write_json(out / "training_texts.json", list(texts))
+
+
+def base_perplexity(root: Path, base, tokenizer, general: list[str], dtype: str, batch_size: int) -> float:
+    """The pretrained base's perplexity on the general texts, cached in the world directory."""
+    path = root / "scores" / f"base-ppl-{texts_sha256(general)[:16]}-{dtype}.json"
+
+    def compute() -> float:
+        with autocast(dtype, next(base.parameters()).device):
+            return metrics.perplexity(base, tokenizer, general, batch_size=batch_size)
+
+    return cached_json(path, compute)
