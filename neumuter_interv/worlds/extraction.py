@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import csv
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,12 +38,20 @@ from ..errors import NeuMuterError
 from ..evaluation import EvaluationSet, evaluate, thresholds
 from ..lm import resolve_device
 from ..loading import load_causal_lm
-from ..neighbours import generate_self_neighbours
 from ..stopping import ForgettingCriterion
 from ..utility import UtilityConfig, load_utility
 from ..validation import check_number
-from .base import World, WorldSpec, cached_reference_scores
-from .finetuned import base_perplexity, build_key, build_model_once, fine_tune_copy, load_base
+from .base import WorldSpec, cached_reference_scores
+from .finetuned import (
+    FineTunedWorld,
+    base_perplexity,
+    build_key,
+    build_model_once,
+    comparison_settings,
+    demo_settings,
+    fine_tune_copy,
+    load_base,
+)
 
 BUILD_VERSION = 1  # part of the cache key: bump when the way the world is built changes
 MAIN_SPLIT = "lm_extraction_32_0.csv"  # the paper's main forget split (Table 2)
@@ -93,37 +101,20 @@ class ExtractionWorldConfig:
 
 
 @dataclass
-class ExtractionWorld(World):
+class ExtractionWorld(FineTunedWorld):
     """The built extraction world (module docstring)."""
 
-    config: ExtractionWorldConfig | None = None
-    root: Path | None = None
     texts: dict | None = None  # the saved ``texts.json``: every group's texts
-    device: str = "cpu"
-
-    @property
-    def model_dir(self) -> Path:
-        return self.root / "model"
 
     @property
     def oracle_dir(self) -> Path:
         return self.root / "oracle"
-
-    def load_model(self):
-        model, _ = load_causal_lm(str(self.model_dir))
-        return model.to(resolve_device(self.device))
 
     @property
     def retain_texts(self) -> list[str]:
         """What a retain-set method trains on: the retain-memorized samples (scored too) and the general rows
         the model was trained on (never scored)."""
         return list(self.data.retain_texts) + list(self.texts["general_trained"])
-
-    def neighbours(self, texts: Sequence[str], k: int, ratio: float, seed: int = 0) -> list[str]:
-        """Self-neighbours of the continued-pretrained model (no masked LM installs offline)."""
-        grouped = generate_self_neighbours(texts, self.load_model(), self.tokenizer, model_key=self.root.name, k=k,
-                                           ratio=ratio, seed=seed, cache_dir=self.root / "neighbours")
-        return [text for group in grouped for text in group]
 
     def describe(self) -> str:
         c = self.config
@@ -267,22 +258,7 @@ def prepare_extraction_world(config: ExtractionWorldConfig | None = None, *, tar
                                     el_prefix_stride=config.el_prefix_stride, batch_size=config.score_batch_size,
                                     dtype=config.dtype)
     return ExtractionWorld("extraction", tokenizer, data, limits, reference["original"], reference["oracle"],
-                           criterion, config, root, texts, device)
-
-
-def _demo_settings(size: str) -> dict:
-    from ..methods.neumuter import CoefficientSchedule
-
-    return {"schedule": CoefficientSchedule.fixed(2, check_every=1)} if size == "tiny" else {}
-
-
-def _comparison_settings(size: str) -> dict:
-    """The real world's budgets (the same SmolLM2, continued-pretrained); tiny: two-epoch budgets."""
-    from ..methods.registry import method_budgets, real_model_budgets
-
-    if size == "tiny":
-        return {"budgets": method_budgets(fine_tuning_epochs=2, ig_positions_per_sample=2, ig_max_neurons=20)}
-    return {"budgets": real_model_budgets()}
+                           criterion, config=config, root=root, device=device, texts=texts)
 
 
 def _add_arguments(parser) -> None:
@@ -322,8 +298,8 @@ SPEC = WorldSpec(
          "oracle (needs --extraction-data)",
     settings=_settings,
     prepare=lambda settings, *, el_prefix_stride, **common: prepare_extraction_world(settings, **common),
-    demo=_demo_settings,
-    comparison=_comparison_settings,
+    demo=demo_settings,
+    comparison=comparison_settings,
     targets={"forgotten_fraction_at_least": 0.9, "retain_ma_drop_at_most": 0.03,
              "general_ppl_increase_at_most": 0.05, "neurons_muted_fraction_at_most": 0.01},
     retain_set="the other extraction samples and the trained Pile rows",

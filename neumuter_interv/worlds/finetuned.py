@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -20,11 +21,35 @@ import torch
 from .. import metrics
 from ..cache import build_cache_entry, cached_json
 from ..data import texts_sha256
-from ..lm import autocast
+from ..lm import autocast, resolve_device
 from ..loading import load_causal_lm, packaged_smollm2
-from ..neighbours import model_fingerprint
+from ..neighbours import generate_self_neighbours, model_fingerprint
 from ..output import write_json
 from ..testbed.training import train_causal_lm
+from .base import World
+
+
+@dataclass
+class FineTunedWorld(World):
+    """A world whose model was fine-tuned here, saved under ``root / "model"``."""
+
+    config: object = None
+    root: Path | None = None
+    device: str = "cpu"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    def load_model(self):
+        model, _ = load_causal_lm(str(self.model_dir))
+        return model.to(resolve_device(self.device))
+
+    def neighbours(self, texts: Sequence[str], k: int, ratio: float, seed: int = 0) -> list[str]:
+        """Self-neighbours of the fine-tuned model (as the real world: no masked LM installs offline)."""
+        grouped = generate_self_neighbours(texts, self.load_model(), self.tokenizer, model_key=self.root.name, k=k,
+                                           ratio=ratio, seed=seed, cache_dir=self.root / "neighbours")
+        return [text for group in grouped for text in group]
 
 
 def load_base(base: str | None, gguf_file: str | None, cache: Path):
@@ -79,3 +104,19 @@ def base_perplexity(root: Path, base, tokenizer, general: list[str], dtype: str,
             return metrics.perplexity(base, tokenizer, general, batch_size=batch_size)
 
     return cached_json(path, compute)
+
+
+def demo_settings(size: str) -> dict:
+    """The demo's settings: the world's preset; tiny: two epochs of NeuMuter, checked after each."""
+    from ..methods.neumuter import CoefficientSchedule
+
+    return {"schedule": CoefficientSchedule.fixed(2, check_every=1)} if size == "tiny" else {}
+
+
+def comparison_settings(size: str) -> dict:
+    """The real world's budgets (the same SmolLM2, fine-tuned here); tiny: two-epoch budgets."""
+    from ..methods.registry import method_budgets, real_model_budgets
+
+    if size == "tiny":
+        return {"budgets": method_budgets(fine_tuning_epochs=2, ig_positions_per_sample=2, ig_max_neurons=20)}
+    return {"budgets": real_model_budgets()}

@@ -20,7 +20,7 @@ fine-tuning settings), each model renamed into place whole under a file lock.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,13 +30,21 @@ from ..errors import NeuMuterError
 from ..evaluation import EvaluationSet, evaluate, thresholds
 from ..lm import resolve_device
 from ..loading import load_causal_lm
-from ..neighbours import generate_self_neighbours
 from ..stopping import ForgettingCriterion
 from ..testbed.corpus import general_corpus
 from ..testbed.people import biography, make_people, qa_pairs, with_truth_probes
 from ..validation import check_number
-from .base import World, WorldSpec, cached_reference_scores
-from .finetuned import base_perplexity, build_key, build_model_once, fine_tune_copy, load_base
+from .base import WorldSpec, cached_reference_scores
+from .finetuned import (
+    FineTunedWorld,
+    base_perplexity,
+    build_key,
+    build_model_once,
+    comparison_settings,
+    demo_settings,
+    fine_tune_copy,
+    load_base,
+)
 
 BUILD_VERSION = 2  # part of the cache key: bump when the way the world is built changes
 FORGET_PERCENTS = (1, 5, 10)  # TOFU's forget01, forget05, forget10
@@ -100,26 +108,15 @@ class TofuWorldConfig:
 
 
 @dataclass
-class TofuWorld(World):
+class TofuWorld(FineTunedWorld):
     """The built TOFU-style world (module docstring)."""
 
-    config: TofuWorldConfig | None = None
-    root: Path | None = None
     people: dict = field(default_factory=dict)  # the saved ``people.json``
     training_retain: list[str] = field(default_factory=list)
     unscored_retain: list[str] = field(default_factory=list)  # biographies of the retain people not scored
-    device: str = "cpu"
-
-    @property
-    def model_dir(self) -> Path:
-        return self.root / "model"
 
     def oracle_dir(self, percent: int | None = None) -> Path:
         return self.root / oracle_name(percent or self.config.forget_percent)
-
-    def load_model(self):
-        model, _ = load_causal_lm(str(self.model_dir))
-        return model.to(resolve_device(self.device))
 
     @property
     def retain_texts(self) -> list[str]:
@@ -131,12 +128,6 @@ class TofuWorld(World):
     def attribution_reference(self) -> list[str]:
         """The biographies of the retain people that are trained on but not scored."""
         return list(self.unscored_retain) or list(self.data.retain_texts)
-
-    def neighbours(self, texts: Sequence[str], k: int, ratio: float, seed: int = 0) -> list[str]:
-        """Self-neighbours of the fine-tuned model (as the real world: no masked LM installs offline)."""
-        grouped = generate_self_neighbours(texts, self.load_model(), self.tokenizer, model_key=self.root.name, k=k,
-                                           ratio=ratio, seed=seed, cache_dir=self.root / "neighbours")
-        return [text for group in grouped for text in group]
 
     def describe(self) -> str:
         c = self.config
@@ -209,7 +200,8 @@ def prepare_tofu_world(config: TofuWorldConfig | None = None, *, target_fraction
                                     el_prefix_stride=config.el_prefix_stride, batch_size=config.score_batch_size,
                                     dtype=config.dtype)
     return TofuWorld("tofu-real", tokenizer, data, limits, reference["original"], reference["oracle"], criterion,
-                     config, root, people, split["retain_training"], split["unscored_retain"], device)
+                     config=config, root=root, device=device, people=people, training_retain=split["retain_training"],
+                     unscored_retain=split["unscored_retain"])
 
 
 def _people(config: TofuWorldConfig, tokenizer) -> dict:
@@ -270,21 +262,6 @@ def _settings(size: str) -> TofuWorldConfig:
     return TofuWorldConfig()
 
 
-def _demo_settings(size: str) -> dict:
-    from ..methods.neumuter import CoefficientSchedule
-
-    return {"schedule": CoefficientSchedule.fixed(2, check_every=1)} if size == "tiny" else {}
-
-
-def _comparison_settings(size: str) -> dict:
-    """The real world's budgets (the same SmolLM2, fine-tuned); tiny: two-epoch budgets."""
-    from ..methods.registry import method_budgets, real_model_budgets
-
-    if size == "tiny":
-        return {"budgets": method_budgets(fine_tuning_epochs=2, ig_positions_per_sample=2, ig_max_neurons=20)}
-    return {"budgets": real_model_budgets()}
-
-
 def _add_arguments(parser) -> None:
     parser.add_argument("--base", help="tofu-real world: the pretrained model to fine-tune, a directory or Hub id "
                                        "(default: the packaged SmolLM2-135M)")
@@ -306,8 +283,8 @@ SPEC = WorldSpec(
     help="SmolLM2-135M fine-tuned on fictitious people, with its retrain oracle per TOFU split",
     settings=_settings,
     prepare=lambda settings, *, el_prefix_stride, utility, **common: prepare_tofu_world(settings, **common),
-    demo=_demo_settings,
-    comparison=_comparison_settings,
+    demo=demo_settings,
+    comparison=comparison_settings,
     targets={"forgotten_fraction_at_least": 0.9, "retain_ma_drop_at_most": 0.03,
              "general_ppl_increase_at_most": 0.05, "neurons_muted_fraction_at_most": 0.01},
     retain_set="the retain people",
