@@ -49,9 +49,8 @@ def main() -> None:
                "training": builds, "paper_gpt_neo_125m_original": PAPER_GPT_NEO_125M,
                "seconds": round(time.perf_counter() - start, 1)}
     table = markdown_table(["model", *(label for label, _ in COLUMNS)],
-                           [[name, *(_cell(scores.get(key)) for _, key in COLUMNS)] for name, scores in rows.items()]
-                           + [["paper: GPT-Neo 125M original", *(_cell(PAPER_GPT_NEO_125M.get(key)) for _, key in
-                                                                  COLUMNS)]])
+                           [[name, *(scores.get(key) for _, key in COLUMNS)] for name, scores in rows.items()]
+                           + [["paper: GPT-Neo 125M original", *(PAPER_GPT_NEO_125M.get(key) for _, key in COLUMNS)]])
     report = (f"# The extraction world's memorization before unlearning\n\n{world.describe()}.\n\n"
               f"Eq. 17 thresholds (held-out Pile rows): MA {world.thresholds['ma']:.4f}, EL10 "
               f"{world.thresholds['el10']:.4f}.\n\n{table}\n\nBuilt in "
@@ -62,10 +61,6 @@ def main() -> None:
         write_json(staging / "memorization.json", results)
         (staging / "memorization.md").write_text(report)
     print(report)
-
-
-def _cell(value) -> str:
-    return "" if value is None else f"{value:.4g}"
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from ..validation import check_number
 from .base import WorldSpec, cached_reference_scores
 from .finetuned import (
     FineTunedWorld,
+    as_trained,
     base_perplexity,
     build_key,
     build_model_once,
@@ -186,13 +187,8 @@ def world_texts(config: ExtractionWorldConfig, tokenizer) -> dict[str, list[str]
         if len(pool) < count:
             raise NeuMuterError(f"the extraction world wants {count} {name} texts, {config.data_dir} has "
                                 f"{len(pool)}")
-
-    def cut(texts: list[str]) -> list[str]:
-        ids = tokenizer(texts)["input_ids"]
-        return [text if len(row) < config.max_seq_len else tokenizer.decode(row[:config.max_seq_len - 1])
-                for text, row in zip(texts, ids)]
-
-    return {"forget": cut(forget), **{name: cut(pool[:count]) for name, (pool, count) in wanted.items()}}
+    chosen = {"forget": forget, **{name: pool[:count] for name, (pool, count) in wanted.items()}}
+    return {name: as_trained(tokenizer, group, config.max_seq_len) for name, group in chosen.items()}
 
 
 def training_texts(texts: dict[str, list[str]], config: ExtractionWorldConfig, *, oracle: bool) -> list[str]:

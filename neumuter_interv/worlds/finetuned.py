@@ -77,6 +77,13 @@ def build_model_once(target: Path, build: Callable[[Path], None], log: Callable[
         log(f"{label}: built {target.name} in {time.perf_counter() - start:.0f} s")
 
 
+def as_trained(tokenizer, texts: list[str], max_seq_len: int) -> list[str]:
+    """What the fine-tune sees of each text: the text itself, or its first ``max_seq_len - 1`` tokens decoded
+    (``fine_tune_copy`` adds EOS and cuts there), so that what is scored is what was trained on."""
+    ids = tokenizer(list(texts))["input_ids"]
+    return [text if len(row) < max_seq_len else tokenizer.decode(row[:max_seq_len - 1]) for text, row in zip(texts, ids)]
+
+
 def fine_tune_copy(base, tokenizer, texts: list[str], out: Path, *, epochs: int, learning_rate: float,
                    batch_size: int, max_seq_len: int, seed: int, dtype: str, settings: dict, progress: bool,
                    device: torch.device, desc: str) -> None:

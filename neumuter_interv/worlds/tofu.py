@@ -37,6 +37,7 @@ from ..validation import check_number
 from .base import WorldSpec, cached_reference_scores
 from .finetuned import (
     FineTunedWorld,
+    as_trained,
     base_perplexity,
     build_key,
     build_model_once,
@@ -220,13 +221,9 @@ def _people(config: TofuWorldConfig, tokenizer) -> dict:
         raise NeuMuterError(f"biographies are up to {longest} tokens (with EOS), longer than max_seq_len "
                             f"{config.max_seq_len}: raise it")
 
-    def as_trained(text: str) -> str:  # what the fine-tune sees of it: a QA pair may be cut at max_seq_len
-        ids = tokenizer(text)["input_ids"]
-        return text if len(ids) < config.max_seq_len else tokenizer.decode(ids[:config.max_seq_len - 1])
-
-    def training(group) -> list[str]:
-        return [as_trained(text) for p in group for text in
-                (bios[p.person_id], *(r["question"] + r["answer"] for r in records[p.person_id]))]
+    def training(group) -> list[str]:  # a QA pair may be cut at max_seq_len
+        return as_trained(tokenizer, [text for p in group for text in (
+            bios[p.person_id], *(r["question"] + r["answer"] for r in records[p.person_id]))], config.max_seq_len)
 
     return {"people": [asdict(p) for p in people],
             "forget_order": [p.person_id for p in by_split["forget"]],
