@@ -5,8 +5,9 @@ next to the paper's GPT-Neo 125M (Table 2, "Original": EL10 33.81%, MA 78.64%).
     python recipes/extraction_world.py --extraction-data ../shared/data/knowledge-unlearning \\
         --out results/extraction-world/ [--forget-file lm_extraction_32_0.csv] [--size tiny --extraction-base DIR]
 
-Writes ``memorization.json`` and ``memorization.md``: forget MA and EL10, retain-memorized MA, held-out MA (the
-Eq. 17 threshold), general-text perplexity and the oracle's forget quality, with each model's build time.
+Writes ``memorization.json`` and ``memorization.md``: forget MA and EL10, verbatim extraction of 48 tokens from
+a 32-token prefix (``--prefix-tokens``, ``--suffix-tokens``), retain-memorized MA, held-out MA (the Eq. 17
+threshold), general-text perplexity and the oracle's forget quality, with each model's build time.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ import json
 import time
 
 from neumuter_interv.errors import run_script
+from neumuter_interv.lm import autocast
+from neumuter_interv.loading import load_causal_lm
+from neumuter_interv.metrics import suffix_extraction
 from neumuter_interv.output import check_writable, output_directory, write_json
 from neumuter_interv.report import markdown_table
 from neumuter_interv.worlds import ExtractionWorldConfig, prepare_extraction_world, public_scores
 from neumuter_interv.worlds.finetuned import load_base
 
 PAPER_GPT_NEO_125M = {"forget_el10": 0.3381, "forget_ma": 0.7864}  # Table 2, "Original" (means over 5 runs)
-COLUMNS = (("forget MA", "forget_ma"), ("forget EL10", "forget_el10"), ("retain-memorized MA", "retain_ma"),
+COLUMNS = (("forget MA", "forget_ma"), ("forget EL10", "forget_el10"), ("suffix tokens extracted", "suffix_accuracy"),
+           ("suffixes extracted verbatim", "suffix_exact"), ("retain-memorized MA", "retain_ma"),
            ("held-out MA", "heldout_ma"), ("general PPL", "heldout_ppl"), ("forget quality", "forget_quality"))
 
 
@@ -32,6 +37,8 @@ def main() -> None:
     parser.add_argument("--forget-file")
     parser.add_argument("--size", choices=["default", "tiny"], default="default")
     parser.add_argument("--extraction-base", metavar="MODEL")
+    parser.add_argument("--prefix-tokens", type=int, default=32, help="extraction test: the prompt's tokens")
+    parser.add_argument("--suffix-tokens", type=int, default=48, help="extraction test: the tokens to reproduce")
     parser.add_argument("--out", required=True)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
@@ -44,8 +51,15 @@ def main() -> None:
     base, _, _ = load_base(config.base, config.gguf_file, world.root.parent.parent)
     rows = {"original": public_scores(world.original), "oracle": public_scores(world.oracle),
             "base": public_scores(world.evaluate(base))}
+    for name, model in (("original", world.load_model()), ("oracle", load_causal_lm(str(world.oracle_dir))[0]),
+                        ("base", base)):
+        with autocast(config.dtype, next(model.parameters()).device):
+            shares = suffix_extraction(model, world.tokenizer, world.forget_texts, prefix_tokens=args.prefix_tokens,
+                                       suffix_tokens=args.suffix_tokens, batch_size=config.score_batch_size)
+        rows[name].update(suffix_accuracy=float(shares.mean()), suffix_exact=float((shares == 1).float().mean()))
     builds = {name: json.loads((world.root / name / "training.json").read_text()) for name in ("model", "oracle")}
     results = {"world": world.describe(), "build": world.root.name, "thresholds": world.thresholds, "models": rows,
+               "extraction_test": {"prefix_tokens": args.prefix_tokens, "suffix_tokens": args.suffix_tokens},
                "training": builds, "paper_gpt_neo_125m_original": PAPER_GPT_NEO_125M,
                "seconds": round(time.perf_counter() - start, 1)}
     table = markdown_table(["model", *(label for label, _ in COLUMNS)],
@@ -53,7 +67,10 @@ def main() -> None:
                            + [["paper: GPT-Neo 125M original", *(PAPER_GPT_NEO_125M.get(key) for _, key in COLUMNS)]])
     report = (f"# The extraction world's memorization before unlearning\n\n{world.describe()}.\n\n"
               f"Eq. 17 thresholds (held-out Pile rows): MA {world.thresholds['ma']:.4f}, EL10 "
-              f"{world.thresholds['el10']:.4f}.\n\n{table}\n\nBuilt in "
+              f"{world.thresholds['el10']:.4f} (every {config.el_prefix_stride}th prefix). Extraction: the forget "
+              f"samples' greedy continuation of their first {args.prefix_tokens} tokens against the next "
+              f"{args.suffix_tokens} (`suffix tokens extracted`: the share of positions reproduced; "
+              f"`verbatim`: the share of samples whose {args.suffix_tokens} tokens all are).\n\n{table}\n\nBuilt in "
               + ", ".join(f"{name} {record['seconds']:.0f} s ({record['sequences']} sequences)"
                           for name, record in builds.items())
               + f" (this command: {results['seconds']:.0f} s, cached models not rebuilt).\n")

@@ -1,4 +1,5 @@
-"""Which layers to mask? The paper's Table 3 study, on the real model (default) or the people testbed.
+"""Which layers to mask? The paper's Table 3 study, on the real model (default), the extraction world or the people
+testbed.
 
 For each layer spec, NeuMuter runs with the same settings under the world's stopping rule (Appendix B.4:
 Eq. 17 for the target share of forget samples, within the same budget; on the real world the demo's
@@ -10,6 +11,8 @@ which layers NeuMuter chose when it could choose any.
     python recipes/layer_selection_study.py --utility ../shared/data/knowledge-unlearning/validation_data \\
         --out results/layer-study-smollm2
     python recipes/layer_selection_study.py --world people --specs "all;0-1;1-2;2-3;0;3" --out layer-study/
+    python recipes/layer_selection_study.py --world extraction --extraction-data ../shared/data/knowledge-unlearning \
+        --out results/layer-study-extraction
 
 Layers are 0-based (the paper's blocks 2-8 of GPT-Neo 125M are "1-7"). The readout searches up to 5% of the
 GATED neurons, so a range of few layers may be unable to meet the rule: its row then says so (``met``) and
@@ -20,17 +23,19 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 from neumuter_interv.architectures import describe_layers, num_layers, parse_layers
+from neumuter_interv.commands.world_options import world_settings
 from neumuter_interv.comparison import ComparisonConfig
-from neumuter_interv.demo import DemoConfig, prepare_world
+from neumuter_interv.demo import DemoConfig, demo_inputs, prepare_world
 from neumuter_interv.errors import run_script
 from neumuter_interv.methods.neumuter import NeuMuter, NeuMuterConfig
 from neumuter_interv.output import check_writable, output_directory, write_json
 from neumuter_interv.report import markdown_table, plot_grouped_bars, plot_muted_per_layer
 from neumuter_interv.utility import UTILITY_COLUMNS, UtilityConfig
 from neumuter_interv.worlds import public_scores
-from neumuter_interv.worlds.registry import WORLDS, world_spec
+from neumuter_interv.worlds.registry import WORLDS, add_world_arguments, world_spec
 
 COLUMNS = [("forget_ma", "forget MA"), ("forget_el10", "forget EL10"), ("forgotten_fraction", "forgotten"),
            ("other_copies_ma", "other copies MA"), ("retain_ma", "retain MA"), ("heldout_ma", "held-out MA"),
@@ -38,11 +43,12 @@ COLUMNS = [("forget_ma", "forget MA"), ("forget_el10", "forget EL10"), ("forgott
 
 
 def study_config(world: str, size: str, utility: str | None, epochs: int | None, kl_weight: float | None,
-                 sparsity_weight: float | None) -> tuple[DemoConfig, NeuMuterConfig, str]:
-    """The world's settings as its comparison scores it (the real world in bf16 to fit a CPU budget),
-    NeuMuter's (the demo's, unless the world's ``layer_study`` sets its own) and the world's default specs."""
+                 sparsity_weight: float | None, settings: Any = None) -> tuple[DemoConfig, NeuMuterConfig, str]:
+    """The world's settings as its comparison scores it (the real world in bf16 to fit a CPU budget; ``settings``:
+    the world's own, from its options), NeuMuter's (the demo's, unless the world's ``layer_study`` sets its own)
+    and the world's default specs."""
     study = world_spec(world).layer_study(size)
-    config = ComparisonConfig.for_world(world, size, utility=UtilityConfig(utility) if utility else None).demo
+    config = ComparisonConfig.for_world(world, size, settings, utility=UtilityConfig(utility) if utility else None).demo
     for name, value in study.get("demo", {}).items():
         setattr(config, name, value)
     neumuter = study.get("neumuter", config.neumuter)
@@ -56,6 +62,7 @@ def study_config(world: str, size: str, utility: str | None, epochs: int | None,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", choices=[name for name, spec in WORLDS.items() if spec.layer_study], default="real")
+    add_world_arguments(parser)
     parser.add_argument("--specs", help="layer specs separated by ';' (a spec may hold commas: \"all;1-7;10-16,21\"); "
                                         "default: the world's")
     parser.add_argument("--size", choices=["default", "tiny"], default="default")
@@ -67,9 +74,9 @@ def main() -> None:
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
     config, neumuter, default_specs = study_config(args.world, args.size, args.utility, args.epochs, args.kl_weight,
-                                                   args.sparsity_weight)
+                                                   args.sparsity_weight, world_settings(args))
     config.check()
-    check_writable(args.out, args.overwrite, {"--utility": args.utility} if args.utility else None)
+    check_writable(args.out, args.overwrite, demo_inputs(config))
     start = time.perf_counter()
     world = prepare_world(config)
     neighbours = world.neighbours(world.forget_texts, neumuter.neighbours_per_sample, neumuter.replacement_ratio,

@@ -5,14 +5,18 @@ with its retrain oracle. Skipped, with the reason, where the shared data is abse
 import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import SHARED_DATA
+from conftest import REPO, SHARED_DATA
 from safetensors.torch import load_file
 
 from neumuter_interv.cli import main
 from neumuter_interv.errors import NeuMuterError
+from neumuter_interv.metrics import suffix_extraction
 from neumuter_interv.worlds.extraction import (
     ExtractionWorldConfig,
     prepare_extraction_world,
@@ -54,6 +58,18 @@ def test_the_model_memorized_its_samples_and_the_oracle_did_not_memorize_the_for
     assert oracle["retain_ma"] > world.thresholds["ma"] + 0.3, "both trained on the retain-memorized samples"
     assert original["heldout_ma"] == pytest.approx(world.thresholds["ma"])
     assert 0 <= original["forget_quality"] < 0.5, "the original's forget losses differ from the oracle's"
+
+
+def test_the_original_reproduces_its_forget_samples_from_a_prefix_and_the_oracle_does_not(world):
+    from transformers import AutoModelForCausalLM
+
+    def extracted(model):
+        return suffix_extraction(model, world.tokenizer, world.forget_texts, prefix_tokens=16, suffix_tokens=24)
+
+    original, oracle = extracted(world.load_model()), extracted(AutoModelForCausalLM.from_pretrained(world.oracle_dir))
+    assert original.shape == (4,) and float(original.mean()) > float(oracle.mean()) + 0.15
+    with pytest.raises(NeuMuterError, match="fewer than 90 tokens"):
+        suffix_extraction(world.load_model(), world.tokenizer, world.forget_texts, prefix_tokens=42)
 
 
 def test_the_oracle_never_saw_a_forget_sample_and_no_model_saw_a_scored_pile_row(world):
@@ -112,3 +128,14 @@ def test_the_extraction_options_belong_to_the_extraction_world(tmp_path, capsys)
     code = main(["compare", "--world", "real", "--extraction-data", str(DATA), "--out", str(tmp_path / "x")])
     assert code == 2 and "--extraction-data applies to the extraction world" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_the_layer_study_runs_on_the_extraction_world_with_its_options(world, base_dir, cache, tmp_path):
+    out = tmp_path / "layers"
+    subprocess.run([sys.executable, str(REPO / "recipes" / "layer_selection_study.py"), "--world", "extraction",
+                    "--size", "tiny", "--extraction-base", base_dir, "--extraction-data", str(DATA), "--specs", "all;0",
+                    "--out", str(out)], env={**os.environ, "NEUMUTER_CACHE": str(cache)}, check=True, cwd=REPO,
+                   capture_output=True, text=True, timeout=600)
+    study = json.loads((out / "layer_study.json").read_text())
+    assert list(study["specs"]) == ["all", "0"] and study["original"]["forget_ma"] == world.original["forget_ma"]
+    assert set(study["specs"]["0"]["muted_per_layer"]) <= {"0"}, "a single-layer mask mutes only there"

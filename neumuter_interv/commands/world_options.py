@@ -27,8 +27,6 @@ def add_world_options(parser, default: str) -> None:
     parser.add_argument("--neumuter-epochs", type=int, metavar="N",
                         help="NeuMuter's budget under the stopping rule, in epochs (default: the world's preset, 24 "
                              "on the real world; anchored runs need more: docs/specificity.md)")
-    parser.set_defaults(world_option_defaults={dest: parser.get_default(dest) for spec in WORLDS.values()
-                                               for dest in spec.options})
 
 
 def apply_neumuter_options(args, config) -> None:

@@ -35,6 +35,7 @@ from .memorization import (
     memorization_accuracy,
     ngram_overlap,
     ngrams,
+    suffix_extraction,
     teacher_forced_scores,
 )
 from .privacy import loss_mia, mia_from_losses, perplexity, sample_losses
@@ -61,7 +62,7 @@ from .utility_tasks import (
 )
 
 __all__ = ["QARecord", "Samples", "check_samples", "progress_bars", "showing_progress", "extraction_likelihood",
-           "forgetting_thresholds", "forgotten_fraction", "forgotten_mask", "memorization_accuracy",
+           "forgetting_thresholds", "forgotten_fraction", "forgotten_mask", "memorization_accuracy", "suffix_extraction",
            "ngram_overlap", "ngrams", "teacher_forced_scores", "loss_mia", "mia_from_losses", "perplexity",
            "sample_losses", "answer_probability", "forget_quality", "model_utility", "normalize_answer",
            "qa_exposure", "qa_rouge_recall", "rouge_l_recall", "truth_ratio", "truth_ratio_score",

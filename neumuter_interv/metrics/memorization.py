@@ -31,6 +31,22 @@ def teacher_forced_scores(model, tokenizer, samples: Samples, *, batch_size: int
             torch.stack([losses.mean() for losses, _ in scored]))
 
 
+def suffix_extraction(model, tokenizer, samples: Samples, *, prefix_tokens: int = 32, suffix_tokens: int = 48,
+                      batch_size: int = 8) -> torch.Tensor:
+    """Per sample: the share of the ``suffix_tokens`` tokens after its first ``prefix_tokens`` that greedy
+    decoding from that prefix reproduces, position by position (1.0: extracted verbatim). The Training Data
+    Extraction Challenge's test, which the paper's samples come from, is a 50-token suffix from a 50-token
+    prefix; a sample shorter than ``prefix_tokens + suffix_tokens`` tokens is refused."""
+    if prefix_tokens < 1 or suffix_tokens < 1:
+        raise NeuMuterError(f"prefix_tokens and suffix_tokens must be at least 1, got {prefix_tokens}, {suffix_tokens}")
+    lm = as_language_model(model)
+    sequences = token_lists(tokenizer, samples, min_tokens=prefix_tokens + suffix_tokens)
+    decoded = greedy_continuations(lm, [seq[:prefix_tokens] for seq in sequences], [suffix_tokens] * len(sequences),
+                                   batch_size)
+    truth = [seq[prefix_tokens:prefix_tokens + suffix_tokens] for seq in sequences]
+    return torch.tensor([sum(a == b for a, b in zip(new, true)) / suffix_tokens for new, true in zip(decoded, truth)])
+
+
 def ngrams(tokens: Sequence[int], n: int) -> list[tuple[int, ...]]:
     """All contiguous n-grams, in order and with repeats."""
     return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]

@@ -35,9 +35,12 @@ def world_spec(name: str) -> WorldSpec:
 
 
 def add_world_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every registered world's own options (a world's options are refused with another world: ``check_options``)."""
+    """Every registered world's own options (a world's options are refused with another world: ``check_options``,
+    which reads their defaults from ``world_option_defaults``)."""
     for spec in WORLDS.values():
         spec.add_arguments(parser)
+    parser.set_defaults(world_option_defaults={dest: parser.get_default(dest) for spec in WORLDS.values()
+                                               for dest in spec.options})
 
 
 def check_options(args: argparse.Namespace, parser_defaults: Mapping[str, Any], world: str) -> None:
