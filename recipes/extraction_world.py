@@ -22,6 +22,7 @@ from neumuter_interv.loading import load_causal_lm
 from neumuter_interv.metrics import suffix_extraction
 from neumuter_interv.output import check_writable, output_directory, write_json
 from neumuter_interv.report import markdown_table
+from neumuter_interv.validation import check_number
 from neumuter_interv.worlds import ExtractionWorldConfig, prepare_extraction_world, public_scores
 from neumuter_interv.worlds.finetuned import load_base
 
@@ -45,6 +46,8 @@ def main() -> None:
     chosen = {"forget_file": args.forget_file} if args.forget_file else {}
     config = (ExtractionWorldConfig.tiny(args.extraction_base, args.extraction_data, **chosen) if args.size == "tiny"
               else ExtractionWorldConfig(data_dir=args.extraction_data, base=args.extraction_base, **chosen))
+    for flag, value in (("--prefix-tokens", args.prefix_tokens), ("--suffix-tokens", args.suffix_tokens)):
+        check_number(flag, value, minimum=1, integer=True)  # before the world's build, not after
     check_writable(args.out, args.overwrite, {"--extraction-data": args.extraction_data})
     start = time.perf_counter()
     world = prepare_extraction_world(config)
