@@ -27,6 +27,7 @@ from .errors import NeuMuterError
 from .methods.base import MatchedTo, UnlearningMethod
 from .methods.registry import METHODS, make_method, method_budgets
 from .output import check_writable, output_directory, write_json, write_text
+from .paper_results import PAPER_COLUMNS
 from .report import markdown_table, plot_tradeoff
 from .utility import UTILITY_COLUMNS, UtilityConfig
 from .worlds import World, public_scores
@@ -114,6 +115,7 @@ def run_comparison(out: str | Path, config: ComparisonConfig | None = None, over
         "original": public_scores(world.original),
         "retrain_oracle": public_scores(world.oracle) if world.oracle else None,
         "methods": entries,
+        "paper_rows": config.demo.spec.paper_rows.to_dict() if config.demo.spec.paper_rows else None,
         "settings": _settings(config),
         "setup_seconds": setup_seconds,  # the world (building it when not cached), thresholds, reference scores
         "seconds": time.perf_counter() - start,
@@ -256,9 +258,34 @@ def comparison_report(summary: dict) -> str:
         markdown_table(header, rows),
         "\n\n".join(notes),
     ]
+    if summary.get("paper_rows"):
+        parts += paper_rows_section(summary)
     if failures:
         parts += ["## Failed methods", "\n".join(failures)]
     return "\n\n".join(parts) + "\n"
+
+
+def paper_rows_section(summary: dict) -> list[str]:
+    """Our rows beside the paper's (``WorldSpec.paper_rows``) for every method both have, in the paper's columns
+    (``PAPER_COLUMNS``; our PPL the mean of our Pile and WikiText PPL, where the utility files were given)."""
+    paper = summary["paper_rows"]
+    ours = {"original": summary["original"],
+            **{name: entry["evaluation"] for name, entry in summary["methods"].items() if "evaluation" in entry}}
+    shown = [name for name in paper["rows"] if name in ours]
+    rows = []
+    for name in shown:
+        scores = dict(ours[name])
+        if "pile_ppl" in scores and "wikitext_ppl" in scores:
+            scores["ppl"] = (scores["pile_ppl"] + scores["wikitext_ppl"]) / 2
+        label = "original" if name == "original" else display_name(name, summary["methods"][name])
+        rows.append([label, *(scores.get(key) for key, _ in PAPER_COLUMNS),
+                     *(paper["rows"][name].get(key) for key, _ in PAPER_COLUMNS)])
+    header = ["method", *(f"ours: {title}" for _, title in PAPER_COLUMNS),
+              *(f"paper: {title}" for _, title in PAPER_COLUMNS)]
+    return ["## Beside the paper's rows",
+            f"The paper's rows are quoted, not measured here: {paper['source']}. What differs: "
+            f"{paper['differences']} Empty cells: not measured in this run (utility needs `--utility`).",
+            markdown_table(header, rows)]
 
 
 def _reduced_settings(config: ComparisonConfig) -> dict[str, str]:

@@ -21,12 +21,13 @@ from neumuter_interv.lm import autocast
 from neumuter_interv.loading import load_causal_lm
 from neumuter_interv.metrics import suffix_extraction
 from neumuter_interv.output import check_writable, output_directory, write_json
+from neumuter_interv.paper_results import TABLE_2_GPT_NEO_125M
 from neumuter_interv.report import markdown_table
 from neumuter_interv.validation import check_number
 from neumuter_interv.worlds import ExtractionWorldConfig, prepare_extraction_world, public_scores
 from neumuter_interv.worlds.finetuned import load_base
 
-PAPER_GPT_NEO_125M = {"forget_el10": 0.3381, "forget_ma": 0.7864}  # Table 2, "Original" (means over 5 runs)
+PAPER_GPT_NEO_125M = {key: TABLE_2_GPT_NEO_125M.rows["original"][key] for key in ("forget_el10", "forget_ma")}
 COLUMNS = (("forget MA", "forget_ma"), ("forget EL10", "forget_el10"), ("suffix tokens extracted", "suffix_accuracy"),
            ("suffixes extracted verbatim", "suffix_exact"), ("retain-memorized MA", "retain_ma"),
            ("held-out MA", "heldout_ma"), ("general PPL", "heldout_ppl"), ("forget quality", "forget_quality"))

@@ -107,8 +107,8 @@ def test_missing_data_is_refused_in_one_line_before_the_model_loads(tmp_path):
         read_extraction_samples(tmp_path / "main" / "lm_extraction_32_0.csv")
 
 
-def test_compare_runs_every_method_to_the_rule_and_scores_forget_quality_against_the_oracle(base_dir, cache,
-                                                                                             tmp_path, monkeypatch):
+def test_compare_runs_every_method_to_the_rule_scores_forget_quality_and_quotes_the_papers_rows(base_dir, cache,
+                                                                                                tmp_path, monkeypatch):
     monkeypatch.setenv("NEUMUTER_CACHE", str(cache))  # the world the fixture built
     out = tmp_path / "compare"
     with contextlib.redirect_stdout(io.StringIO()):
@@ -121,7 +121,13 @@ def test_compare_runs_every_method_to_the_rule_and_scores_forget_quality_against
     assert list(summary["methods"]) == ["neumuter", "ga", "gd"]
     for name, entry in summary["methods"].items():
         assert "forget_quality" in entry["evaluation"], name
-    assert "forget quality" in (out / "comparison.md").read_text()
+    report = (out / "comparison.md").read_text()
+    assert "forget quality" in report
+    # the paper's GPT-Neo 125M rows of Table 2 beside ours, for the methods both have (TOFU-style worlds have none)
+    assert set(summary["paper_rows"]["rows"]) >= {"original", "neumuter", "ga", "di"}
+    beside = report.split("## Beside the paper's rows")[1]
+    assert "| NeuMuter |" in beside and "| GA |" in beside and "| GD" not in beside
+    assert "0.2863" in beside  # NeuMuter's MA in the paper, 28.63%
 
 
 def test_the_extraction_options_belong_to_the_extraction_world(tmp_path, capsys):

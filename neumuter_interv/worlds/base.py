@@ -26,6 +26,7 @@ from .. import utility as utility_module
 from ..cache import cached_json
 from ..errors import NeuMuterError
 from ..evaluation import EvaluationSet, evaluate
+from ..paper_results import PaperRows
 from ..stopping import ForgettingCriterion
 
 
@@ -153,7 +154,9 @@ class WorldSpec:
     (``recipes/layer_selection_study.py``) runs here: ``specs`` (layer specs separated by ';') and, where it
     departs from the comparison's demo settings, ``demo`` (fields) and ``neumuter`` (a ``NeuMuterConfig``);
     None: the study does not run on this world. ``add_arguments`` adds the world's own CLI options (their
-    ``dest`` names in ``options``); ``from_arguments(args, size)`` reads its settings from them."""
+    ``dest`` names in ``options``); ``from_arguments(args, size)`` reads its settings from them. ``paper_rows`` are
+    the rows of a paper table for the setting this world reproduces (``paper_results``), which ``compare`` quotes
+    beside its own."""
 
     name: str
     title: str  # report heading: "NeuMuter on <title>"
@@ -171,6 +174,7 @@ class WorldSpec:
     add_arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
     options: tuple[str, ...] = ()
     from_arguments: Callable[[argparse.Namespace, str], Any] | None = None
+    paper_rows: PaperRows | None = None
 
     def settings_from(self, args: argparse.Namespace, size: str) -> Any:
         """The world's settings from a command line (its own options, or the size preset without any)."""

@@ -38,6 +38,7 @@ from ..errors import NeuMuterError
 from ..evaluation import EvaluationSet, evaluate, thresholds
 from ..lm import resolve_device
 from ..loading import load_causal_lm
+from ..paper_results import TABLE_2_GPT_NEO_125M
 from ..stopping import ForgettingCriterion
 from ..utility import UtilityConfig, load_utility
 from ..validation import check_number
@@ -307,4 +308,5 @@ SPEC = WorldSpec(
     options=("extraction_data", "forget_file", "extraction_base"),
     from_arguments=_from_arguments,
     layer_study=lambda size: {"specs": "all;1-;1-9;10-19;20-29;5;15;25" if size == "default" else "all;0;1"},
+    paper_rows=TABLE_2_GPT_NEO_125M,
 )
