@@ -1,6 +1,6 @@
 """How sensitive is NeuMuter to its neighbours and to the size of the forget set? The paper's Table 8
 (number of neighbours K), Table 10 (replacement ratio r) and Figure 2 (number of forget samples) on the
-real model.
+real model (default) or any other world (``--world``, with that world's options).
 
 Each value of the studied setting runs NeuMuter once at the demo's settings otherwise, under the world's
 stopping rule (Eq. 17 within the demo's budget; the smallest mask that meets it), and the frozen mask is scored with the world's metrics and,
@@ -10,9 +10,14 @@ with ``--utility DIR``, the paper's utility benchmarks.
     python recipes/sensitivity_study.py --study ratio --values 0.25,0.5,1 --utility DIR --out results/sensitivity-r
     python recipes/sensitivity_study.py --study forget-size --values 1,4,8,13 --utility DIR --out results/sensitivity-n
 
-``forget-size`` forgets the first N memorized windows of the forget document (the world's order: most
-memorized first); the document's other windows are scored as ``rest_of_forget`` MA. The default world has
-13 memorized MIT-licence windows, so 13 is its largest forget set (the paper goes to 128 Pile samples).
+    python recipes/sensitivity_study.py --study forget-size --values 1,4,8,32 --world extraction \
+        --extraction-data ../shared/data/knowledge-unlearning --out results/sensitivity-n-extraction
+
+``forget-size`` forgets the first N samples of the world's forget set (``World.with_forget_subset``: the real
+world's order is most memorized first, the extraction world's the forget file's) from the same model; the
+others are scored as ``rest_of_forget`` MA, and no oracle is scored (it was trained without all of them). The
+default real world has 13 memorized MIT-licence windows, the extraction world the 32 samples of its forget file
+(the paper goes to 256 Pile samples, each size its own draw).
 """
 
 from __future__ import annotations
@@ -20,19 +25,21 @@ from __future__ import annotations
 import argparse
 import time
 
+from neumuter_interv.commands.world_options import world_settings
 from neumuter_interv.comparison import ComparisonConfig
-from neumuter_interv.demo import prepare_world
+from neumuter_interv.demo import demo_inputs, prepare_world
 from neumuter_interv.errors import NeuMuterError, run_script
 from neumuter_interv.methods.neumuter import NeuMuter, NeuMuterConfig
 from neumuter_interv.output import check_writable, output_directory, write_json
 from neumuter_interv.report import markdown_table, plot_tradeoff
 from neumuter_interv.utility import UTILITY_COLUMNS, UtilityConfig
 from neumuter_interv.validation import check_number
-from neumuter_interv.worlds import public_scores
+from neumuter_interv.worlds import WORLDS, public_scores
+from neumuter_interv.worlds.registry import add_world_arguments
 
 STUDIES = {"neighbours": ("K (neighbours per forget sample)", int, "Table 8"),
            "ratio": ("r (share of tokens rewritten)", float, "Table 10"),
-           "forget-size": ("forget windows", int, "Figure 2")}
+           "forget-size": ("forget samples", int, "Figure 2")}
 COLUMNS = [("forget_ma", "forget MA"), ("forget_el10", "forget EL10"), ("forgotten_fraction", "forgotten"),
            ("rest_of_forget_ma", "rest of document MA"), ("other_copies_ma", "other copies MA"),
            ("retain_ma", "retain MA"), ("heldout_ma", "held-out MA"), ("heldout_ppl", "general PPL"),
@@ -43,6 +50,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", choices=list(STUDIES), required=True)
     parser.add_argument("--values", required=True, help="comma-separated values of the studied setting")
+    parser.add_argument("--world", choices=list(WORLDS), default="real")
+    add_world_arguments(parser)
     parser.add_argument("--size", choices=["default", "tiny"], default="default")
     parser.add_argument("--utility", metavar="DIR", help="also score the paper's utility benchmarks from DIR")
     parser.add_argument("--out", required=True)
@@ -54,7 +63,8 @@ def main() -> None:
     except ValueError:
         raise NeuMuterError(f"--values must be {kind.__name__}s separated by commas, got {args.values!r}") from None
     utility = UtilityConfig(args.utility) if args.utility else None
-    config = ComparisonConfig.for_world("real", args.size, utility=utility).demo  # the comparison's scoring settings
+    # the comparison's scoring settings (e.g. bf16 on the real world), the world's own options
+    config = ComparisonConfig.for_world(args.world, args.size, world_settings(args), utility=utility).demo
     config.check()
     for value in values:  # each studied value through the setting's own check, before any work
         if args.study == "forget-size":
@@ -62,16 +72,17 @@ def main() -> None:
         else:
             NeuMuterConfig.from_dict({**config.neumuter.to_dict(),
                                       ("neighbours_per_sample" if args.study == "neighbours" else "replacement_ratio"): value})
-    if args.study == "forget-size" and max(values) > config.world_settings.max_forget_windows:
-        raise NeuMuterError(f"the world keeps at most {config.world_settings.max_forget_windows} forget windows; "
-                            f"--values asks for {max(values)}")
-    check_writable(args.out, args.overwrite, {"--utility": args.utility} if args.utility else None)
+    most = config.spec.max_forget(config.world_settings) if args.study == "forget-size" else None
+    if most is not None and max(values) > most:
+        raise NeuMuterError(f"the {args.world} world holds at most {most} forget samples; --values asks for "
+                            f"{max(values)}")
+    check_writable(args.out, args.overwrite, demo_inputs(config))
     start = time.perf_counter()
     world = prepare_world(config)
     if args.study == "forget-size" and max(values) > len(world.forget_texts):
-        raise NeuMuterError(f"the world has {len(world.forget_texts)} memorized forget windows; "
-                            f"--values asks for {max(values)}")
-    results = {"study": args.study, "world": world.describe(), "settings": config.neumuter.to_dict(), "runs": {}}
+        raise NeuMuterError(f"the world has {len(world.forget_texts)} forget samples; --values asks for {max(values)}")
+    results = {"study": args.study, "world_name": args.world, "world": world.describe(),
+               "settings": config.neumuter.to_dict(), "runs": {}}
     rows = []
     for value in values:
         run_world = world.with_forget_subset(value) if args.study == "forget-size" else world
@@ -93,7 +104,7 @@ def main() -> None:
     results["seconds"] = time.perf_counter() - start
     header = [label, "model", *(h for _, h in shown), "muted", "unlearning (s)"]
     report = "\n\n".join([
-        f"# Sensitivity to {label} (cf. {paper} of Hou et al., 2025), real world",
+        f"# Sensitivity to {label} (cf. {paper} of Hou et al., 2025), {args.world} world",
         f"World: {results['world']}. NeuMuter at the demo's settings, until Eq. 17 holds "
         f"({NeuMuter(config.neumuter, schedule=config.schedule, stop_when=world.criterion).budget()}, readout {config.neumuter.selection}); K = {config.neumuter.neighbours_per_sample} and r = "
         f"{config.neumuter.replacement_ratio} unless studied. {results['seconds'] / 60:.1f} minutes in all.",

@@ -145,3 +145,23 @@ def test_the_layer_study_runs_on_the_extraction_world_with_its_options(world, ba
     study = json.loads((out / "layer_study.json").read_text())
     assert list(study["specs"]) == ["all", "0"] and study["original"]["forget_ma"] == world.original["forget_ma"]
     assert set(study["specs"]["0"]["muted_per_layer"]) <= {"0"}, "a single-layer mask mutes only there"
+
+
+def test_the_forget_size_study_forgets_the_first_samples_of_the_same_model(world, base_dir, cache, tmp_path):
+    out = tmp_path / "sizes"
+    options = ["--world", "extraction", "--size", "tiny", "--extraction-base", base_dir, "--extraction-data", str(DATA)]
+    run = subprocess.run([sys.executable, str(REPO / "recipes" / "sensitivity_study.py"), "--study", "forget-size",
+                          "--values", "1,4", *options, "--out", str(out)], env={**os.environ, "NEUMUTER_CACHE": str(cache)},
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    study = json.loads((out / "sensitivity.json").read_text())
+    assert study["world_name"] == "extraction" and list(study["runs"]) == ["1", "4"]
+    assert "rest_of_forget_ma" in study["runs"]["1"]["after"] and "rest_of_forget_ma" not in study["runs"]["4"]["after"]
+    assert study["runs"]["4"]["original"]["forget_ma"] == world.original["forget_ma"]
+    # more samples than the forget file holds: refused before any model is built, in one line
+    refused = subprocess.run([sys.executable, str(REPO / "recipes" / "sensitivity_study.py"), "--study", "forget-size",
+                              "--values", "1,5", *options, "--out", str(tmp_path / "x")], cwd=REPO, capture_output=True,
+                             text=True, timeout=120, env={**os.environ, "NEUMUTER_CACHE": str(tmp_path / "empty")})
+    assert refused.returncode == 2 and not (tmp_path / "x").exists() and not (tmp_path / "empty").exists()
+    assert refused.stderr.strip().splitlines() == [
+        "sensitivity_study.py: error: the extraction world holds at most 4 forget samples; --values asks for 5"]

@@ -18,7 +18,7 @@ def test_a_forget_size_beyond_what_the_world_keeps_is_one_line_and_writes_nothin
     result = run_recipe("sensitivity_study.py", "--study", "forget-size", "--values", "1,99", "--out", str(out))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "sensitivity_study.py: error: the world keeps at most 16 forget windows; --values asks for 99"]
+        "sensitivity_study.py: error: the real world holds at most 16 forget samples; --values asks for 99"]
     assert not out.exists()
 
 

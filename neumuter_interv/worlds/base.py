@@ -156,7 +156,8 @@ class WorldSpec:
     None: the study does not run on this world. ``add_arguments`` adds the world's own CLI options (their
     ``dest`` names in ``options``); ``from_arguments(args, size)`` reads its settings from them. ``paper_rows`` are
     the rows of a paper table for the setting this world reproduces (``paper_results``), which ``compare`` quotes
-    beside its own."""
+    beside its own. ``max_forget(settings)`` is the most forget samples a world of these settings holds, known
+    before it is built (the forget-size study checks its values against it; None: known once built)."""
 
     name: str
     title: str  # report heading: "NeuMuter on <title>"
@@ -175,6 +176,7 @@ class WorldSpec:
     options: tuple[str, ...] = ()
     from_arguments: Callable[[argparse.Namespace, str], Any] | None = None
     paper_rows: PaperRows | None = None
+    max_forget: Callable[[Any], int | None] = lambda settings: None
 
     def settings_from(self, args: argparse.Namespace, size: str) -> Any:
         """The world's settings from a command line (its own options, or the size preset without any)."""

@@ -309,4 +309,5 @@ SPEC = WorldSpec(
     from_arguments=_from_arguments,
     layer_study=lambda size: {"specs": "all;1-;1-9;10-19;20-29;5;15;25" if size == "default" else "all;0;1"},
     paper_rows=TABLE_2_GPT_NEO_125M,
+    max_forget=lambda settings: len(read_extraction_samples(data_files(settings)[0])),
 )

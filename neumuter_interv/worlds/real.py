@@ -390,4 +390,5 @@ SPEC = WorldSpec(
     add_arguments=_add_arguments,
     options=("forget",),
     from_arguments=_from_arguments,
+    max_forget=lambda settings: settings.max_forget_windows,
 )
