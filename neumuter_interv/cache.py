@@ -159,3 +159,48 @@ def write_atomically(path: Path, data: Any) -> None:
 
 def _content_hash(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def code_fingerprint() -> str:
+    """The SHA-256 of this package's source files: a journal (``Journal``) written by other code is not reused."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+class Journal:
+    """What a long command has finished so far (e.g. ``compare``'s methods), kept in the cache so that the same
+    command, killed and run again with the same inputs, settings and code, continues where it stopped instead of
+    starting over. ``identity`` is everything its entries depend on (JSON); the code's fingerprint is added. The
+    journal is a ``cached_json``-style file, rewritten whole after each entry, and removed by ``finish`` once
+    the command's output is written."""
+
+    def __init__(self, kind: str, identity: Any):
+        key = _content_hash({"identity": json.loads(json_text(identity)), "code": code_fingerprint()})[:24]
+        self.path = default_cache_dir() / "journals" / kind / f"{key}.json"
+        self.entries: dict[str, Any] = self._read()
+
+    def _read(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {}
+        try:
+            stored = json.loads(self.path.read_text())
+            if _content_hash(stored["data"]) == stored["sha256"] and isinstance(stored["data"], dict):
+                return stored["data"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        print(f"journal {self.path} is damaged or was edited: starting over", file=sys.stderr)
+        return {}
+
+    def record(self, name: str, value: Any) -> Any:
+        """Keep ``value`` as entry ``name``; returns it as a reader of the journal will see it (JSON round trip)."""
+        self.entries[name] = json.loads(json_text(value))
+        with _usable_cache(self.path):
+            write_atomically(self.path, self.entries)
+        return self.entries[name]
+
+    def finish(self) -> None:
+        """The command's output is written: the journal is no longer needed."""
+        self.path.unlink(missing_ok=True)

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .cache import Journal
 from .demo import DemoConfig, demo_inputs, prepare_world
 from .errors import NeuMuterError
 from .methods.base import MatchedTo, UnlearningMethod
@@ -101,10 +102,23 @@ def run_comparison(out: str | Path, config: ComparisonConfig | None = None, over
     start = time.perf_counter()
     world = prepare_world(config.demo, progress, log)
     setup_seconds = time.perf_counter() - start
+    # a killed comparison, run again with the same world, settings and code, continues after its last method
+    journal = Journal("comparison", {"settings": _settings(config), "world": world.provenance(),
+                                     "thresholds": world.thresholds, "original": public_scores(world.original)})
     entries: dict[str, dict] = {}
+    resumed = [name for name in methods if name in journal.entries]
+    log(f"each method's result is kept in {journal.path} until the results are written: after an interruption "
+        "the same command continues with the next method")
     for index, name in enumerate(methods, start=1):
+        if name in resumed:
+            entries[name] = journal.entries[name]
+            log(f"[{index}/{len(methods)}] {name}: read from the interrupted run's journal ({journal.path}): "
+                f"{_progress_summary(entries[name])}")
+            continue
         log(f"[{index}/{len(methods)}] {name}: unlearning {len(world.forget_texts)} forget samples ...")
         entries[name] = run_method(name, world, config, entries, log)
+        if "error" not in entries[name]:  # a failed method runs again in a rerun
+            entries[name] = journal.record(name, entries[name])
         log(f"[{index}/{len(methods)}] {name}: {_progress_summary(entries[name])}")
     summary = {
         "world": config.demo.world,
@@ -118,13 +132,15 @@ def run_comparison(out: str | Path, config: ComparisonConfig | None = None, over
         "paper_rows": config.demo.spec.paper_rows.to_dict() if config.demo.spec.paper_rows else None,
         "settings": _settings(config),
         "setup_seconds": setup_seconds,  # the world (building it when not cached), thresholds, reference scores
-        "seconds": time.perf_counter() - start,
+        "seconds": time.perf_counter() - start,  # this invocation's (methods read from a journal excluded)
+        "resumed_methods": resumed,
     }
     with output_directory(out, overwrite) as staging:
         write_json(staging / "comparison.json", summary)
         write_text(staging / "comparison.md", comparison_report(summary))
         plot_tradeoff_panels(_tradeoff_points(summary), staging / "tradeoff.png",
                              f"Utility and retained memorization vs forgetting ({world.name} world)")
+    journal.finish()
     log(f"wrote {out}/ (comparison.json, comparison.md, tradeoff.png) after {summary['seconds']:.0f} s")
     return summary
 
@@ -254,7 +270,11 @@ def comparison_report(summary: dict) -> str:
         f"{settings['el_prefix_stride']}; scoring and fine-tuning forwards in {precision}. Every fine-tuning method "
         "stops at the first check where the stop rule holds, or when its budget is spent. "
         f"Wall time {summary['seconds']:.0f} s in all, {summary['setup_seconds']:.0f} s of it the setup (world, "
-        "thresholds, scoring the original" + (" and the oracle)." if summary.get("retrain_oracle") else ")."),
+        "thresholds, scoring the original" + (" and the oracle)." if summary.get("retrain_oracle") else ").")
+        + (f" {', '.join(display_name(name, summary['methods'][name]) for name in summary['resumed_methods'])} ran in "
+           "an earlier, interrupted "
+           "invocation of the same command (same world, settings and code) and are read from its journal: their "
+           "time is not in the wall time." if summary.get("resumed_methods") else ""),
         markdown_table(header, rows),
         "\n\n".join(notes),
     ]

@@ -132,3 +132,50 @@ def test_a_neumuter_run_with_anchors_is_marked_like_the_retain_set_methods_and_t
     assert summary["methods"]["neumuter"]["uses_retain_set"] and summary["settings"]["neumuter"]["anchors_per_sample"] == 1
     assert summary["settings"]["schedule"]["stage_epochs"] == 3
     assert "| NeuMuter† |" in (out / "comparison.md").read_text()
+
+
+def test_an_interrupted_comparison_continues_after_its_last_finished_method(tmp_path, monkeypatch):
+    """A comparison killed in its second method keeps the first in a journal (in the cache, never in the output);
+    the same command then reads it instead of running it again, and the journal is gone once the results are
+    written. A comparison with other settings does not read it."""
+    from neumuter_interv.cache import default_cache_dir
+    from neumuter_interv.methods.ga import GradientAscent
+
+    journal_dir = default_cache_dir() / "journals" / "comparison"
+    before = set(journal_dir.glob("*.json"))
+    out = tmp_path / "out"
+    command = ["compare", "--size", "tiny", "--methods", "neumuter,ga", "--max-epochs", "2", "--out", str(out),
+               "--no-progress"]
+    real_ga_unlearn = GradientAscent.unlearn
+
+    def killed(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(GradientAscent, "unlearn", killed)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(command) == 130
+    assert not out.exists()
+    journals = set(journal_dir.glob("*.json")) - before
+    assert len(journals) == 1
+    journal = journals.pop()
+    kept = json.loads(journal.read_text())["data"]
+    assert list(kept) == ["neumuter"]
+
+    monkeypatch.setattr(GradientAscent, "unlearn", real_ga_unlearn)
+    neumuter_runs = []
+    monkeypatch.setattr(METHODS["neumuter"].method, "unlearn", lambda *args, **kwargs: neumuter_runs.append(1))
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(command) == 0
+    summary = json.loads((out / "comparison.json").read_text())
+    assert not neumuter_runs and "read from the interrupted run's journal" in stdout.getvalue()
+    assert summary["methods"]["neumuter"] == kept["neumuter"] and summary["resumed_methods"] == ["neumuter"]
+    assert "evaluation" in summary["methods"]["ga"] and not journal.exists()
+    assert "read from its journal" in (out / "comparison.md").read_text()
+
+    # another budget is another comparison: nothing is read from the first's journal (and a failed method, here
+    # NeuMuter returning nothing, is not kept: a rerun runs it again)
+    monkeypatch.setattr(GradientAscent, "unlearn", killed)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*command[:6], "3", "--out", str(tmp_path / "other"), "--no-progress"]) == 130
+    assert neumuter_runs == [1] and set(journal_dir.glob("*.json")) == before
