@@ -90,6 +90,15 @@ def models_of(summary: dict) -> dict[str, dict]:
     return models
 
 
+def neumuter_protocol(summary: dict) -> str | None:
+    """How the split's run trained and read out NeuMuter (its budget and readout), None where it did not run it:
+    runs made before NeuMuter ran to the stopping rule used a fixed budget and share, and the table says which."""
+    entry = summary["methods"].get("neumuter")
+    if entry is None:
+        return None
+    return f"{entry['budget']}, readout {summary['settings']['neumuter']['selection']}"
+
+
 def forget_questions(summary: dict) -> int:
     """How many forget questions the split's truth ratios were computed on (from a method's per-sample scores)."""
     counts = {len(entry["per_sample"]["forget_truth_ratio"]) for entry in summary["methods"].values()
@@ -125,7 +134,9 @@ def report(table: dict[str, dict], world: dict) -> str:
         "compare` run: "
         + "; ".join(f"{name}: {config.forget_count(split['percent'])} people, {split['forget_questions']} forget "
                     f"questions (log10 forget quality floor {split['log10_forget_quality_floor']:.2f}), "
-                    f"{split['minutes']:.0f} min" for name, split in table.items()) + ".",
+                    f"{split['minutes']:.0f} min"
+                    + (f", NeuMuter {split['neumuter']}" if split.get("neumuter") else "") for name, split in table.items())
+        + ".",
         markdown_table(header, rows),
         "Model utility (TOFU) is the harmonic mean of the retain people's answer probability, ROUGE-L recall of the "
         "greedy answer, truth-ratio score, and the general-text perplexity of the pretrained base over the model's "
@@ -159,7 +170,7 @@ def main() -> None:
     table = {f"forget{p:02d}": {"percent": p, "source": sources[p], "minutes": s["seconds"] / 60,
                                 "forget_questions": forget_questions(s),
                                 "log10_forget_quality_floor": log10_quality_floor(forget_questions(s)),
-                                "models": models_of(s)} for p, s in splits.items()}
+                                "neumuter": neumuter_protocol(s), "models": models_of(s)} for p, s in splits.items()}
     with output_directory(args.out, args.overwrite) as staging:
         write_json(staging / "table13.json", {"world": world, "splits": table})
         (staging / "table13.md").write_text(report(table, world))
