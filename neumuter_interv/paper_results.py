@@ -38,8 +38,9 @@ def _row(el10: float, ma: float, acc: float, f1: float, ce: float, ppl: float) -
 
 
 TABLE_2_GPT_NEO_125M = PaperRows(
-    source="Hou et al. (2025), Table 2, GPT-Neo 125M: means over 5 runs of 32 Training Data Extraction Challenge "
-           "samples, each method run until every sample meets Eq. 17 (Appendix B.4)",
+    source="Hou et al. (2025), Table 2, GPT-Neo 125M: the paper's means (it prints a +- spread without saying over "
+           "how many runs) for Training Data Extraction Challenge samples, each method run until every sample meets "
+           "Eq. 17 (Appendix B.4)",
     differences="their model is GPT-Neo 125M, which memorized the samples in pretraining on the Pile; ours is "
                 "SmolLM2-135M continued-pretrained on them here. Their ACC averages nine classification tasks "
                 "(ours: LAMBADA and PubMedQA), their F1 and CE four dialogue sets on their full test splits (ours: "
