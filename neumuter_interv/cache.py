@@ -135,17 +135,29 @@ def cached_json(path: Path, compute: Callable[[], Any]) -> Any:
     that is unreadable or does not match its hash is computed again (one line on stderr). The value goes
     through the same JSON round trip on a hit and a miss: one type for both."""
     if path.exists():
-        try:
-            stored = json.loads(path.read_text())
-            if _content_hash(stored["data"]) == stored["sha256"]:
-                return stored["data"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+        stored = _read_verified(path)
+        if stored is not _DAMAGED:
+            return stored
         print(f"cache entry {path} is damaged or was edited: computing it again", file=sys.stderr)
     value = compute()
     with _usable_cache(path):
         write_atomically(path, value)
     return json.loads(path.read_text())["data"]
+
+
+_DAMAGED = object()
+
+
+def _read_verified(path: Path) -> Any:
+    """The data of a file written by ``write_atomically``, or ``_DAMAGED`` where it is unreadable or does not
+    match its hash."""
+    try:
+        stored = json.loads(path.read_text())
+        if _content_hash(stored["data"]) == stored["sha256"]:
+            return stored["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return _DAMAGED
 
 
 def write_atomically(path: Path, data: Any) -> None:
@@ -185,12 +197,9 @@ class Journal:
     def _read(self) -> dict[str, Any]:
         if not self.path.exists():
             return {}
-        try:
-            stored = json.loads(self.path.read_text())
-            if _content_hash(stored["data"]) == stored["sha256"] and isinstance(stored["data"], dict):
-                return stored["data"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+        stored = _read_verified(self.path)
+        if isinstance(stored, dict):
+            return stored
         print(f"journal {self.path} is damaged or was edited: starting over", file=sys.stderr)
         return {}
 
