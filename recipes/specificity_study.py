@@ -20,6 +20,9 @@ windows and on the unrelated windows, held-out MA, general PPL, the muted share.
   percentile on the anchor windows (``ranking="contrastive"``) †;
 * ``anchors-long``: ``anchors`` with twice the budget (48 epochs): does the anchored mask reach the rule given
   more steps? †
+* ``distill``: the forget term is the KL from DI's teacher (the original with each true token's logit lowered
+  by 8) in place of the bounded ascent (``forget_loss="distill"``): its gradient is largest on the tokens the
+  model predicts, where the ascent's is largest on those it does not.
 
 † uses retained text (the anchors). Writes ``<variant>/seed-N/`` (each a demo directory), ``study.json`` and
 ``study.md``: per variant and metric the mean and range over seeds, and Eq. 17's verdict per seed.
@@ -64,6 +67,10 @@ def _contrastive(config: DemoConfig) -> None:
     config.neumuter.ranking = "contrastive"
 
 
+def _distill(config: DemoConfig) -> None:
+    config.neumuter.forget_loss = "distill"
+
+
 def _anchors_long(config: DemoConfig) -> None:
     _anchors(config)
     config.schedule = replace(config.schedule, stage_epochs=2 * config.schedule.stage_epochs)
@@ -71,7 +78,7 @@ def _anchors_long(config: DemoConfig) -> None:
 
 VARIANTS = {"default": lambda config: None, "anchors": _anchors, "distinct": _distinct,
             "distinct+anchors": _distinct_and_anchors, "per-layer": _per_layer, "official-noise": _official_noise,
-            "contrastive": _contrastive, "anchors-long": _anchors_long}
+            "contrastive": _contrastive, "anchors-long": _anchors_long, "distill": _distill}
 RETAINED_TEXT = {"anchors", "distinct", "distinct+anchors", "contrastive", "anchors-long"}
 
 

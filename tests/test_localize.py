@@ -10,7 +10,7 @@ from conftest import FORGET, RETAIN
 from neumuter_interv.hard_concrete import HardConcreteParams
 from neumuter_interv.intervenable import interventions_by_layer
 from neumuter_interv.methods.neumuter import CoefficientSchedule, NeuMuter, NeuMuterConfig, select_neurons
-from neumuter_interv.metrics import memorization_accuracy
+from neumuter_interv.metrics import memorization_accuracy, teacher_forced_scores
 
 QUIET = dict(progress=False)
 
@@ -67,6 +67,23 @@ def test_localization_lowers_forget_accuracy_more_than_it_moves_the_neighbours(m
     assert neighbour_kl < kl_from(reference, run.frozen, tokenizer, FORGET)
     assert 0 < run.selection.neurons_muted_fraction < 0.5
     assert [r["epoch"] for r in run.localization.history] == list(range(1, 31))
+
+
+def test_the_distillation_forget_term_is_minimized_and_takes_probability_off_the_forget_text(memorized):
+    model, tokenizer = memorized
+    _, losses_before = teacher_forced_scores(model, tokenizer, FORGET)
+    config = NeuMuterConfig(epochs=30, batch_size=1, kl_weight=0.3, sparsity_weight=0, forget_loss="distill", **QUIET)
+    run = NeuMuter(config, log=quiet).run(model, tokenizer, FORGET, RETAIN)
+    history = run.localization.history
+    assert history[-1]["forget_ce"] < 0.8 * history[0]["forget_ce"], "the KL from DI's teacher falls: no ascent"
+    _, losses_after = teacher_forced_scores(run.frozen, tokenizer, FORGET)
+    assert (losses_after > 3 * losses_before).all(), "every forget text's true tokens lost probability"
+    assert 0 < run.selection.neurons_muted_fraction < 0.5
+
+
+def test_an_unknown_forget_loss_is_named():
+    with pytest.raises(Exception, match="forget_loss must be one of ascent, distill"):
+        NeuMuterConfig(forget_loss="descent")
 
 
 def kl_from(reference, frozen, tokenizer, texts):

@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from neumuter_interv.data import IGNORE_INDEX
-from neumuter_interv.methods.losses import causal_lm_loss, kl_to_reference
+from neumuter_interv.methods.losses import (
+    causal_lm_loss,
+    distillation_loss,
+    kl_to_reference,
+    lowered_true_token_log_probs,
+)
 from neumuter_interv.methods.neumuter import losses
 from neumuter_interv.methods.neumuter.losses import joint_losses
 
@@ -45,3 +50,28 @@ def test_without_neighbours_the_kl_is_zero_and_the_ce_is_the_forget_loss():
     ce, kl = joint_losses(logits[:2, :6], labels)
     assert kl.item() == 0.0
     torch.testing.assert_close(ce, causal_lm_loss(logits[:2, :6], labels))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 256])
+def test_with_a_teacher_the_forget_term_is_the_kl_from_it_in_value_and_gradient(chunk, monkeypatch):
+    monkeypatch.setattr(losses, "CHUNK_TOKENS", chunk)
+    logits, labels, mask, reference = joint_case(torch.float32)
+    teacher = lowered_true_token_log_probs(torch.randn(2, 6, logits.shape[-1]), labels, tau=8.0)
+    distill, kl = joint_losses(logits, labels, mask, reference, forget_teacher_log_probs=teacher)
+    (2.0 * distill - 3.0 * kl).backward()
+    fast_grad = logits.grad.clone()
+
+    logits.grad = None
+    plain = distillation_loss(logits[:2, :6], labels, teacher)
+    (2.0 * plain - 3.0 * kl_to_reference(logits[2:, :8], reference, mask)).backward()
+    torch.testing.assert_close(distill, plain, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast_grad, logits.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_the_teacher_moves_mass_off_the_true_token_and_keeps_the_rest_in_proportion():
+    logits = torch.tensor([[[3.0, 1.0, 0.0], [0.0, 0.0, 0.0]]])
+    labels = torch.tensor([[2, 0]])
+    teacher = lowered_true_token_log_probs(logits, labels, tau=8.0).exp()[0, 0]
+    original = logits[0, 0].softmax(-1)
+    assert original[0] > 0.8 and teacher[0] < 0.002, "the true next token (0) loses almost all its mass"
+    torch.testing.assert_close(teacher[1] / teacher[2], original[1] / original[2])

@@ -13,13 +13,14 @@ from ..evaluation import EvaluationSet, thresholds
 from ..lm import resolve_device
 from ..loading import load_causal_lm, model_fingerprint
 from ..methods.neumuter import CoefficientSchedule, NeuMuter, NeuMuterConfig
-from ..methods.neumuter.config import PRESET_NAMES, SELECTION_RULES
+from ..methods.neumuter.config import FORGET_LOSSES, PRESET_NAMES, SELECTION_RULES
 from ..output import check_writable
 from ..stopping import ForgettingCriterion
 from ..validation import check_number
 
 # flags that set a NeuMuterConfig field of the same name (over the preset, when one is chosen)
-CONFIG_FLAGS = ("layers", "epochs", "batch_size", "learning_rate", "stop_loss", "sparsity_weight", "kl_weight",
+CONFIG_FLAGS = ("layers", "epochs", "batch_size", "learning_rate", "stop_loss", "forget_loss", "distill_tau",
+                "sparsity_weight", "kl_weight",
                 "selection", "threshold", "energy", "top_k", "fraction", "neighbour_source", "replacement_ratio",
                 "seed", "device", "dtype")
 
@@ -57,6 +58,11 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float, dest="learning_rate")
     parser.add_argument("--stop-loss", type=float)
+    parser.add_argument("--forget-loss", choices=FORGET_LOSSES,
+                        help="the forget term: ascent (Eq. 13's bounded gradient ascent, default) or distill (a "
+                             "departure from the paper: the KL from DI's teacher, the original with each true token "
+                             "lowered by --distill-tau)")
+    parser.add_argument("--distill-tau", type=float)
     parser.add_argument("--sparsity-weight", type=float)
     parser.add_argument("--kl-weight", type=float)
     parser.add_argument("--selection", choices=SELECTION_RULES,

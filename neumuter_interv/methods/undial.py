@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..data import IGNORE_INDEX
 from .finetune import FineTuneSettings, FineTuningMethod, frozen_copy, logits_of
+from .losses import lowered_true_token_log_probs
 
 
 @dataclass
@@ -31,13 +32,9 @@ class Undial(FineTuningMethod):
         return frozen_copy(model)
 
     def loss(self, model, teacher, forget, retain):
-        targets = forget.labels[:, 1:]
         with torch.no_grad():
-            teacher_logits = logits_of(teacher, forget)[:, :-1].float()
-            teacher_logits.scatter_add_(-1, targets.clamp(min=0).unsqueeze(-1),
-                                        torch.full_like(teacher_logits[..., :1], -self.settings.tau))
-            soft_targets = F.softmax(teacher_logits, dim=-1)
+            soft_targets = lowered_true_token_log_probs(logits_of(teacher, forget), forget.labels, self.settings.tau).exp()
         log_probs = F.log_softmax(logits_of(model, forget)[:, :-1].float(), dim=-1)
         per_token = -(soft_targets * log_probs).sum(-1)
-        mask = (targets != IGNORE_INDEX).to(per_token.dtype)
+        mask = (forget.labels[:, 1:] != IGNORE_INDEX).to(per_token.dtype)
         return (per_token * mask).sum() / mask.sum().clamp(min=1)

@@ -345,14 +345,16 @@ def _demo_settings(size: str) -> dict:
 
 
 def _comparison_settings(size: str) -> dict:
-    """Tiny: two-epoch budgets. Default: every forward in bf16 autocast where the CPU has it and scoring batches
+    """Tiny: two-epoch budgets, the retain-set methods on 2 retain texts a step. Default: every forward in bf16 autocast where the CPU has it and scoring batches
     of 32 (EL10's greedy decoding is bound by per-step overhead on a CPU), so that eleven methods fit a CPU
     budget (``real_model_budgets``)."""
     from ..methods.registry import method_budgets, real_model_budgets
 
     if size == "tiny":
-        return {"budgets": method_budgets(fine_tuning_epochs=2, ig_positions_per_sample=2, ig_max_neurons=20,
-                                          dtype="auto")}
+        budgets = method_budgets(fine_tuning_epochs=2, ig_positions_per_sample=2, ig_max_neurons=20, dtype="auto")
+        for name in ("gd", "kl", "grun"):  # as real_model_budgets: the forget set in one batch, 2 retain texts a step
+            budgets[name]["batch_size"] = 2
+        return {"budgets": budgets}
     return {"budgets": real_model_budgets(), "world_settings": {"dtype": "auto", "batch_size": 32}}
 
 

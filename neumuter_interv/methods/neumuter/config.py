@@ -30,6 +30,7 @@ from .token_selection import FORGET_TOKEN_RULES
 SELECTION_RULES = ("threshold", "energy", "top_k", "fraction", "smallest")
 PRESET_NAMES = ("official", "paper", "real-model")
 RANKINGS = ("global", "per_layer", "contrastive")
+FORGET_LOSSES = ("ascent", "distill")
 
 
 @dataclass
@@ -43,6 +44,14 @@ class NeuMuterConfig:
     stop_loss: float = 8.0
     ascent_weight: float = 1.0
     descent_weight: float = 5.0
+    # the forget data term: "ascent", Eq. 13's bounded gradient ascent on the CE (above); or "distill", a
+    # departure from the paper: minimize KL(teacher || gated) on the forget tokens, where the teacher is the
+    # original model with each true next token's logit lowered by ``distill_tau`` (the DI/UNDIAL target,
+    # tau = 8 as in B.4), weighted by ``ascent_weight``. The ascent's gradient on a token's logit is
+    # 1 - p(token): largest where the model does not predict the text; the distillation's is about p(token):
+    # largest where it does, i.e. on what is memorized (docs/specificity.md)
+    forget_loss: str = "ascent"
+    distill_tau: float = 8.0
     sparsity_weight: float = 500.0
     kl_weight: float = 5.0
     # hard concrete (Eq. 10-12)
@@ -102,6 +111,9 @@ class NeuMuterConfig:
         check_number("reference_cache_bytes", self.reference_cache_bytes, minimum=0, integer=True)
         check_number("learning_rate", self.learning_rate, above=0)
         check_number("stop_loss", self.stop_loss, minimum=0)
+        if self.forget_loss not in FORGET_LOSSES:
+            raise NeuMuterError(f"forget_loss must be one of {', '.join(FORGET_LOSSES)}, got {self.forget_loss!r}")
+        check_number("distill_tau", self.distill_tau, above=0)
         for name in ("ascent_weight", "descent_weight", "sparsity_weight", "kl_weight"):
             check_number(name, getattr(self, name), minimum=0)
         check_number("threshold", self.threshold, above=0, maximum=1)

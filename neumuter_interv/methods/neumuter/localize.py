@@ -3,6 +3,9 @@
     loss = c * CE(forget) + sparsity_weight * L0 + kl_weight * KL(original || gated on neighbours)
     c = -ascent_weight while CE(forget) <= stop_loss, else +descent_weight
 
+(or, with ``forget_loss="distill"``, a departure from the paper: ascent_weight * KL(DI's teacher || gated on
+the forget tokens) in place of c * CE(forget); ``NeuMuterConfig``).
+
 Only the gates train; the model is frozen by pyvene. Differences from the official code, all of
 them speed or correctness, none changing the objective:
 
@@ -37,6 +40,7 @@ from ...hard_concrete import HardConcreteParams
 from ...intervenable import attach, intervened_logits, interventions_by_layer, set_intervention_mode
 from ...interventions import HardConcreteGate
 from ...lm import autocast, resolve_device
+from ..losses import lowered_true_token_log_probs
 from .config import NeuMuterConfig
 from .losses import joint_losses
 
@@ -118,6 +122,8 @@ def localize(
     forget_batches, neighbour_batches, counts = _local_batches(forget, neighbours, k, config.batch_size, pad_id, order,
                                                                forget_targets)
     references = _ReferenceLogProbs(pv_model.model, neighbour_batches, config, device)
+    teachers = (_ReferenceLogProbs(pv_model.model, forget_batches, config, device, lower_true_token_by=config.distill_tau)
+                if config.forget_loss == "distill" else None)
     rng = batch_order_rng(config.seed, first_epoch)
     result = LocalizationResult(log_alpha={}, params=config.hard_concrete)
     start = time.perf_counter()
@@ -128,8 +134,8 @@ def localize(
         for index in rng.permutation(len(forget_batches)):
             forget_batch = forget_batches[index].to(device) if forget_batches[index] is not None else None
             neighbour_batch = neighbour_batches[index].to(device) if k and forget_batch is not None else None
-            terms = _step(pv_model, gates, optimizer, forget_batch, neighbour_batch, references, index, counts[index],
-                          k > 0, config, device, pad_id)
+            terms = _step(pv_model, gates, optimizer, forget_batch, neighbour_batch, references, teachers, index,
+                          counts[index], k > 0, config, device, pad_id)
             for name in sums:
                 sums[name] += terms[name]
             result.steps += 1
@@ -172,11 +178,12 @@ def _local_batches(forget, neighbours, k: int, batch_size: int, pad_id: int, ord
 
 
 def _step(pv_model, gates, optimizer, forget_batch: TokenBatch | None, neighbour_batch: TokenBatch | None,
-          references: _ReferenceLogProbs, index: int, counts: tuple[int, int], with_neighbours: bool,
-          config: NeuMuterConfig, device, pad_id: int) -> dict[str, float]:
+          references: _ReferenceLogProbs, teachers: _ReferenceLogProbs | None, index: int, counts: tuple[int, int],
+          with_neighbours: bool, config: NeuMuterConfig, device, pad_id: int) -> dict[str, float]:
     """One step on this process's rows of batch ``index`` (the whole batch without a process group): its
     share of each data term (its sum over the whole batch's count), the gate gradients summed over
-    processes, one Adam step."""
+    processes, one Adam step. With ``teachers`` (``forget_loss="distill"``) the forget term is the KL from
+    DI's teacher, minimized; else the CE, ascended until it passes ``stop_loss`` (Eq. 13)."""
     optimizer.zero_grad(set_to_none=True)
     official_noise = config.gate_noise == "official" and with_neighbours
     if forget_batch is None:  # no row here: draw the noise the others draw, add nothing
@@ -193,10 +200,14 @@ def _step(pv_model, gates, optimizer, forget_batch: TokenBatch | None, neighbour
             logits = intervened_logits(pv_model, joint.input_ids, joint.attention_mask)
         forget_ce, kl = joint_losses(logits, forget_batch.labels,
                                      neighbour_batch.attention_mask if neighbour_batch is not None else None,
-                                     references.get(index) if neighbour_batch is not None else None, counts)
+                                     references.get(index) if neighbour_batch is not None else None, counts,
+                                     teachers.get(index) if teachers is not None else None)
     totals = distributed.sum_over_processes(torch.stack([forget_ce.detach(), kl.detach()]).float())
     l0 = torch.stack([gate.l0() for gate in gates.values()]).mean()
-    coefficient = -config.ascent_weight if totals[0].item() <= config.stop_loss else config.descent_weight
+    if teachers is not None:
+        coefficient = config.ascent_weight
+    else:
+        coefficient = -config.ascent_weight if totals[0].item() <= config.stop_loss else config.descent_weight
     _, processes = distributed.rank_and_size()
     loss = coefficient * forget_ce + config.sparsity_weight * l0 / processes + config.kl_weight * kl
     loss.backward()
@@ -222,14 +233,18 @@ def _concatenate(first: TokenBatch, second: TokenBatch, pad_id: int) -> TokenBat
 
 
 class _ReferenceLogProbs:
-    """The original model's log-probabilities on each neighbour batch (None where this process has none):
-    cached when they fit in ``reference_cache_bytes``, else recomputed at every step."""
+    """The original model's log-probabilities on each batch (None where this process has none): of the
+    neighbours, or, with ``lower_true_token_by``, DI's teacher on the forget rows (the true next token's logit
+    lowered, one distribution per predicted position: ``lowered_true_token_log_probs``); cached when they fit
+    in ``reference_cache_bytes``, else recomputed at every step."""
 
-    def __init__(self, model, neighbour_batches: list[TokenBatch | None], config: NeuMuterConfig, device):
-        self.model, self.batches, self.config, self.device = model, neighbour_batches, config, device
+    def __init__(self, model, batches: list[TokenBatch | None], config: NeuMuterConfig, device,
+                 lower_true_token_by: float | None = None):
+        self.model, self.batches, self.config, self.device = model, batches, config, device
+        self.lower_true_token_by = lower_true_token_by
         vocab = model.get_output_embeddings().weight.shape[0]
-        size = sum(b.input_ids.numel() for b in neighbour_batches if b is not None) * vocab * 4
-        self.cache = ([self._compute(b) if b is not None else None for b in neighbour_batches]
+        size = sum(b.input_ids.numel() for b in batches if b is not None) * vocab * 4
+        self.cache = ([self._compute(b) if b is not None else None for b in batches]
                       if size <= config.reference_cache_bytes else None)
 
     @torch.no_grad()
@@ -237,8 +252,10 @@ class _ReferenceLogProbs:
         batch = batch.to(self.device)
         with autocast(self.config.dtype, self.device):
             logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        if self.lower_true_token_by is not None:
+            return lowered_true_token_log_probs(logits, batch.labels, self.lower_true_token_by)
         return F.log_softmax(logits.float(), dim=-1)
 
     def get(self, index: int) -> torch.Tensor:
-        """The log-probabilities of neighbour batch ``index``."""
+        """The log-probabilities of batch ``index``."""
         return self.cache[index] if self.cache is not None else self._compute(self.batches[index])

@@ -29,7 +29,8 @@ CHUNK_TOKENS = 256  # rows x tokens of one chunk: 256 x 49,152 fp32 is 50 MB
 
 def joint_losses(logits: torch.Tensor, forget_labels: torch.Tensor, neighbour_mask: torch.Tensor | None = None,
                  reference_log_probs: torch.Tensor | None = None,
-                 counts: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 counts: tuple[int, int] | None = None,
+                 forget_teacher_log_probs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(causal_lm_loss(forget rows), kl_to_reference(neighbour rows))`` (``methods.losses``) of one joint forward.
 
     ``logits`` is [n_forget + n_neighbours, width, vocabulary]: the forget batch (``forget_labels``,
@@ -37,15 +38,19 @@ def joint_losses(logits: torch.Tensor, forget_labels: torch.Tensor, neighbour_ma
     model's ``reference_log_probs``, [n_neighbours, neighbour width(, vocabulary)]) after them, each
     right-padded to the joint width. Without neighbours the KL is 0. ``counts`` replaces the denominators
     (predicted forget tokens, neighbour tokens) by those of a larger batch that these rows are a share of
-    (data parallelism: ``neumuter_interv.distributed``).
+    (data parallelism: ``neumuter_interv.distributed``). With ``forget_teacher_log_probs`` ([n_forget, forget
+    width - 1, vocabulary]: a distribution per predicted position) the forget term is the KL from that teacher
+    to the model over the predicted forget tokens instead of the CE (``NeuMuterConfig.forget_loss="distill"``).
     """
     if neighbour_mask is None:
         neighbour_mask = forget_labels.new_zeros((0, 0))
         reference_log_probs = logits.new_zeros((0, 0, 0), dtype=torch.float32)
     targets = forget_labels[:, 1:]
     ce_count, kl_count = counts if counts is not None else (int((targets != IGNORE_INDEX).sum()), int(neighbour_mask.sum()))
+    if forget_teacher_log_probs is None:
+        forget_teacher_log_probs = logits.new_zeros((0, 0, 0), dtype=torch.float32)
     return _JointLosses.apply(logits, forget_labels, neighbour_mask, reference_log_probs, max(ce_count, 1),
-                              max(kl_count, 1))
+                              max(kl_count, 1), forget_teacher_log_probs)
 
 
 def _chunks(rows: range, width: int):
@@ -57,28 +62,34 @@ def _chunks(rows: range, width: int):
 
 class _JointLosses(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, forget_labels, neighbour_mask, reference_log_probs, ce_count: int, kl_count: int):
+    def forward(ctx, logits, forget_labels, neighbour_mask, reference_log_probs, ce_count: int, kl_count: int,
+                forget_teacher_log_probs):
         n_forget, forget_width = forget_labels.shape
         targets = forget_labels[:, 1:]
+        distill = forget_teacher_log_probs.numel() > 0
         ce_sum = torch.zeros((), dtype=torch.float64, device=logits.device)
         kl_sum = torch.zeros((), dtype=torch.float64, device=logits.device)
         for row, span in _chunks(range(n_forget), forget_width - 1):
             piece = logits[row, span].float()
             target = targets[row, span]
             valid = target != IGNORE_INDEX
-            picked = piece.gather(-1, target.clamp(min=0)[:, None])[:, 0]
-            ce_sum += ((torch.logsumexp(piece, -1) - picked) * valid).sum()
+            if distill:
+                teacher = forget_teacher_log_probs[row, span]
+                per_token = (teacher.exp() * (teacher - F.log_softmax(piece, -1))).sum(-1)
+            else:
+                per_token = torch.logsumexp(piece, -1) - piece.gather(-1, target.clamp(min=0)[:, None])[:, 0]
+            ce_sum += (per_token * valid).sum()
         for row, span in _chunks(range(neighbour_mask.shape[0]), neighbour_mask.shape[1]):
             reference = reference_log_probs[row, span]
             per_token = (reference.exp() * (reference - F.log_softmax(logits[n_forget + row, span].float(), -1))).sum(-1)
             kl_sum += (per_token * neighbour_mask[row, span]).sum()
-        ctx.save_for_backward(logits, forget_labels, neighbour_mask, reference_log_probs)
+        ctx.save_for_backward(logits, forget_labels, neighbour_mask, reference_log_probs, forget_teacher_log_probs)
         ctx.counts = (ce_count, kl_count)
         return (ce_sum / ce_count).float(), (kl_sum / kl_count).float()
 
     @staticmethod
     def backward(ctx, grad_ce, grad_kl):
-        logits, forget_labels, neighbour_mask, reference_log_probs = ctx.saved_tensors
+        logits, forget_labels, neighbour_mask, reference_log_probs, forget_teacher_log_probs = ctx.saved_tensors
         ce_count, kl_count = ctx.counts
         n_forget, forget_width = forget_labels.shape
         targets = forget_labels[:, 1:]
@@ -88,9 +99,12 @@ class _JointLosses(torch.autograd.Function):
             target = targets[row, span]
             valid = (target != IGNORE_INDEX)[:, None]
             piece = torch.softmax(logits[row, span].float(), -1)
-            piece.scatter_add_(-1, target.clamp(min=0)[:, None], -valid.to(piece.dtype))
+            if forget_teacher_log_probs.numel() > 0:
+                piece -= forget_teacher_log_probs[row, span].exp()
+            else:
+                piece.scatter_add_(-1, target.clamp(min=0)[:, None], -valid.to(piece.dtype))
             grad[row, span] = (piece * (valid * ce_scale)).to(grad.dtype)
         for row, span in _chunks(range(neighbour_mask.shape[0]), neighbour_mask.shape[1]):
             piece = torch.softmax(logits[n_forget + row, span].float(), -1) - reference_log_probs[row, span].exp()
             grad[n_forget + row, span] = (piece * (neighbour_mask[row, span, None] * kl_scale)).to(grad.dtype)
-        return grad, None, None, None, None, None
+        return grad, None, None, None, None, None, None
