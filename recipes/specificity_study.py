@@ -22,7 +22,8 @@ windows and on the unrelated windows, held-out MA, general PPL, the muted share.
   more steps? †
 * ``distill``: the forget term is the KL from DI's teacher (the original with each true token's logit lowered
   by 8) in place of the bounded ascent (``forget_loss="distill"``): its gradient is largest on the tokens the
-  model predicts, where the ascent's is largest on those it does not.
+  model predicts, where the ascent's is largest on those it does not;
+* ``distill-long``: ``distill`` with twice the budget (48 epochs).
 
 † uses retained text (the anchors). Writes ``<variant>/seed-N/`` (each a demo directory), ``study.json`` and
 ``study.md``: per variant and metric the mean and range over seeds, and Eq. 17's verdict per seed.
@@ -71,14 +72,24 @@ def _distill(config: DemoConfig) -> None:
     config.neumuter.forget_loss = "distill"
 
 
+def _twice_the_budget(config: DemoConfig) -> None:
+    config.schedule = replace(config.schedule, stage_epochs=2 * config.schedule.stage_epochs)
+
+
 def _anchors_long(config: DemoConfig) -> None:
     _anchors(config)
-    config.schedule = replace(config.schedule, stage_epochs=2 * config.schedule.stage_epochs)
+    _twice_the_budget(config)
+
+
+def _distill_long(config: DemoConfig) -> None:
+    _distill(config)
+    _twice_the_budget(config)
 
 
 VARIANTS = {"default": lambda config: None, "anchors": _anchors, "distinct": _distinct,
             "distinct+anchors": _distinct_and_anchors, "per-layer": _per_layer, "official-noise": _official_noise,
-            "contrastive": _contrastive, "anchors-long": _anchors_long, "distill": _distill}
+            "contrastive": _contrastive, "anchors-long": _anchors_long, "distill": _distill,
+            "distill-long": _distill_long}
 RETAINED_TEXT = {"anchors", "distinct", "distinct+anchors", "contrastive", "anchors-long"}
 
 
