@@ -84,6 +84,17 @@ def test_a_preset_sets_the_defaults_and_flags_override_it(memorized_dir, forget_
     assert recorded == NeuMuterConfig.official(layers="1", epochs=1, batch_size=4, progress=False).to_dict()
 
 
+def test_the_distillation_forget_term_is_one_flag_and_is_recorded(memorized_dir, forget_txt, tmp_path):
+    out = tmp_path / "run"
+    code = main(["unlearn", "--model", str(memorized_dir), "--forget", str(forget_txt), "--layers", "1", "--epochs", "2",
+                 "--forget-loss", "distill", "--distill-tau", "12", "--out", str(out), "--no-progress"])
+    assert code == 0
+    recorded = json.loads((out / "config.json").read_text())["neumuter"]
+    assert (recorded["forget_loss"], recorded["distill_tau"]) == ("distill", 12.0)
+    history = json.loads((out / "history.json").read_text())
+    assert history[1]["forget_ce"] < history[0]["forget_ce"], "the distillation term is minimized"
+
+
 def test_the_real_model_preset_asks_for_heldout_texts_before_any_work(memorized_dir, forget_txt, tmp_path, capsys):
     code = main(["unlearn", "--model", str(memorized_dir), "--forget", str(forget_txt), "--preset", "real-model",
                  "--out", str(tmp_path / "run")])
