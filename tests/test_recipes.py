@@ -76,3 +76,14 @@ def test_the_layer_study_runs_on_the_worlds_that_say_how_and_names_the_others(tm
     result = run_recipe("layer_selection_study.py", "--world", "tofu-real", "--out", str(tmp_path / "layers"))
     assert result.returncode == 2 and "invalid choice: 'tofu-real'" in result.stderr
     assert not (tmp_path / "layers").exists()
+
+
+def test_the_gate_curve_names_a_directory_without_gates_before_loading_anything(tmp_path):
+    out = tmp_path / "curve"
+    result = run_recipe("gate_curve.py", "--run", str(tmp_path), "--out", str(out))
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr.strip().splitlines() == [
+        f"gate_curve.py: error: {tmp_path} is not a NeuMuter run with trained gates (needs gates.safetensors and config.json)"]
+    result = run_recipe("gate_curve.py", "--run", str(tmp_path), "--fractions", "0.01,2", "--out", str(out))
+    assert result.stderr.strip().splitlines() == [
+        "gate_curve.py: error: --fractions are shares of the FFN neurons in (0, 1], got 2.0"]
