@@ -25,7 +25,7 @@ windows and on the unrelated windows, held-out MA, general PPL, the muted share.
   model predicts, where the ascent's is largest on those it does not;
 * ``distill-long``: ``distill`` with twice the budget (48 epochs);
 * ``distill-kl5``: ``distill`` with the KL weight at 5 instead of 20 (the official code's; the preset's 20 was
-  tuned for the ascent).
+  tuned for the ascent); ``distill-kl5-long``: the same with 48 epochs.
 
 † uses retained text (the anchors). Writes ``<variant>/seed-N/`` (each a demo directory), ``study.json`` and
 ``study.md``: per variant and metric the mean and range over seeds, and Eq. 17's verdict per seed.
@@ -88,6 +88,11 @@ def _distill_kl5(config: DemoConfig) -> None:
     config.neumuter.kl_weight = 5.0
 
 
+def _distill_kl5_long(config: DemoConfig) -> None:
+    _distill_kl5(config)
+    _twice_the_budget(config)
+
+
 def _distill_long(config: DemoConfig) -> None:
     _distill(config)
     _twice_the_budget(config)
@@ -96,7 +101,8 @@ def _distill_long(config: DemoConfig) -> None:
 VARIANTS = {"default": lambda config: None, "anchors": _anchors, "distinct": _distinct,
             "distinct+anchors": _distinct_and_anchors, "per-layer": _per_layer, "official-noise": _official_noise,
             "contrastive": _contrastive, "anchors-long": _anchors_long, "distill": _distill,
-            "distill-long": _distill_long, "distill-kl5": _distill_kl5}
+            "distill-long": _distill_long, "distill-kl5": _distill_kl5,
+            "distill-kl5-long": _distill_kl5_long}
 RETAINED_TEXT = {"anchors", "distinct", "distinct+anchors", "contrastive", "anchors-long"}
 
 
