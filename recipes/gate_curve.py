@@ -64,7 +64,7 @@ def main() -> None:
     with output_directory(args.out, args.overwrite) as staging:
         write_json(staging / "curve.json", {"run": str(run), "world": "real", "thresholds": world.thresholds,
                                             "neumuter": neumuter.to_dict(), "points": points})
-        rows = [[f"{point.get(key, float('nan')):.4g}" for key in COLUMNS] for point in points]
+        rows = [[point.get(key, "-") for key in COLUMNS] for point in points]
         (staging / "curve.md").write_text(
             f"# Operating points of {run}\n\nOn the real world; Eq. 17 thresholds MA "
             f"{world.thresholds['ma']:.4f}, EL10 {world.thresholds['el10']:.4f}. Regenerate: `python recipes/gate_curve.py "

@@ -1,5 +1,6 @@
-"""The two data terms of Eq. 13: next-token cross-entropy on the forget set, KL(original || gated) on the
-neighbours, as the chunked pair the localization step uses (``joint_losses``); their plain definitions
+"""The two data terms of Eq. 13: next-token cross-entropy on the forget set (or, with
+``forget_loss="distill"``, the KL from DI's teacher there), KL(original || gated) on the neighbours, as the
+chunked pair the localization step uses (``joint_losses``); their plain definitions
 (``methods.losses``: what the other methods and the official loop use) are the reference it is tested
 against.
 
