@@ -276,6 +276,15 @@ def _ma_rows(summary: dict) -> list[tuple[str, str]]:
     return [(key, label) for key, label in _ROWS if key.endswith("_ma") and key in summary["before"]]
 
 
+def _objective(neumuter: dict) -> str:
+    """NeuMuter's loss in one sentence: which forget term (the paper's ascent or the distillation), and its weights."""
+    term = ("Eq. 13's bounded gradient ascent" if neumuter["forget_loss"] == "ascent" else
+            f"the KL from DI's teacher (the original with each true token's logit lowered by {neumuter['distill_tau']:g}; "
+            "a departure from Eq. 13, docs/specificity.md)")
+    return (f"Forget term: {term}; KL weight {neumuter['kl_weight']:g}, L0 weight {neumuter['sparsity_weight']:g}, "
+            f"learning rate {neumuter['learning_rate']:g}, batch {neumuter['batch_size']}.")
+
+
 def demo_report(summary: dict) -> str:
     columns = _columns(summary)
     rows = [[label, *(summary[column].get(key) for column in columns)]
@@ -290,7 +299,7 @@ def demo_report(summary: dict) -> str:
         f"Eq. 17 thresholds (held-out text, original model): MA {summary['thresholds']['ma']:.4f}, "
         f"EL10 {summary['thresholds']['el10']:.4f} (EL10 over every {summary['settings']['el_prefix_stride']}th "
         f"prefix). Muted {summary['neurons_muted']} FFN neurons ({100 * summary['neurons_muted_fraction']:.2f}%) "
-        f"in {summary['unlearning_seconds']:.1f} s.",
+        f"in {summary['unlearning_seconds']:.1f} s. {_objective(summary['settings']['neumuter'])}",
         markdown_table(["metric", *columns.values()], rows),
         "## Targets",
         markdown_table(["criterion", "value", "target", "met"], targets),

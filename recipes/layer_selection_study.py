@@ -31,6 +31,7 @@ from neumuter_interv.comparison import ComparisonConfig
 from neumuter_interv.demo import DemoConfig, demo_inputs, prepare_world
 from neumuter_interv.errors import run_script
 from neumuter_interv.methods.neumuter import NeuMuter, NeuMuterConfig
+from neumuter_interv.methods.neumuter.config import FORGET_LOSSES
 from neumuter_interv.output import check_writable, output_directory, write_json
 from neumuter_interv.report import markdown_table, plot_grouped_bars, plot_muted_per_layer
 from neumuter_interv.utility import UTILITY_COLUMNS, UtilityConfig
@@ -43,7 +44,8 @@ COLUMNS = [("forget_ma", "forget MA"), ("forget_el10", "forget EL10"), ("forgott
 
 
 def study_config(world: str, size: str, utility: str | None, epochs: int | None, kl_weight: float | None,
-                 sparsity_weight: float | None, settings: Any = None) -> tuple[DemoConfig, NeuMuterConfig, str]:
+                 sparsity_weight: float | None, settings: Any = None,
+                 forget_loss: str | None = None) -> tuple[DemoConfig, NeuMuterConfig, str]:
     """The world's settings as its comparison scores it (the real world in bf16 to fit a CPU budget; ``settings``:
     the world's own, from its options), NeuMuter's (the demo's, unless the world's ``layer_study`` sets its own)
     and the world's default specs."""
@@ -54,7 +56,7 @@ def study_config(world: str, size: str, utility: str | None, epochs: int | None,
     neumuter = study.get("neumuter", config.neumuter)
     if epochs is not None:
         config.schedule.stage_epochs = epochs  # the budget under the stopping rule
-    overrides = {"kl_weight": kl_weight, "sparsity_weight": sparsity_weight}
+    overrides = {"kl_weight": kl_weight, "sparsity_weight": sparsity_weight, "forget_loss": forget_loss}
     neumuter = NeuMuterConfig.from_dict({**neumuter.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
     return config, neumuter, study["specs"]
 
@@ -70,11 +72,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--kl-weight", type=float)
     parser.add_argument("--sparsity-weight", type=float)
+    parser.add_argument("--forget-loss", choices=FORGET_LOSSES, help="NeuMuter's forget term (default: the preset's)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
     config, neumuter, default_specs = study_config(args.world, args.size, args.utility, args.epochs, args.kl_weight,
-                                                   args.sparsity_weight, world_settings(args))
+                                                   args.sparsity_weight, world_settings(args), args.forget_loss)
     config.check()
     check_writable(args.out, args.overwrite, demo_inputs(config))
     start = time.perf_counter()

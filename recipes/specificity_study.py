@@ -8,7 +8,10 @@ smallest mask that meets Eq. 17 (``selection="smallest"``), so each stands at th
 the forget windows) and the question is what each mask costs elsewhere: retain MA on the look-alike licence
 windows and on the unrelated windows, held-out MA, general PPL, the muted share. Variants:
 
-* ``default``: the demo as it is;
+* ``default``: the demo as it is (since 2026-12-06 the same as ``distill-kl5-long``);
+* ``ascent``: the real-model preset until 2026-12-06, Eq. 13's bounded ascent at KL weight 20 within 24 epochs
+  (the ``default`` rows of the results committed before that date); every variant below up to
+  ``anchors-long`` is this with one change;
 * ``anchors``: one of the world's anchor windows (other memorized licences, never scored) with each forget
   sample in the KL term (``neighbours.with_anchors``) †;
 * ``distinct``: the ascent trains only on forget tokens whose 4-gram occurs in no anchor window
@@ -16,7 +19,7 @@ windows and on the unrelated windows, held-out MA, general PPL, the muted share.
 * ``distinct+anchors``: both †;
 * ``per-layer``: the readout mutes the same count from every layer (MemPi's per-layer budget);
 * ``official-noise``: the official code's two gate samples per step (``gate_noise="official"``);
-* ``contrastive``: the default's training, and the readout ranks each neuron by its gate plus its attribution
+* ``contrastive``: the ascent's training, and the readout ranks each neuron by its gate plus its attribution
   percentile on the anchor windows (``ranking="contrastive"``) †;
 * ``anchors-long``: ``anchors`` with twice the budget (48 epochs): does the anchored mask reach the rule given
   more steps? †
@@ -25,7 +28,7 @@ windows and on the unrelated windows, held-out MA, general PPL, the muted share.
   model predicts, where the ascent's is largest on those it does not;
 * ``distill-long``: ``distill`` with twice the budget (48 epochs);
 * ``distill-kl5``: ``distill`` with the KL weight at 5 instead of 20 (the official code's; the preset's 20 was
-  tuned for the ascent); ``distill-kl5-long``: the same with 48 epochs.
+  tuned for the ascent); ``distill-kl5-long``: the same with 48 epochs, the real-model preset since 2026-12-06.
 
 † uses retained text (the anchors). Writes ``<variant>/seed-N/`` (each a demo directory), ``study.json`` and
 ``study.md``: per variant and metric the mean and range over seeds, and Eq. 17's verdict per seed.
@@ -45,41 +48,58 @@ from neumuter_interv.output import check_writable, output_directory, write_json
 from neumuter_interv.report import markdown_table
 
 
-def _anchors(config: DemoConfig) -> None:
-    config.neumuter.anchors_per_sample = 1
-
-
-def _distinct(config: DemoConfig) -> None:
-    config.neumuter.forget_tokens = "distinct"
-
-
-def _distinct_and_anchors(config: DemoConfig) -> None:
-    _distinct(config)
-    _anchors(config)
-
-
-def _per_layer(config: DemoConfig) -> None:
-    config.neumuter.ranking = "per_layer"
-
-
-def _official_noise(config: DemoConfig) -> None:
-    config.neumuter.gate_noise = "official"
-
-
-def _contrastive(config: DemoConfig) -> None:
-    config.neumuter.ranking = "contrastive"
-
-
-def _distill(config: DemoConfig) -> None:
-    config.neumuter.forget_loss = "distill"
+def _ascent(config: DemoConfig) -> None:
+    """The real-model preset until 2026-12-06: Eq. 13's bounded ascent at KL weight 20, 24 epochs."""
+    config.neumuter.forget_loss, config.neumuter.kl_weight = "ascent", 20.0
+    config.schedule = replace(config.schedule, stage_epochs=24)
 
 
 def _twice_the_budget(config: DemoConfig) -> None:
     config.schedule = replace(config.schedule, stage_epochs=2 * config.schedule.stage_epochs)
 
 
+def _anchors(config: DemoConfig) -> None:
+    _ascent(config)
+    config.neumuter.anchors_per_sample = 1
+
+
+def _distinct(config: DemoConfig) -> None:
+    _ascent(config)
+    config.neumuter.forget_tokens = "distinct"
+
+
+def _distinct_and_anchors(config: DemoConfig) -> None:
+    _anchors(config)
+    config.neumuter.forget_tokens = "distinct"
+
+
+def _per_layer(config: DemoConfig) -> None:
+    _ascent(config)
+    config.neumuter.ranking = "per_layer"
+
+
+def _official_noise(config: DemoConfig) -> None:
+    _ascent(config)
+    config.neumuter.gate_noise = "official"
+
+
+def _contrastive(config: DemoConfig) -> None:
+    _ascent(config)
+    config.neumuter.ranking = "contrastive"
+
+
 def _anchors_long(config: DemoConfig) -> None:
     _anchors(config)
+    _twice_the_budget(config)
+
+
+def _distill(config: DemoConfig) -> None:
+    _ascent(config)
+    config.neumuter.forget_loss = "distill"
+
+
+def _distill_long(config: DemoConfig) -> None:
+    _distill(config)
     _twice_the_budget(config)
 
 
@@ -93,12 +113,7 @@ def _distill_kl5_long(config: DemoConfig) -> None:
     _twice_the_budget(config)
 
 
-def _distill_long(config: DemoConfig) -> None:
-    _distill(config)
-    _twice_the_budget(config)
-
-
-VARIANTS = {"default": lambda config: None, "anchors": _anchors, "distinct": _distinct,
+VARIANTS = {"default": lambda config: None, "ascent": _ascent, "anchors": _anchors, "distinct": _distinct,
             "distinct+anchors": _distinct_and_anchors, "per-layer": _per_layer, "official-noise": _official_noise,
             "contrastive": _contrastive, "anchors-long": _anchors_long, "distill": _distill,
             "distill-long": _distill_long, "distill-kl5": _distill_kl5,

@@ -321,6 +321,10 @@ CASES = {
                                      "stage_epochs must be at least 1"),
     "compare --neumuter-epochs 0": Case(("compare", "--size", "tiny", "--neumuter-epochs", "0", "--out", "{out}"),
                                         "stage_epochs must be at least 1"),
+    "demo --kl-weight -1": Case(("demo", "--size", "tiny", "--kl-weight", "-1", "--out", "{out}"),
+                                "--kl-weight must be at least 0"),
+    "compare --forget-loss nope": Case(("compare", "--size", "tiny", "--forget-loss", "nope", "--out", "{out}"),
+                                       "invalid choice: 'nope'"),
 }
 if os.geteuid() != 0:  # root may create entries in a directory of mode 0500
     CASES["an output in a read-only directory"] = Case(unlearn(out="{root}/read-only/run"), "cannot create entries")

@@ -122,14 +122,16 @@ def test_neumuter_runs_under_the_same_criterion_as_every_other_method():
     assert real.config.selection == "smallest" and real.schedule.max_stages == 1  # the paper's fixed coefficients
 
 
-def test_a_neumuter_run_with_anchors_is_marked_like_the_retain_set_methods_and_takes_its_budget(tmp_path):
+def test_a_neumuter_run_with_anchors_is_marked_like_the_retain_set_methods_and_takes_its_options(tmp_path):
     out = tmp_path / "anchored"
     with contextlib.redirect_stdout(io.StringIO()):
         code = main(["compare", "--size", "tiny", "--methods", "neumuter", "--anchors", "1", "--neumuter-epochs", "3",
-                     "--out", str(out), "--no-progress"])
+                     "--forget-loss", "distill", "--kl-weight", "2.5", "--out", str(out), "--no-progress"])
     assert code == 0
     summary = json.loads((out / "comparison.json").read_text())
     assert summary["methods"]["neumuter"]["uses_retain_set"] and summary["settings"]["neumuter"]["anchors_per_sample"] == 1
+    assert summary["settings"]["neumuter"]["forget_loss"] == "distill"
+    assert summary["settings"]["neumuter"]["kl_weight"] == 2.5
     assert summary["settings"]["schedule"]["stage_epochs"] == 3
     assert "| NeuMuter† |" in (out / "comparison.md").read_text()
 

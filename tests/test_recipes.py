@@ -73,6 +73,8 @@ def test_the_layer_study_runs_on_the_worlds_that_say_how_and_names_the_others(tm
     assert people.schedule.max_stages == 1 and people.el_prefix_stride == 2
     real, neumuter, specs = study_config("real", "tiny", None, 3, None, 7.0)
     assert "10-19" in specs and real.schedule.stage_epochs == 3 and neumuter.sparsity_weight == 7.0
+    _, neumuter, _ = study_config("real", "tiny", None, None, 20.0, None, forget_loss="ascent")
+    assert (neumuter.forget_loss, neumuter.kl_weight) == ("ascent", 20.0)
     result = run_recipe("layer_selection_study.py", "--world", "tofu-real", "--out", str(tmp_path / "layers"))
     assert result.returncode == 2 and "invalid choice: 'tofu-real'" in result.stderr
     assert not (tmp_path / "layers").exists()
@@ -87,3 +89,27 @@ def test_the_gate_curve_names_a_directory_without_gates_before_loading_anything(
     result = run_recipe("gate_curve.py", "--run", str(tmp_path), "--fractions", "0.01,2", "--out", str(out))
     assert result.stderr.strip().splitlines() == [
         "gate_curve.py: error: --fractions are shares of the FFN neurons in (0, 1], got 2.0"]
+
+
+def test_each_specificity_variant_is_defined_whatever_the_preset_so_committed_commands_reproduce():
+    """The variants measured on the ascent preset (until 2026-12-06) set it themselves; ``default`` is the demo
+    as it is, today the distilled forget term at KL weight 5 within 48 epochs."""
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        from specificity_study import VARIANTS
+
+        from neumuter_interv.demo import DemoConfig
+    finally:
+        sys.path.remove(str(ROOT / "recipes"))
+
+    def configured(name):
+        config = DemoConfig.for_world("real")
+        VARIANTS[name](config)
+        return (config.neumuter.forget_loss, config.neumuter.kl_weight, config.schedule.stage_epochs,
+                config.neumuter.anchors_per_sample)
+
+    assert configured("ascent") == ("ascent", 20.0, 24, 0)
+    assert configured("anchors") == ("ascent", 20.0, 24, 1) and configured("anchors-long") == ("ascent", 20.0, 48, 1)
+    assert configured("distill") == ("distill", 20.0, 24, 0)
+    assert configured("distill-kl5") == ("distill", 5.0, 24, 0)
+    assert configured("default") == configured("distill-kl5-long") == ("distill", 5.0, 48, 0)
