@@ -33,7 +33,7 @@ def add_world_options(parser, default: str) -> None:
     parser.add_argument("--kl-weight", type=float, metavar="W",
                         help="NeuMuter's KL weight (default: the world's preset)")
     parser.add_argument("--neumuter-epochs", type=int, metavar="N",
-                        help="NeuMuter's budget under the stopping rule, in epochs (default: the world's preset, 24 "
+                        help="NeuMuter's budget under the stopping rule, in epochs (default: the world's preset, 48 "
                              "on the real world; anchored runs need more: docs/specificity.md)")
 
 
