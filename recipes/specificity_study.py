@@ -28,7 +28,9 @@ windows and on the unrelated windows, held-out MA, general PPL, the muted share.
   model predicts, where the ascent's is largest on those it does not;
 * ``distill-long``: ``distill`` with twice the budget (48 epochs);
 * ``distill-kl5``: ``distill`` with the KL weight at 5 instead of 20 (the official code's; the preset's 20 was
-  tuned for the ascent); ``distill-kl5-long``: the same with 48 epochs, the real-model preset since 2026-12-06.
+  tuned for the ascent); ``distill-kl5-long``: the same with 48 epochs, the real-model preset since 2026-12-06;
+* ``default+anchors``: the real-model preset with one anchor window per forget sample in the KL term †: does a
+  retain term cut the distilled mask's look-alike damage as it cut the ascent's?
 
 † uses retained text (the anchors). Writes ``<variant>/seed-N/`` (each a demo directory), ``study.json`` and
 ``study.md``: per variant and metric the mean and range over seeds, and Eq. 17's verdict per seed.
@@ -113,12 +115,16 @@ def _distill_kl5_long(config: DemoConfig) -> None:
     _twice_the_budget(config)
 
 
+def _default_and_anchors(config: DemoConfig) -> None:
+    config.neumuter.anchors_per_sample = 1
+
+
 VARIANTS = {"default": lambda config: None, "ascent": _ascent, "anchors": _anchors, "distinct": _distinct,
             "distinct+anchors": _distinct_and_anchors, "per-layer": _per_layer, "official-noise": _official_noise,
             "contrastive": _contrastive, "anchors-long": _anchors_long, "distill": _distill,
             "distill-long": _distill_long, "distill-kl5": _distill_kl5,
-            "distill-kl5-long": _distill_kl5_long}
-RETAINED_TEXT = {"anchors", "distinct", "distinct+anchors", "contrastive", "anchors-long"}
+            "distill-kl5-long": _distill_kl5_long, "default+anchors": _default_and_anchors}
+RETAINED_TEXT = {"anchors", "distinct", "distinct+anchors", "contrastive", "anchors-long", "default+anchors"}
 
 
 def main() -> None:

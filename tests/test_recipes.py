@@ -113,3 +113,4 @@ def test_each_specificity_variant_is_defined_whatever_the_preset_so_committed_co
     assert configured("distill") == ("distill", 20.0, 24, 0)
     assert configured("distill-kl5") == ("distill", 5.0, 24, 0)
     assert configured("default") == configured("distill-kl5-long") == ("distill", 5.0, 48, 0)
+    assert configured("default+anchors") == ("distill", 5.0, 48, 1)
