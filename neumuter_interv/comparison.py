@@ -18,7 +18,7 @@ import gc
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +51,10 @@ class ComparisonConfig:
     @classmethod
     def for_world(cls, world: str = "people", size: str = "default", settings: Any = None,
                   utility: UtilityConfig | None = None) -> ComparisonConfig:
-        """The registered world's comparison at ``size``: its demo settings, with the world's settings changed as
-        its comparison preset says (``WorldSpec.comparison``: e.g. bf16 scoring on the real world), and its
-        budgets."""
+        """The registered world's comparison at ``size``: its demo settings (the same world, scored the same way,
+        so the demo's NeuMuter row is the comparison's) and its budgets (``WorldSpec.comparison``)."""
         demo = DemoConfig.for_world(world, size, settings, utility=utility)
-        preset = demo.spec.comparison(size)
-        demo.world_settings = replace(demo.world_settings, **preset.get("world_settings", {}))
-        return cls(demo=demo, budgets=preset.get("budgets", method_budgets()))
+        return cls(demo=demo, budgets=demo.spec.comparison(size).get("budgets", method_budgets()))
 
     def check(self) -> None:
         """The demo's checks, the method names, every budget built into its method's settings, and every setting

@@ -31,6 +31,8 @@ windows and on the unrelated windows, held-out MA, general PPL, the muted share.
   tuned for the ascent); ``distill-kl5-long``: the same with 48 epochs, the real-model preset since 2026-12-06;
 * ``default+anchors``: the real-model preset with one anchor window per forget sample in the KL term †: does a
   retain term cut the distilled mask's look-alike damage as it cut the ascent's?
+* ``default-sparser``: the real-model preset with 4x the L0 weight (20 instead of 5; 5 was found for the ascent):
+  does more pressure to keep gates open concentrate the forgetting into a smaller mask?
 
 † uses retained text (the anchors). Writes ``<variant>/seed-N/`` (each a demo directory), ``study.json`` and
 ``study.md``: per variant and metric the mean and range over seeds, and Eq. 17's verdict per seed.
@@ -119,11 +121,16 @@ def _default_and_anchors(config: DemoConfig) -> None:
     config.neumuter.anchors_per_sample = 1
 
 
+def _default_sparser(config: DemoConfig) -> None:
+    config.neumuter.sparsity_weight *= 4
+
+
 VARIANTS = {"default": lambda config: None, "ascent": _ascent, "anchors": _anchors, "distinct": _distinct,
             "distinct+anchors": _distinct_and_anchors, "per-layer": _per_layer, "official-noise": _official_noise,
             "contrastive": _contrastive, "anchors-long": _anchors_long, "distill": _distill,
             "distill-long": _distill_long, "distill-kl5": _distill_kl5,
-            "distill-kl5-long": _distill_kl5_long, "default+anchors": _default_and_anchors}
+            "distill-kl5-long": _distill_kl5_long, "default+anchors": _default_and_anchors,
+            "default-sparser": _default_sparser}
 RETAINED_TEXT = {"anchors", "distinct", "distinct+anchors", "contrastive", "anchors-long", "default+anchors"}
 
 

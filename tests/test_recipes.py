@@ -114,3 +114,6 @@ def test_each_specificity_variant_is_defined_whatever_the_preset_so_committed_co
     assert configured("distill-kl5") == ("distill", 5.0, 24, 0)
     assert configured("default") == configured("distill-kl5-long") == ("distill", 5.0, 48, 0)
     assert configured("default+anchors") == ("distill", 5.0, 48, 1)
+    sparser = DemoConfig.for_world("real")
+    VARIANTS["default-sparser"](sparser)
+    assert sparser.neumuter.sparsity_weight == 4 * DemoConfig.for_world("real").neumuter.sparsity_weight == 20.0

@@ -72,3 +72,14 @@ def test_an_option_of_one_world_is_refused_with_another(toy_registered, tmp_path
 def test_an_unknown_world_names_the_registered_ones():
     with pytest.raises(NeuMuterError, match="unknown world 'moon': choose from real, people, tofu-real"):
         world_spec("moon")
+
+
+@pytest.mark.parametrize("world", list(WORLDS))
+def test_the_comparison_scores_each_world_as_its_demo_does_so_both_keep_one_neumuter_mask(world):
+    """The readout's criterion is scored in the world's settings: a comparison that scored in another precision
+    would keep another mask than the demo on the same world (before 2026-12-06 the real world's demo kept 1,503
+    neurons in fp32 where the comparison kept 1,298 in bf16)."""
+    from neumuter_interv.comparison import ComparisonConfig
+    from neumuter_interv.demo import DemoConfig
+
+    assert ComparisonConfig.for_world(world).demo.world_settings == DemoConfig.for_world(world).world_settings

@@ -147,9 +147,8 @@ class WorldSpec:
     ``settings(size)`` is the world's settings dataclass at ``size`` (``SIZES``). ``prepare(settings, *,
     target_fraction, el_prefix_stride, progress, log, device, utility)`` builds the world (or reads it from the
     cache). ``demo(size)`` holds the ``DemoConfig`` fields this world sets (NeuMuter's settings, its schedule,
-    the Eq. 17 target, ...); ``comparison(size)`` the ``ComparisonConfig`` ones (``budgets``) and changes to the
-    world's settings for a comparison (``world_settings``: e.g. bf16 scoring so that eleven methods fit a CPU
-    budget). ``targets`` are the demo's success criteria (``demo.check_targets``); ``retain_set`` says what a
+    the Eq. 17 target, ...); ``comparison(size)`` the ``ComparisonConfig`` ones (``budgets``). ``targets`` are
+    the demo's success criteria (``demo.check_targets``); ``retain_set`` says what a
     method with a retain set trains on here. ``layer_study(size)`` is what the paper's Table 3 study
     (``recipes/layer_selection_study.py``) runs here: ``specs`` (layer specs separated by ';') and, where it
     departs from the comparison's demo settings, ``demo`` (fields) and ``neumuter`` (a ``NeuMuterConfig``);
