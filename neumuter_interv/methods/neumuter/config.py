@@ -165,7 +165,7 @@ class NeuMuterConfig:
         KL weight 5 (the official code's), a departure from Eq. 13: over 3 seeds it meets the rule with the
         look-alike licences losing 0.09-0.12 MA where the ascent (``forget_loss="ascent", kl_weight=20,
         epochs=24``, the preset until 2026-12-06) loses 0.17-0.22, at the same perplexity and a larger mask
-        (2.6-3.5% of the FFN neurons against 1.1-4.8%; docs/specificity.md). It needs a stopping criterion
+        (2.6-3.9% of the FFN neurons against 1.1-4.8%; docs/specificity.md). It needs a stopping criterion
         (``NeuMuter(stop_when=...)``; ``neumuter unlearn --heldout``)."""
         return cls(**{"layers": "1-", "epochs": 48, "batch_size": 2, "learning_rate": 0.3, "forget_loss": "distill",
                       "kl_weight": 5.0, "sparsity_weight": 5.0, "selection": "smallest", "max_fraction": 0.05,
