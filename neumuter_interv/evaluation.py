@@ -13,6 +13,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import torch
+
 from . import metrics
 from .errors import NeuMuterError
 from .lm import as_language_model, autocast
@@ -100,17 +102,20 @@ def _evaluate(model, tokenizer, data: EvaluationSet, forgetting_thresholds: Mapp
               oracle_forget_losses: Sequence[float] | None, oracle_truth_ratios: Sequence[float] | None) -> dict:
     n, batch, stride = data.settings["el_n"], data.settings["batch_size"], data.settings["el_prefix_stride"]
     forget = data.forget_texts
-    scored: dict[tuple, tuple] = {}  # texts -> (MA, losses): one forward per text list, whatever uses it
+    # every text of every group scored once, in one batched pass (the groups overlap: the retain set's halves
+    # are MA groups of their own, held-out text is both the MIA reference and a group)
+    groups = [forget, data.heldout_texts, data.retain_texts, *data.ma_groups.values()]
+    distinct = list(dict.fromkeys(text for texts in groups for text in texts))
+    by_text = dict(zip(distinct, zip(*metrics.teacher_forced_scores(model, tokenizer, distinct, batch_size=batch))))
 
-    def teacher_forced(texts) -> tuple:
-        key = tuple(texts)
-        if key not in scored:
-            scored[key] = metrics.teacher_forced_scores(model, tokenizer, texts, batch_size=batch)
-        return scored[key]
+    def scores_of(texts) -> tuple:
+        """(MA, mean loss) per text of ``texts``, from the one pass."""
+        scores = [by_text[text] for text in texts]
+        return torch.stack([ma for ma, _ in scores]), torch.stack([loss for _, loss in scores])
 
-    ma, forget_losses = teacher_forced(forget)
+    ma, forget_losses = scores_of(forget)
     el = metrics.extraction_likelihood(model, tokenizer, forget, n, batch_size=batch, prefix_stride=stride)
-    mia = metrics.mia_from_losses(forget_losses, teacher_forced(data.heldout_texts)[1])
+    mia = metrics.mia_from_losses(forget_losses, scores_of(data.heldout_texts)[1])
     result = {
         "forget_ma": float(ma.mean()),
         f"forget_{data.el_key}": float(el.mean()),
@@ -119,10 +124,10 @@ def _evaluate(model, tokenizer, data: EvaluationSet, forgetting_thresholds: Mapp
         "forget_loss": float(mia["forget_losses"].mean()),
     }
     if data.retain_texts:
-        result["retain_ma"] = float(teacher_forced(data.retain_texts)[0].mean())
+        result["retain_ma"] = float(scores_of(data.retain_texts)[0].mean())
     for name, texts in data.ma_groups.items():
         if texts:
-            result[f"{name}_ma"] = float(teacher_forced(texts)[0].mean())
+            result[f"{name}_ma"] = float(scores_of(texts)[0].mean())
     if data.general_texts:
         result["heldout_ppl"] = metrics.perplexity(model, tokenizer, data.general_texts, batch_size=batch)
     if data.utility is not None:

@@ -52,7 +52,10 @@ def score_point(model, tokenizer, data: EvaluationSet, thresholds: Mapping[str, 
 def _score_point(model, tokenizer, data: EvaluationSet, thresholds: Mapping[str, float]) -> dict:
     n, batch, stride = data.settings["el_n"], data.settings["batch_size"], data.settings["el_prefix_stride"]
     forget = list(data.forget_texts)
-    ma, _ = metrics.teacher_forced_scores(model, tokenizer, forget, batch_size=batch)
+    groups = {"retain": list(data.retain_texts), **{name: list(texts) for name, texts in data.ma_groups.items()}}
+    distinct = list(dict.fromkeys([*forget, *(text for texts in groups.values() for text in texts)]))  # score once
+    by_text = dict(zip(distinct, metrics.memorization_accuracy(model, tokenizer, distinct, batch_size=batch).tolist()))
+    ma = torch.tensor([by_text[text] for text in forget])
     could = (ma <= thresholds["ma"]).nonzero().flatten().tolist()
     el = torch.full_like(ma, math.inf)  # a sample whose MA fails cannot meet Eq. 17 whatever its EL10
     if could:
@@ -60,13 +63,9 @@ def _score_point(model, tokenizer, data: EvaluationSet, thresholds: Mapping[str,
                                                   prefix_stride=stride)
     point = {"forget_ma": float(ma.mean()), "forgotten_fraction": metrics.forgotten_fraction(ma, el, thresholds, n),
              "ma_passing_fraction": len(could) / len(forget)}
-    groups = {"retain": list(data.retain_texts), **{name: list(texts) for name, texts in data.ma_groups.items()}}
-    distinct = list(dict.fromkeys(text for texts in groups.values() for text in texts))  # groups overlap: score once
-    if distinct:
-        by_text = dict(zip(distinct, metrics.memorization_accuracy(model, tokenizer, distinct, batch_size=batch).tolist()))
-        for name, texts in groups.items():
-            if texts:
-                point[f"{name}_ma"] = sum(by_text[text] for text in texts) / len(texts)
+    for name, texts in groups.items():
+        if texts:
+            point[f"{name}_ma"] = sum(by_text[text] for text in texts) / len(texts)
     if data.general_texts:
         point["heldout_ppl"] = metrics.perplexity(model, tokenizer, data.general_texts, batch_size=batch)
     return point

@@ -10,6 +10,7 @@ from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 from neumuter_interv import metrics
 from neumuter_interv.errors import NeuMuterError
+from neumuter_interv.evaluation import EvaluationSet, evaluate
 from neumuter_interv.lm import LanguageModel
 
 # Fake model: the next token is TABLE[current token], with logit log(3) on it and 0 elsewhere, so
@@ -69,6 +70,48 @@ def test_losses_perplexity_and_mia_hand_computed():
     assert mia["heldout_mean_loss"] == pytest.approx(heldout)
     assert mia["distances"].tolist() == pytest.approx([abs(loss_a - heldout)])
     assert mia["mean_distance"] == pytest.approx(abs(loss_a - heldout))
+
+
+class RecordingTableLM(TableLM):
+    """The table model, recording the shape of every batch it scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def logits(self, input_ids, attention_mask=None):
+        self.batches.append(tuple(input_ids.shape))
+        return super().logits(input_ids, attention_mask)
+
+
+def test_teacher_forced_batches_longest_first_and_answers_in_the_order_given():
+    """Texts of mixed lengths are batched longest first, so a batch pads to lengths close to its own, and each
+    text's scores come back in its place, equal to scoring it alone."""
+    lm = RecordingTableLM()
+    samples = [[3, 3], [0, 1, 2, 0, 1], [0, 1, 2], [1, 2, 0, 1, 2, 3]]
+    together = metrics.memorization_accuracy(lm, None, samples, batch_size=2)
+    assert lm.batches == [(2, 6), (2, 3)]  # lengths 6 and 5, then 3 and 2
+    alone = [float(metrics.memorization_accuracy(TableLM(), None, [sample])[0]) for sample in samples]
+    assert together.tolist() == pytest.approx(alone)
+    assert alone == pytest.approx([0.0, 0.75, 1.0, 0.8])
+
+
+def test_an_evaluation_scores_each_text_once_whatever_groups_share_it(word_tokenizer):
+    """The retain set's halves and the held-out text (MIA reference and a group of its own) overlap other
+    groups: every distinct text is teacher-forced once, and each group's mean is that of its own texts."""
+    lm = RecordingTableLM()
+    forget, heldout, kept, other = ["a b c a b", "a b c d"], ["d d c", "c a b"], ["a b c", "b c"], ["d a b c"]
+    data = EvaluationSet(forget, heldout, retain_texts=kept + other,
+                         ma_groups={"retain_kept": kept, "retain_other": other, "heldout": heldout},
+                         settings={"el_n": 2, "el_prefix_stride": 1, "batch_size": 64})
+    scores = evaluate(lm, word_tokenizer, data, {"ma": 0.5, "el2": 0.5})
+    teacher_forced_rows = lm.batches[0][0]
+    assert teacher_forced_rows == len(forget + heldout + kept + other)  # 7 distinct texts in one pass
+    alone = {text: float(metrics.memorization_accuracy(TableLM(), word_tokenizer, [text])[0])
+             for text in forget + heldout + kept + other}
+    for name, texts in (("forget_ma", forget), ("retain_ma", kept + other), ("retain_kept_ma", kept),
+                        ("retain_other_ma", other), ("heldout_ma", heldout)):
+        assert scores[name] == pytest.approx(sum(alone[text] for text in texts) / len(texts)), name
 
 
 def test_el_decodes_only_where_a_run_of_correct_predictions_ends(monkeypatch):

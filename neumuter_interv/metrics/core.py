@@ -108,10 +108,14 @@ def teacher_forced(lm: LanguageModel, sequences: Sequence[Sequence[int]], batch_
                     keep_argmax: bool = False) -> list[tuple[torch.Tensor, ...]]:
     """Per sequence of T tokens: (token losses, argmax hits), each of length T - 1, where entry j is
     about predicting token j + 1 from tokens 0..j; ``keep_argmax`` adds the argmax tokens themselves.
-    One right-padded forward per batch."""
+    One right-padded forward per batch, the sequences batched longest first so that a batch pads to lengths
+    close to its own (a row's scores do not depend on the rows it shares a batch with); results in the
+    order given."""
     check_context(lm, [len(seq) for seq in sequences])
-    results = []
-    for batch in chunks(sequences, batch_size, f"scoring {len(sequences)} texts"):
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    results: list = [None] * len(sequences)
+    for rows in chunks(order, batch_size, f"scoring {len(sequences)} texts"):
+        batch = [sequences[i] for i in rows]
         padded = pad_batch(batch, 0).to(lm.device)  # pads sit under a zero attention mask
         ids, mask = padded.input_ids, padded.attention_mask
         logits = lm.logits(ids, mask)[:, :-1].float()
@@ -122,9 +126,9 @@ def teacher_forced(lm: LanguageModel, sequences: Sequence[Sequence[int]], batch_
         if not bool(torch.isfinite(losses[mask[:, 1:].bool()]).all()):  # pads may hold anything
             raise NeuMuterError("the model's logits hold NaN or infinite values: no score can be computed from them "
                                 "(a damaged model or intervention)")
-        for row, seq in enumerate(batch):
-            kept = (losses, hits, argmax) if keep_argmax else (losses, hits)
-            results.append(tuple(values[row, :len(seq) - 1].cpu() for values in kept))
+        kept = (losses, hits, argmax) if keep_argmax else (losses, hits)
+        for row, (index, seq) in enumerate(zip(rows, batch)):
+            results[index] = tuple(values[row, :len(seq) - 1].cpu() for values in kept)
     return results
 
 
