@@ -110,25 +110,28 @@ def teacher_forced(lm: LanguageModel, sequences: Sequence[Sequence[int]], batch_
     about predicting token j + 1 from tokens 0..j; ``keep_argmax`` adds the argmax tokens themselves.
     One right-padded forward per batch, the sequences batched longest first so that a batch pads to lengths
     close to its own (a row's scores do not depend on the rows it shares a batch with); results in the
-    order given."""
+    order given. The losses and argmax are taken row by row over each row's own positions, on contiguous
+    [T - 1, vocab] logits: a cross-entropy over the batch's class-transposed logits ran 6x slower on a CPU
+    (a quarter of the scoring time at a 49k vocabulary) and was less exact (3e-4 nats from a float64
+    reference where the row-wise one is within 4e-5)."""
     check_context(lm, [len(seq) for seq in sequences])
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     results: list = [None] * len(sequences)
     for rows in chunks(order, batch_size, f"scoring {len(sequences)} texts"):
         batch = [sequences[i] for i in rows]
-        padded = pad_batch(batch, 0).to(lm.device)  # pads sit under a zero attention mask
-        ids, mask = padded.input_ids, padded.attention_mask
-        logits = lm.logits(ids, mask)[:, :-1].float()
-        targets = ids[:, 1:]
-        losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        argmax = logits.argmax(-1)
-        hits = argmax == targets
-        if not bool(torch.isfinite(losses[mask[:, 1:].bool()]).all()):  # pads may hold anything
-            raise NeuMuterError("the model's logits hold NaN or infinite values: no score can be computed from them "
-                                "(a damaged model or intervention)")
-        kept = (losses, hits, argmax) if keep_argmax else (losses, hits)
+        padded = pad_batch(batch, 0).to(lm.device)  # pads sit under a zero attention mask: never scored
+        ids = padded.input_ids
+        logits = lm.logits(ids, padded.attention_mask)
         for row, (index, seq) in enumerate(zip(rows, batch)):
-            results[index] = tuple(values[row, :len(seq) - 1].cpu() for values in kept)
+            predicted = logits[row, :len(seq) - 1].float()
+            targets = ids[row, 1:len(seq)]
+            losses = F.cross_entropy(predicted, targets, reduction="none")
+            if not bool(torch.isfinite(losses).all()):
+                raise NeuMuterError("the model's logits hold NaN or infinite values: no score can be computed from "
+                                    "them (a damaged model or intervention)")
+            argmax = predicted.argmax(-1)
+            kept = (losses, argmax == targets, argmax) if keep_argmax else (losses, argmax == targets)
+            results[index] = tuple(values.cpu() for values in kept)
     return results
 
 
