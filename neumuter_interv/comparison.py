@@ -25,6 +25,7 @@ from typing import Any
 from .cache import Journal
 from .demo import DemoConfig, demo_inputs, prepare_world
 from .errors import NeuMuterError
+from .lm import auto_precision, describe_precision, resolve_device
 from .methods.base import MatchedTo, UnlearningMethod
 from .methods.registry import METHODS, make_method, method_budgets
 from .output import check_writable, output_directory, write_json, write_text
@@ -128,6 +129,7 @@ def run_comparison(out: str | Path, config: ComparisonConfig | None = None, over
         "methods": entries,
         "paper_rows": config.demo.spec.paper_rows.to_dict() if config.demo.spec.paper_rows else None,
         "settings": _settings(config),
+        "precision": auto_precision(resolve_device(config.demo.device)),  # what "auto" computed in here
         "setup_seconds": setup_seconds,  # the world (building it when not cached), thresholds, reference scores
         "seconds": time.perf_counter() - start,  # this invocation's (methods read from a journal excluded)
         "resumed_methods": resumed,
@@ -259,7 +261,7 @@ def comparison_report(summary: dict) -> str:
             f"first {utility.get('lambada_samples')} LAMBADA, {utility.get('pubmedqa_samples')} PubMedQA, "
             f"{utility.get('dialogues_per_set')} dialogues per set and {utility.get('ppl_texts')} texts x "
             f"{utility.get('ppl_tokens')} tokens of each PPL file.")
-    precision = settings.get(summary["world"], {}).get("dtype", "float32")
+    precision = describe_precision(settings.get(summary["world"], {}).get("dtype", "float32"), summary.get("precision"))
     parts = [
         f"# Unlearning methods compared on the {summary['world']} world (cf. Table 2 of Hou et al., 2025)",
         f"World: {summary['world_description']}. Eq. 17 thresholds (held-out text, original model): MA "

@@ -20,7 +20,7 @@ from typing import Any
 
 from . import metrics
 from .errors import NeuMuterError
-from .lm import resolve_device
+from .lm import auto_precision, describe_precision, resolve_device
 from .methods.neumuter import CoefficientSchedule, NeuMuter, NeuMuterConfig
 from .methods.registry import make_method
 from .operating_curve import gate_curve_counts, operating_curve
@@ -168,6 +168,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, overwrite: bool 
                            "neumuter": neumuter_config.to_dict(),
                            "schedule": config.schedule.to_dict(), "target_fraction": config.target_fraction,
                            "el_prefix_stride": world.data.settings["el_prefix_stride"]}
+    summary["precision"] = auto_precision(resolve_device(config.device))  # what "auto" computed in here
     with output_directory(out, overwrite) as staging:
         write_json(staging / "metrics.json", summary)
         write_text(staging / "report.md", demo_report(summary))
@@ -276,6 +277,12 @@ def _ma_rows(summary: dict) -> list[tuple[str, str]]:
     return [(key, label) for key, label in _ROWS if key.endswith("_ma") and key in summary["before"]]
 
 
+def _precision(summary: dict) -> str:
+    """The compute dtype of the world's scoring and of NeuMuter's training, as the run resolved "auto"."""
+    dtypes = {summary["settings"]["world"].get("dtype", "float32"), summary["settings"]["neumuter"].get("dtype", "float32")}
+    return " and ".join(describe_precision(dtype, summary.get("precision")) for dtype in sorted(dtypes))
+
+
 def _objective(neumuter: dict) -> str:
     """NeuMuter's loss in one sentence: which forget term (the paper's ascent or the distillation), and its weights."""
     term = ("Eq. 13's bounded gradient ascent" if neumuter["forget_loss"] == "ascent" else
@@ -299,7 +306,8 @@ def demo_report(summary: dict) -> str:
         f"Eq. 17 thresholds (held-out text, original model): MA {summary['thresholds']['ma']:.4f}, "
         f"EL10 {summary['thresholds']['el10']:.4f} (EL10 over every {summary['settings']['el_prefix_stride']}th "
         f"prefix). Muted {summary['neurons_muted']} FFN neurons ({100 * summary['neurons_muted_fraction']:.2f}%) "
-        f"in {summary['unlearning_seconds']:.1f} s. {_objective(summary['settings']['neumuter'])}",
+        f"in {summary['unlearning_seconds']:.1f} s. {_objective(summary['settings']['neumuter'])} Scoring and "
+        f"NeuMuter's forwards in {_precision(summary)}.",
         markdown_table(["metric", *columns.values()], rows),
         "## Targets",
         markdown_table(["criterion", "value", "target", "met"], targets),

@@ -45,6 +45,24 @@ def bfloat16_is_fast(device: torch.device) -> bool:
     return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
 
 
+def auto_precision(device: torch.device) -> dict[str, str]:
+    """What ``dtype="auto"`` computes in on ``device`` and on what hardware, recorded with every result of the
+    demo and the comparison: "auto" is bf16 only where the hardware runs it fast, so the same command computes
+    in bf16 on one machine and in fp32 on another (a CPU without AVX512-BF16 or AMX), and its numbers (the
+    Eq. 17 verdicts, hence the mask) differ between the two."""
+    hardware = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                else f"CPU ({torch.backends.cpu.get_cpu_capability()})")
+    return {"auto": "bfloat16" if bfloat16_is_fast(device) else "float32", "hardware": hardware}
+
+
+def describe_precision(dtype: str, precision: dict[str, str] | None) -> str:
+    """``dtype`` as a report says it: "auto (bfloat16 on CPU (AVX512))"; ``precision`` is ``auto_precision``'s
+    record, None for a result written before it was recorded."""
+    if dtype != "auto" or precision is None:
+        return dtype
+    return f"auto ({precision['auto']} on {precision['hardware']})"
+
+
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 

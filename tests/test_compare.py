@@ -63,6 +63,7 @@ def test_writes_the_json_the_table_and_the_plot_with_every_method_keyed(compared
     for row in ("| original |", "| retrain oracle |", "| NeuMuter |", "| GA |", "| GD† |", "| BROKEN |"):
         assert row in table
     assert "max_epochs=10" in table
+    assert summary["precision"]["auto"] in ("bfloat16", "float32")  # what "auto" computed in on this machine
 
 
 def test_methods_that_use_the_retain_set_are_flagged(compared):

@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from neumuter_interv import lm
 from neumuter_interv.cli import main
 from neumuter_interv.demo import DemoConfig, run_demo
 
@@ -106,3 +107,18 @@ def test_the_demo_refuses_a_missing_forget_document_before_any_work(tmp_path, ca
     assert code == 2
     assert "no-such-licence.txt" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_every_result_says_what_auto_computed_in_on_the_machine_that_ran_it(demo, monkeypatch):
+    """dtype "auto" is bf16 only where the hardware runs it fast, so the same command scores in bf16 on one
+    CPU and in fp32 on another: the demo records which, and a report says it beside "auto"."""
+    _, summary = demo
+    assert summary["precision"] == lm.auto_precision(torch.device("cpu"))
+    assert json.loads((demo[0] / "metrics.json").read_text())["precision"] == summary["precision"]
+    for fast, resolved in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(lm, "bfloat16_is_fast", lambda device, fast=fast: fast)
+        precision = lm.auto_precision(torch.device("cpu"))
+        assert precision["auto"] == resolved and precision["hardware"].startswith("CPU (")
+        assert lm.describe_precision("auto", precision) == f"auto ({resolved} on {precision['hardware']})"
+    assert lm.describe_precision("float32", precision) == "float32"
+    assert lm.describe_precision("auto", None) == "auto"  # a result written before the record existed
