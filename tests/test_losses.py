@@ -41,8 +41,10 @@ def test_joint_losses_equal_the_plain_definitions_in_value_and_gradient(chunk, d
     (2.0 * plain_ce - 3.0 * plain_kl).backward()
     torch.testing.assert_close(ce, plain_ce, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(kl, plain_kl, rtol=1e-5, atol=1e-6)
-    tolerance = dict(rtol=1e-5, atol=1e-7) if dtype == torch.float32 else dict(rtol=0, atol=0)
-    torch.testing.assert_close(fast_grad, logits.grad, **tolerance)  # bf16: the same fp32 gradient, rounded once
+    # bf16: the same fp32 gradient, rounded once to bf16, so at most one bf16 step (2^-7 of the value) apart: the
+    # fp32 sums behind it are taken in another order on a CPU without AVX512-BF16 (equal to the bit on one with it)
+    tolerance = dict(rtol=1e-5, atol=1e-7) if dtype == torch.float32 else dict(rtol=2 ** -7, atol=0)
+    torch.testing.assert_close(fast_grad, logits.grad, **tolerance)
 
 
 def test_without_neighbours_the_kl_is_zero_and_the_ce_is_the_forget_loss():
