@@ -88,6 +88,16 @@ def thresholds(model, tokenizer, data: EvaluationSet) -> dict[str, float]:
                                          prefix_stride=data.settings["el_prefix_stride"])
 
 
+def scores_by_text(model, tokenizer, groups: Sequence[Sequence[str]], batch_size: int) -> dict[str, tuple]:
+    """(MA, mean loss) of every distinct text of ``groups``, teacher-forced once in one batched pass: a world's
+    groups overlap (the retain set's halves are MA groups of their own, held-out text is both the MIA reference
+    and a group)."""
+    distinct = list(dict.fromkeys(text for texts in groups for text in texts))
+    if not distinct:
+        return {}
+    return dict(zip(distinct, zip(*metrics.teacher_forced_scores(model, tokenizer, distinct, batch_size=batch_size))))
+
+
 def evaluate(model, tokenizer, data: EvaluationSet, forgetting_thresholds: Mapping[str, float],
              oracle_forget_losses: Sequence[float] | None = None,
              oracle_truth_ratios: Sequence[float] | None = None) -> dict:
@@ -102,11 +112,8 @@ def _evaluate(model, tokenizer, data: EvaluationSet, forgetting_thresholds: Mapp
               oracle_forget_losses: Sequence[float] | None, oracle_truth_ratios: Sequence[float] | None) -> dict:
     n, batch, stride = data.settings["el_n"], data.settings["batch_size"], data.settings["el_prefix_stride"]
     forget = data.forget_texts
-    # every text of every group scored once, in one batched pass (the groups overlap: the retain set's halves
-    # are MA groups of their own, held-out text is both the MIA reference and a group)
-    groups = [forget, data.heldout_texts, data.retain_texts, *data.ma_groups.values()]
-    distinct = list(dict.fromkeys(text for texts in groups for text in texts))
-    by_text = dict(zip(distinct, zip(*metrics.teacher_forced_scores(model, tokenizer, distinct, batch_size=batch))))
+    by_text = scores_by_text(model, tokenizer, [forget, data.heldout_texts, data.retain_texts,
+                                                *data.ma_groups.values()], batch)
 
     def scores_of(texts) -> tuple:
         """(MA, mean loss) per text of ``texts``, from the one pass."""

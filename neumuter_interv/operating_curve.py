@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import metrics
-from .evaluation import EvaluationSet, scoring_precision
+from .evaluation import EvaluationSet, scores_by_text, scoring_precision
 from .methods.neumuter.readout import GateRanking, search_cap
 from .methods.neumuter.selection import freeze
 
@@ -53,8 +53,8 @@ def _score_point(model, tokenizer, data: EvaluationSet, thresholds: Mapping[str,
     n, batch, stride = data.settings["el_n"], data.settings["batch_size"], data.settings["el_prefix_stride"]
     forget = list(data.forget_texts)
     groups = {"retain": list(data.retain_texts), **{name: list(texts) for name, texts in data.ma_groups.items()}}
-    distinct = list(dict.fromkeys([*forget, *(text for texts in groups.values() for text in texts)]))  # score once
-    by_text = dict(zip(distinct, metrics.memorization_accuracy(model, tokenizer, distinct, batch_size=batch).tolist()))
+    by_text = {text: float(ma) for text, (ma, _) in scores_by_text(model, tokenizer, [forget, *groups.values()],
+                                                                    batch).items()}
     ma = torch.tensor([by_text[text] for text in forget])
     could = (ma <= thresholds["ma"]).nonzero().flatten().tolist()
     el = torch.full_like(ma, math.inf)  # a sample whose MA fails cannot meet Eq. 17 whatever its EL10
