@@ -1,14 +1,20 @@
 """The cache is checked when read: an entry that does not match what was written (truncated, edited, zeroed)
-is rebuilt with one line saying so, never used silently or left to fail with a traceback."""
+is rebuilt with one line saying so, never used silently or left to fail with a traceback. What "auto"
+precision resolved to on the machine is part of every key, so a cache shared by a machine with fast bf16 and
+one without never serves one's models or scores as the other's."""
 
 import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from neumuter_interv import cache
+from neumuter_interv import cache, lm
 from neumuter_interv.cache import build_cache_entry, cached_json
 from neumuter_interv.errors import NeuMuterError
+from neumuter_interv.evaluation import EvaluationSet
+from neumuter_interv.worlds.base import cached_reference_scores
+from neumuter_interv.worlds.finetuned import build_key
 
 
 def build_weights(staging):
@@ -97,3 +103,31 @@ def test_a_cache_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, where
         build_cache_entry(cache.default_cache_dir() / "testbed" / "entry", "config.json", build_weights)
     with pytest.raises(NeuMuterError, match="the cache cannot hold"):
         cached_json(cache.default_cache_dir() / "scores" / "x.json", lambda: {"a": 1})
+
+
+def machine(monkeypatch, bf16: bool) -> torch.device:
+    """The CPU of a machine with (or without) fast bf16: what ``dtype="auto"`` resolves to there."""
+    monkeypatch.setattr(lm, "bfloat16_is_fast", lambda device: bf16)
+    return torch.device("cpu")
+
+
+def test_a_world_trained_in_auto_precision_is_keyed_by_what_auto_resolved_to(monkeypatch):
+    settings = {"epochs": 3, "train_dtype": "auto"}
+    with_bf16 = build_key(1, "base", settings, machine(monkeypatch, True), "auto")
+    without = build_key(1, "base", settings, machine(monkeypatch, False), "auto")
+    assert with_bf16 != without  # bf16 autocast and fp32 train two different models
+    assert build_key(1, "base", settings, machine(monkeypatch, False), "float32") == without
+    assert build_key(1, "base", settings, machine(monkeypatch, True), "float32") == without
+
+
+def test_reference_scores_computed_in_auto_precision_are_keyed_by_what_auto_resolved_to(tmp_path, monkeypatch):
+    data = EvaluationSet(["forget"], ["heldout"], settings={"el_n": 10, "dtype": "auto"})
+    computed = []
+
+    def compute(label):
+        return lambda: computed.append(label) or {"thresholds": {"ma": label}}
+
+    assert cached_reference_scores(tmp_path, data, machine(monkeypatch, True), compute(1))["thresholds"]["ma"] == 1
+    assert cached_reference_scores(tmp_path, data, machine(monkeypatch, True), compute(2))["thresholds"]["ma"] == 1
+    assert cached_reference_scores(tmp_path, data, machine(monkeypatch, False), compute(3))["thresholds"]["ma"] == 3
+    assert computed == [1, 3]

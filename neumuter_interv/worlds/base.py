@@ -20,12 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .. import evaluation as evaluation_module
 from .. import metrics as metrics_module
 from .. import utility as utility_module
 from ..cache import cached_json
 from ..errors import NeuMuterError
 from ..evaluation import EvaluationSet, evaluate
+from ..lm import autocast_dtype
 from ..paper_results import PaperRows
 from ..stopping import ForgettingCriterion
 
@@ -117,15 +120,19 @@ def public_scores(scores: dict) -> dict:
     return {key: value for key, value in scores.items() if key != "per_sample"}
 
 
-def cached_reference_scores(root: Path, data: EvaluationSet, compute: Callable[[], dict]) -> dict:
-    """Thresholds and reference scores are a pure function of the world, the evaluation settings and the
-    scoring code, so ``compute()`` runs once and is cached in the world directory under a hash of the
-    last two (the source of the ``metrics`` package, ``evaluation.py`` and ``utility.py`` is part of the key: editing them
-    recomputes)."""
+def cached_reference_scores(root: Path, data: EvaluationSet, device: torch.device, compute: Callable[[], dict]) -> dict:
+    """Thresholds and reference scores are a pure function of the world, the evaluation settings, the
+    precision they are computed in and the scoring code, so ``compute()`` (on ``device``) runs once and is
+    cached in the world directory under a hash of the last three (the source of the ``metrics`` package,
+    ``evaluation.py`` and ``utility.py`` is part of the key: editing them recomputes). The precision is
+    ``settings["dtype"]`` resolved on ``device``: "auto" scores in bf16 on one machine and in fp32 on another,
+    and a cache shared between the two must not serve one's scores as the other's."""
     sources = [*sorted(Path(metrics_module.__file__).parent.glob("*.py")), Path(evaluation_module.__file__),
                Path(utility_module.__file__)]
     code = b"".join(path.read_bytes() for path in sources)
-    key = hashlib.sha256(code + json.dumps(data.settings, sort_keys=True).encode()).hexdigest()[:20]
+    computes_in = str(autocast_dtype(data.settings.get("dtype", "float32"), device) or torch.float32)
+    key = hashlib.sha256(code + json.dumps({**data.settings, "computes_in": computes_in}, sort_keys=True).encode()
+                         ).hexdigest()[:20]
     return cached_json(root / "scores" / f"reference-{key}.json", compute)
 
 

@@ -217,7 +217,7 @@ def prepare_extraction_world(config: ExtractionWorldConfig | None = None, *, tar
     texts = world_texts(config, tokenizer)
     build_device = resolve_device(device)
     key = build_key(BUILD_VERSION, base_key, {**config.model_settings(), "texts": {
-        name: texts_sha256(group) for name, group in texts.items()}}, build_device)
+        name: texts_sha256(group) for name, group in texts.items()}}, build_device, config.train_dtype)
     root = cache / "extraction-world" / key
     cached_json(root / "texts.json", lambda: texts)
 
@@ -250,7 +250,7 @@ def prepare_extraction_world(config: ExtractionWorldConfig | None = None, *, tar
         original = evaluate(model, tokenizer, data, limits, oracle["per_sample"]["forget_loss"])
         return {"thresholds": limits, "original": original, "oracle": oracle}
 
-    reference = cached_reference_scores(root, data, compute)
+    reference = cached_reference_scores(root, data, build_device, compute)
     limits = reference["thresholds"]
     log(f"Eq. 17 thresholds from held-out Pile rows: MA {limits['ma']:.3f}, EL10 {limits['el10']:.3f}")
     criterion = ForgettingCriterion(tokenizer, texts["forget"], limits, target_fraction,

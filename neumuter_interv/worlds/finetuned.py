@@ -21,7 +21,7 @@ import torch
 from .. import metrics
 from ..cache import build_cache_entry, cached_json
 from ..data import texts_sha256
-from ..lm import autocast, resolve_device
+from ..lm import autocast, autocast_dtype, resolve_device
 from ..loading import load_causal_lm, packaged_smollm2
 from ..neighbours import generate_self_neighbours, model_fingerprint
 from ..output import write_json
@@ -61,11 +61,15 @@ def load_base(base: str | None, gguf_file: str | None, cache: Path):
     return model, tokenizer, key
 
 
-def build_key(build_version: int, base_key: str, settings: dict, device: torch.device) -> str:
+def build_key(build_version: int, base_key: str, settings: dict, device: torch.device, train_dtype: str) -> str:
     """The cache key of a world's fine-tuned models: the build version, the base model, the settings that
-    shape the weights, the device type and the versions of the packages that train them."""
+    shape the weights, the device type, the precision the fine-tune computes in and the versions of the
+    packages that train them. The precision is ``train_dtype`` resolved on ``device``: "auto" trains in bf16
+    autocast on a CPU with AVX512-BF16 and in fp32 on one without, two different models that must never
+    share a cache entry (a cache copied or mounted across machines would otherwise serve one as the other)."""
+    trains_in = str(autocast_dtype(train_dtype, device) or torch.float32).removeprefix("torch.")
     return hashlib.sha256(json.dumps({"version": build_version, "base": base_key, "settings": settings,
-                                      "device": device.type, "packages": {
+                                      "device": device.type, "trains_in": trains_in, "packages": {
                                           name: version(name) for name in ("torch", "transformers", "faker")}},
                                      sort_keys=True, default=str).encode()).hexdigest()[:20]
 

@@ -82,7 +82,7 @@ def _reference_scores(testbed: Testbed, tokenizer, data: EvaluationSet, device: 
         original = evaluate(model, tokenizer, data, limits, oracle["per_sample"]["forget_loss"])
         return {"thresholds": limits, "original": original, "oracle": oracle}
 
-    return cached_reference_scores(testbed.root, data, compute)
+    return cached_reference_scores(testbed.root, data, device, compute)
 
 
 def _demo_settings(size: str) -> dict:

@@ -338,7 +338,7 @@ def _reference_scores(model, tokenizer, data: EvaluationSet, root: Path) -> dict
         limits = thresholds(model, tokenizer, data)
         return {"thresholds": limits, "original": evaluate(model, tokenizer, data, limits)}
 
-    return cached_reference_scores(root, data, compute)
+    return cached_reference_scores(root, data, model.device, compute)
 
 
 def _demo_settings(size: str) -> dict:

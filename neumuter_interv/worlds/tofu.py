@@ -158,7 +158,7 @@ def prepare_tofu_world(config: TofuWorldConfig | None = None, *, target_fraction
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     base, tokenizer, base_key = load_base(config.base, config.gguf_file, cache)
     build_device = resolve_device(device)
-    key = build_key(BUILD_VERSION, base_key, config.model_settings(), build_device)
+    key = build_key(BUILD_VERSION, base_key, config.model_settings(), build_device, config.train_dtype)
     root = cache / "tofu-world" / key
     people = _people(config, tokenizer)
     cached_json(root / "people.json", lambda: people)  # a record of who was trained (rebuilt from the config)
@@ -194,7 +194,7 @@ def prepare_tofu_world(config: TofuWorldConfig | None = None, *, target_fraction
                             oracle["per_sample"]["forget_truth_ratio"])
         return {"thresholds": limits, "original": original, "oracle": oracle}
 
-    reference = cached_reference_scores(root, data, compute)
+    reference = cached_reference_scores(root, data, build_device, compute)
     limits = reference["thresholds"]
     log(f"Eq. 17 thresholds from held-out people: MA {limits['ma']:.3f}, EL10 {limits['el10']:.3f}")
     criterion = ForgettingCriterion(tokenizer, split["forget"], limits, target_fraction,
