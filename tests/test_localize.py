@@ -204,3 +204,37 @@ def test_length_buckets_batch_samples_of_similar_length(length_buckets, pads, co
         rows = [row[mask.bool()].tolist() for row, mask in zip(forget_batch.input_ids, forget_batch.attention_mask)]
         assert [row[mask.bool()].flip(0).tolist()
                 for row, mask in zip(neighbour_batch.input_ids, neighbour_batch.attention_mask)] == rows
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt_neo", "opt"])
+def test_under_autocast_a_backward_through_the_frozen_model_keeps_no_cast_copy_of_its_weights(make_model,
+                                                                                              architecture):
+    """Autograd keeps each linear's bf16-cast weight for the input gradient: a second copy of the frozen model
+    at the peak of a step. ``frozen_weights_unsaved`` (on during localization) keeps none and re-casts in the
+    backward, for the same gradients."""
+    from neumuter_interv.lm import frozen_weights_unsaved
+
+    model = make_model(architecture)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    ids = torch.randint(2, 30, (3, 9), generator=torch.Generator().manual_seed(0))
+    embeddings = model.get_input_embeddings()(ids).detach()
+
+    def gradient_and_saved():
+        saved = []
+        inputs = embeddings.clone().requires_grad_(True)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = model(inputs_embeds=inputs).logits
+            logits.float().logsumexp(-1).sum().backward()
+        cast_weights = sum(any(t.dtype == torch.bfloat16 and view.shape == w.shape and torch.equal(view, w.to(torch.bfloat16))
+                               for t in saved if t.dim() == 2 for view in (t, t.T)) for w in weights)
+        return inputs.grad, cast_weights
+
+    plain_gradient, plain_casts = gradient_and_saved()
+    with frozen_weights_unsaved(model):
+        gradient, casts = gradient_and_saved()
+    assert plain_casts == len(weights) and casts == 0
+    torch.testing.assert_close(gradient, plain_gradient, rtol=0, atol=0)
+    assert all("forward" not in vars(m) for m in model.modules())  # the layers are as they were after the block

@@ -11,7 +11,7 @@ from neumuter_interv.methods.losses import (
     lowered_true_token_log_probs,
 )
 from neumuter_interv.methods.neumuter import losses
-from neumuter_interv.methods.neumuter.losses import joint_losses
+from neumuter_interv.methods.neumuter.losses import LogProbsOfLogits, joint_losses
 
 
 def joint_case(dtype, seed=0, vocab=37):
@@ -77,3 +77,28 @@ def test_the_teacher_moves_mass_off_the_true_token_and_keeps_the_rest_in_proport
     original = logits[0, 0].softmax(-1)
     assert original[0] > 0.8 and teacher[0] < 0.002, "the true next token (0) loses almost all its mass"
     torch.testing.assert_close(teacher[1] / teacher[2], original[1] / original[2])
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 256])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_references_kept_as_logits_give_the_losses_and_gradients_of_their_log_probabilities(chunk, dtype, monkeypatch):
+    """A localization keeps the original model's neighbour and teacher distributions as the logits its forward
+    computed (bf16 under autocast: half the memory) and takes the log-softmax chunk by chunk: to the bit what
+    the fp32 log-probabilities of the whole tensors give."""
+    monkeypatch.setattr(losses, "CHUNK_TOKENS", chunk)
+    logits, labels, mask, _ = joint_case(torch.float32)
+    generator = torch.Generator().manual_seed(1)
+    neighbour_logits = (4 * torch.randn(3, 8, logits.shape[-1], generator=generator)).to(dtype)
+    forget_logits = (4 * torch.randn(2, 6, logits.shape[-1], generator=generator)).to(dtype)
+
+    def step(reference, teacher):
+        logits.grad = None
+        distill, kl = joint_losses(logits, labels, mask, reference, forget_teacher_log_probs=teacher)
+        (2.0 * distill - 3.0 * kl).backward()
+        return distill, kl, logits.grad.clone()
+
+    as_tensors = step(torch.log_softmax(neighbour_logits.float(), -1),
+                      lowered_true_token_log_probs(forget_logits, labels, tau=8.0))
+    as_logits = step(LogProbsOfLogits(neighbour_logits), LogProbsOfLogits(forget_logits, labels, 8.0))
+    for lazy, whole in zip(as_logits, as_tensors):
+        torch.testing.assert_close(lazy, whole, rtol=0, atol=0)

@@ -39,10 +39,9 @@ from ...errors import NeuMuterError
 from ...hard_concrete import HardConcreteParams
 from ...intervenable import attach, intervened_logits, interventions_by_layer, set_intervention_mode
 from ...interventions import HardConcreteGate
-from ...lm import autocast, resolve_device
-from ..losses import lowered_true_token_log_probs
+from ...lm import autocast, autocast_dtype, frozen_weights_unsaved, resolve_device
 from .config import NeuMuterConfig
-from .losses import joint_losses
+from .losses import LogProbsOfLogits, joint_losses
 
 EpochCallback = Callable[[int, dict, pv.IntervenableModel], bool]
 
@@ -128,28 +127,29 @@ def localize(
     result = LocalizationResult(log_alpha={}, params=config.hard_concrete)
     start = time.perf_counter()
     epochs = tqdm(range(config.epochs), desc="localizing", unit="epoch", disable=not config.progress)
-    for epoch in epochs:
-        set_intervention_mode(pv_model, True)
-        sums = {"forget_ce": 0.0, "kl": 0.0, "l0": 0.0, "loss": 0.0}
-        for index in rng.permutation(len(forget_batches)):
-            forget_batch = forget_batches[index].to(device) if forget_batches[index] is not None else None
-            neighbour_batch = neighbour_batches[index].to(device) if k and forget_batch is not None else None
-            terms = _step(pv_model, gates, optimizer, forget_batch, neighbour_batch, references, teachers, index,
-                          counts[index], k > 0, config, device, pad_id)
-            for name in sums:
-                sums[name] += terms[name]
-            result.steps += 1
-        record = {name: value / len(forget_batches) for name, value in sums.items()}
-        record["epoch"] = first_epoch + epoch
-        record["below_threshold"] = sum(
-            int((torch.sigmoid(g.log_alpha) < config.threshold).sum()) for g in gates.values()
-        )
-        result.history.append(record)
-        epochs.set_postfix(ce=f"{record['forget_ce']:.3f}", kl=f"{record['kl']:.4f}", low=record["below_threshold"])
-        set_intervention_mode(pv_model, False)
-        if on_epoch_end is not None and on_epoch_end(first_epoch + epoch, record, pv_model):
-            result.stopped_early = epoch + 1 < config.epochs
-            break
+    with frozen_weights_unsaved(pv_model.model):  # the same gradients, one copy of the weights less (lm.py)
+        for epoch in epochs:
+            set_intervention_mode(pv_model, True)
+            sums = {"forget_ce": 0.0, "kl": 0.0, "l0": 0.0, "loss": 0.0}
+            for index in rng.permutation(len(forget_batches)):
+                forget_batch = forget_batches[index].to(device) if forget_batches[index] is not None else None
+                neighbour_batch = neighbour_batches[index].to(device) if k and forget_batch is not None else None
+                terms = _step(pv_model, gates, optimizer, forget_batch, neighbour_batch, references, teachers, index,
+                              counts[index], k > 0, config, device, pad_id)
+                for name in sums:
+                    sums[name] += terms[name]
+                result.steps += 1
+            record = {name: value / len(forget_batches) for name, value in sums.items()}
+            record["epoch"] = first_epoch + epoch
+            record["below_threshold"] = sum(
+                int((torch.sigmoid(g.log_alpha) < config.threshold).sum()) for g in gates.values()
+            )
+            result.history.append(record)
+            epochs.set_postfix(ce=f"{record['forget_ce']:.3f}", kl=f"{record['kl']:.4f}", low=record["below_threshold"])
+            set_intervention_mode(pv_model, False)
+            if on_epoch_end is not None and on_epoch_end(first_epoch + epoch, record, pv_model):
+                result.stopped_early = epoch + 1 < config.epochs
+                break
     set_intervention_mode(pv_model, False)
     result.seconds = time.perf_counter() - start
     result.log_alpha = {layer: gate.log_alpha.detach().float().cpu().clone() for layer, gate in gates.items()}
@@ -235,27 +235,27 @@ def _concatenate(first: TokenBatch, second: TokenBatch, pad_id: int) -> TokenBat
 class _ReferenceLogProbs:
     """The original model's log-probabilities on each batch (None where this process has none): of the
     neighbours, or, with ``lower_true_token_by``, DI's teacher on the forget rows (the true next token's logit
-    lowered, one distribution per predicted position: ``lowered_true_token_log_probs``); cached when they fit
-    in ``reference_cache_bytes``, else recomputed at every step."""
+    lowered, one distribution per predicted position: ``lowered_true_token_log_probs``). Kept as the logits the
+    forward computed (bf16 under bf16 autocast: half the memory of fp32 log-probabilities, the same values:
+    ``LogProbsOfLogits``) when they fit in ``reference_cache_bytes``, else recomputed at every step."""
 
     def __init__(self, model, batches: list[TokenBatch | None], config: NeuMuterConfig, device,
                  lower_true_token_by: float | None = None):
         self.model, self.batches, self.config, self.device = model, batches, config, device
         self.lower_true_token_by = lower_true_token_by
         vocab = model.get_output_embeddings().weight.shape[0]
-        size = sum(b.input_ids.numel() for b in batches if b is not None) * vocab * 4
+        itemsize = (autocast_dtype(config.dtype, device) or torch.float32).itemsize
+        size = sum(b.input_ids.numel() for b in batches if b is not None) * vocab * itemsize
         self.cache = ([self._compute(b) if b is not None else None for b in batches]
                       if size <= config.reference_cache_bytes else None)
 
     @torch.no_grad()
-    def _compute(self, batch: TokenBatch) -> torch.Tensor:
+    def _compute(self, batch: TokenBatch) -> LogProbsOfLogits:
         batch = batch.to(self.device)
         with autocast(self.config.dtype, self.device):
             logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        if self.lower_true_token_by is not None:
-            return lowered_true_token_log_probs(logits, batch.labels, self.lower_true_token_by)
-        return F.log_softmax(logits.float(), dim=-1)
+        return LogProbsOfLogits(logits, batch.labels, self.lower_true_token_by)
 
-    def get(self, index: int) -> torch.Tensor:
+    def get(self, index: int) -> LogProbsOfLogits:
         """The log-probabilities of batch ``index``."""
         return self.cache[index] if self.cache is not None else self._compute(self.batches[index])

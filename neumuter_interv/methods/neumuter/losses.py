@@ -37,7 +37,9 @@ def joint_losses(logits: torch.Tensor, forget_labels: torch.Tensor, neighbour_ma
     ``logits`` is [n_forget + n_neighbours, width, vocabulary]: the forget batch (``forget_labels``,
     [n_forget, forget width]) in the first rows, the neighbour batch (``neighbour_mask`` and the original
     model's ``reference_log_probs``, [n_neighbours, neighbour width(, vocabulary)]) after them, each
-    right-padded to the joint width. Without neighbours the KL is 0. ``counts`` replaces the denominators
+    right-padded to the joint width. The reference and the teacher are read one chunk at a time,
+    ``reference[row, span]``: a tensor of log-probabilities, or ``LogProbsOfLogits``, which computes them
+    from stored logits. Without neighbours the KL is 0. ``counts`` replaces the denominators
     (predicted forget tokens, neighbour tokens) by those of a larger batch that these rows are a share of
     (data parallelism: ``neumuter_interv.distributed``). With ``forget_teacher_log_probs`` ([n_forget, forget
     width - 1, vocabulary]: a distribution per predicted position) the forget term is the KL from that teacher
@@ -45,13 +47,34 @@ def joint_losses(logits: torch.Tensor, forget_labels: torch.Tensor, neighbour_ma
     """
     if neighbour_mask is None:
         neighbour_mask = forget_labels.new_zeros((0, 0))
-        reference_log_probs = logits.new_zeros((0, 0, 0), dtype=torch.float32)
     targets = forget_labels[:, 1:]
     ce_count, kl_count = counts if counts is not None else (int((targets != IGNORE_INDEX).sum()), int(neighbour_mask.sum()))
-    if forget_teacher_log_probs is None:
-        forget_teacher_log_probs = logits.new_zeros((0, 0, 0), dtype=torch.float32)
-    return _JointLosses.apply(logits, forget_labels, neighbour_mask, reference_log_probs, max(ce_count, 1),
-                              max(kl_count, 1), forget_teacher_log_probs)
+    return _JointLosses.apply(logits, forget_labels, neighbour_mask, max(ce_count, 1), max(kl_count, 1),
+                              (reference_log_probs, forget_teacher_log_probs))
+
+
+class LogProbsOfLogits:
+    """Log-probabilities read a chunk at a time (``[row, span]``, as ``joint_losses`` reads them) from logits
+    kept in the dtype the forward computed them in: ``log_softmax(logits[row, span].float())``, or DI's teacher
+    (``lowered_true_token_log_probs``) with ``labels`` and ``lower_true_token_by``. The same values as the
+    whole tensor of fp32 log-probabilities, in half its memory where the forward ran in bf16 (the original
+    model's distributions over the neighbours and the forget rows are the largest tensors a localization
+    keeps: 49,152 floats a token on SmolLM2)."""
+
+    def __init__(self, logits: torch.Tensor, labels: torch.Tensor | None = None,
+                 lower_true_token_by: float | None = None):
+        self.logits, self.labels, self.lower_true_token_by = logits, labels, lower_true_token_by
+
+    def __getitem__(self, key: tuple[int, slice]) -> torch.Tensor:
+        row, span = key
+        if self.lower_true_token_by is None:
+            return F.log_softmax(self.logits[row, span].float(), -1)
+        width = self.logits.shape[1] - 1  # a teacher predicts every position but the last
+        span = slice(*span.indices(width)[:2])
+        piece = self.logits[row, span].to(torch.float32, copy=True)
+        targets = self.labels[row, span.start + 1:span.stop + 1].clamp(min=0)[:, None]
+        piece.scatter_add_(-1, targets, torch.full_like(piece[:, :1], -self.lower_true_token_by))
+        return F.log_softmax(piece, -1)
 
 
 def _chunks(rows: range, width: int):
@@ -63,11 +86,11 @@ def _chunks(rows: range, width: int):
 
 class _JointLosses(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, forget_labels, neighbour_mask, reference_log_probs, ce_count: int, kl_count: int,
-                forget_teacher_log_probs):
+    def forward(ctx, logits, forget_labels, neighbour_mask, ce_count: int, kl_count: int, references):
+        reference_log_probs, forget_teacher_log_probs = references
         n_forget, forget_width = forget_labels.shape
         targets = forget_labels[:, 1:]
-        distill = forget_teacher_log_probs.numel() > 0
+        distill = forget_teacher_log_probs is not None
         ce_sum = torch.zeros((), dtype=torch.float64, device=logits.device)
         kl_sum = torch.zeros((), dtype=torch.float64, device=logits.device)
         for row, span in _chunks(range(n_forget), forget_width - 1):
@@ -84,14 +107,15 @@ class _JointLosses(torch.autograd.Function):
             reference = reference_log_probs[row, span]
             per_token = (reference.exp() * (reference - F.log_softmax(logits[n_forget + row, span].float(), -1))).sum(-1)
             kl_sum += (per_token * neighbour_mask[row, span]).sum()
-        ctx.save_for_backward(logits, forget_labels, neighbour_mask, reference_log_probs, forget_teacher_log_probs)
-        ctx.counts = (ce_count, kl_count)
+        ctx.save_for_backward(logits, forget_labels, neighbour_mask)
+        ctx.counts, ctx.references = (ce_count, kl_count), references
         return (ce_sum / ce_count).float(), (kl_sum / kl_count).float()
 
     @staticmethod
     def backward(ctx, grad_ce, grad_kl):
-        logits, forget_labels, neighbour_mask, reference_log_probs, forget_teacher_log_probs = ctx.saved_tensors
+        logits, forget_labels, neighbour_mask = ctx.saved_tensors
         ce_count, kl_count = ctx.counts
+        reference_log_probs, forget_teacher_log_probs = ctx.references
         n_forget, forget_width = forget_labels.shape
         targets = forget_labels[:, 1:]
         grad = torch.zeros_like(logits)
@@ -100,7 +124,7 @@ class _JointLosses(torch.autograd.Function):
             target = targets[row, span]
             valid = (target != IGNORE_INDEX)[:, None]
             piece = torch.softmax(logits[row, span].float(), -1)
-            if forget_teacher_log_probs.numel() > 0:
+            if forget_teacher_log_probs is not None:
                 piece -= forget_teacher_log_probs[row, span].exp()
             else:
                 piece.scatter_add_(-1, target.clamp(min=0)[:, None], -valid.to(piece.dtype))
@@ -108,4 +132,4 @@ class _JointLosses(torch.autograd.Function):
         for row, span in _chunks(range(neighbour_mask.shape[0]), neighbour_mask.shape[1]):
             piece = torch.softmax(logits[n_forget + row, span].float(), -1) - reference_log_probs[row, span].exp()
             grad[n_forget + row, span] = (piece * (neighbour_mask[row, span, None] * kl_scale)).to(grad.dtype)
-        return grad, None, None, None, None, None, None
+        return grad, None, None, None, None, None
