@@ -102,3 +102,25 @@ def test_references_kept_as_logits_give_the_losses_and_gradients_of_their_log_pr
     as_logits = step(LogProbsOfLogits(neighbour_logits), LogProbsOfLogits(forget_logits, labels, 8.0))
     for lazy, whole in zip(as_logits, as_tensors):
         torch.testing.assert_close(lazy, whole, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 256])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_gradient_written_over_the_logits_is_the_gradient_written_beside_them(chunk, dtype, monkeypatch):
+    """``overwrite_logits`` (a localization step, which never reads its logits again) spares a tensor of their
+    size: the same gradient to the bit, zero where no loss reaches (the forget rows' last position, the
+    positions past the neighbour rows' width)."""
+    monkeypatch.setattr(losses, "CHUNK_TOKENS", chunk)
+    base, labels, mask, reference = joint_case(dtype)
+    mask = mask[:, :7]  # neighbour rows narrower than the joint width
+    teacher = lowered_true_token_log_probs(torch.randn(2, 6, base.shape[-1]), labels, tau=8.0)
+    gradients = []
+    for overwrite in (False, True):
+        base.grad = None
+        logits = base * 1.0  # a step's logits: computed, not a leaf
+        distill, kl = joint_losses(logits, labels, mask, reference[:, :7], forget_teacher_log_probs=teacher,
+                                   overwrite_logits=overwrite)
+        (2.0 * distill - 3.0 * kl).backward()
+        gradients.append(base.grad.clone())
+    torch.testing.assert_close(gradients[1], gradients[0], rtol=0, atol=0)
+    assert gradients[0][:2, 5:].abs().sum() == 0 and gradients[0][2:, 7:].abs().sum() == 0

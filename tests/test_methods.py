@@ -162,3 +162,23 @@ def test_fine_tuning_runs_in_bf16_autocast_when_asked(memorized):
     assert record.steps == 1
     with pytest.raises(Exception, match="dtype must be float32, bfloat16, float16 or auto"):
         make_method("ga", dtype="fp8")
+
+
+def test_a_records_peak_memory_holds_a_peak_that_no_sample_saw(monkeypatch):
+    """Every record's ``peak_memory_bytes`` on a CPU is the kernel's high-water mark of the block where Linux
+    keeps one, so an allocation freed between two samples of the resident size still counts."""
+    import ctypes
+    import sys
+
+    from neumuter_interv.methods import base
+    from neumuter_interv.methods.base import UnlearningRecord, measured
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the high-water mark is Linux's")
+    monkeypatch.setattr(base._ResidentPeak, "interval", 60.0)  # no sample is taken within the block
+    record = UnlearningRecord(method="probe")
+    size = 256 << 20
+    with measured(record, "cpu"):
+        block = ctypes.create_string_buffer(size)  # zero-filled: every page resident
+        del block
+    assert record.memory_kind == "cpu-rss" and record.peak_memory_bytes >= 0.95 * size

@@ -201,7 +201,7 @@ def _step(pv_model, gates, optimizer, forget_batch: TokenBatch | None, neighbour
         forget_ce, kl = joint_losses(logits, forget_batch.labels,
                                      neighbour_batch.attention_mask if neighbour_batch is not None else None,
                                      references.get(index) if neighbour_batch is not None else None, counts,
-                                     teachers.get(index) if teachers is not None else None)
+                                     teachers.get(index) if teachers is not None else None, overwrite_logits=True)
     totals = distributed.sum_over_processes(torch.stack([forget_ce.detach(), kl.detach()]).float())
     l0 = torch.stack([gate.l0() for gate in gates.values()]).mean()
     if teachers is not None:

@@ -31,7 +31,8 @@ CHUNK_TOKENS = 256  # rows x tokens of one chunk: 256 x 49,152 fp32 is 50 MB
 def joint_losses(logits: torch.Tensor, forget_labels: torch.Tensor, neighbour_mask: torch.Tensor | None = None,
                  reference_log_probs: torch.Tensor | None = None,
                  counts: tuple[int, int] | None = None,
-                 forget_teacher_log_probs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 forget_teacher_log_probs: torch.Tensor | None = None,
+                 overwrite_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``(causal_lm_loss(forget rows), kl_to_reference(neighbour rows))`` (``methods.losses``) of one joint forward.
 
     ``logits`` is [n_forget + n_neighbours, width, vocabulary]: the forget batch (``forget_labels``,
@@ -44,13 +45,17 @@ def joint_losses(logits: torch.Tensor, forget_labels: torch.Tensor, neighbour_ma
     (data parallelism: ``neumuter_interv.distributed``). With ``forget_teacher_log_probs`` ([n_forget, forget
     width - 1, vocabulary]: a distribution per predicted position) the forget term is the KL from that teacher
     to the model over the predicted forget tokens instead of the CE (``NeuMuterConfig.forget_loss="distill"``).
+    ``overwrite_logits``: the backward writes the logits' gradient over the logits, chunk by chunk (each chunk
+    is read before it is written), instead of into a tensor of their size: for a caller that never reads the
+    logits after the backward, as a localization step; the full-size tensors of a step are then the logits
+    alone (as Liger-Kernel's fused cross-entropy does).
     """
     if neighbour_mask is None:
         neighbour_mask = forget_labels.new_zeros((0, 0))
     targets = forget_labels[:, 1:]
     ce_count, kl_count = counts if counts is not None else (int((targets != IGNORE_INDEX).sum()), int(neighbour_mask.sum()))
     return _JointLosses.apply(logits, forget_labels, neighbour_mask, max(ce_count, 1), max(kl_count, 1),
-                              (reference_log_probs, forget_teacher_log_probs))
+                              (reference_log_probs, forget_teacher_log_probs), overwrite_logits)
 
 
 class LogProbsOfLogits:
@@ -86,7 +91,8 @@ def _chunks(rows: range, width: int):
 
 class _JointLosses(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, forget_labels, neighbour_mask, ce_count: int, kl_count: int, references):
+    def forward(ctx, logits, forget_labels, neighbour_mask, ce_count: int, kl_count: int, references,
+                overwrite_logits: bool):
         reference_log_probs, forget_teacher_log_probs = references
         n_forget, forget_width = forget_labels.shape
         targets = forget_labels[:, 1:]
@@ -108,7 +114,7 @@ class _JointLosses(torch.autograd.Function):
             per_token = (reference.exp() * (reference - F.log_softmax(logits[n_forget + row, span].float(), -1))).sum(-1)
             kl_sum += (per_token * neighbour_mask[row, span]).sum()
         ctx.save_for_backward(logits, forget_labels, neighbour_mask)
-        ctx.counts, ctx.references = (ce_count, kl_count), references
+        ctx.counts, ctx.references, ctx.overwrite_logits = (ce_count, kl_count), references, overwrite_logits
         return (ce_sum / ce_count).float(), (kl_sum / kl_count).float()
 
     @staticmethod
@@ -118,7 +124,12 @@ class _JointLosses(torch.autograd.Function):
         reference_log_probs, forget_teacher_log_probs = ctx.references
         n_forget, forget_width = forget_labels.shape
         targets = forget_labels[:, 1:]
-        grad = torch.zeros_like(logits)
+        if ctx.overwrite_logits:  # what no chunk writes is zero; every chunk is read before it is overwritten
+            grad = logits
+            grad[:n_forget, forget_width - 1:] = 0
+            grad[n_forget:, neighbour_mask.shape[1]:] = 0
+        else:
+            grad = torch.zeros_like(logits)
         ce_scale, kl_scale = grad_ce / ce_count, grad_kl / kl_count
         for row, span in _chunks(range(n_forget), forget_width - 1):
             target = targets[row, span]
@@ -132,4 +143,4 @@ class _JointLosses(torch.autograd.Function):
         for row, span in _chunks(range(neighbour_mask.shape[0]), neighbour_mask.shape[1]):
             piece = torch.softmax(logits[n_forget + row, span].float(), -1) - reference_log_probs[row, span].exp()
             grad[n_forget + row, span] = (piece * (neighbour_mask[row, span, None] * kl_scale)).to(grad.dtype)
-        return grad, None, None, None, None, None
+        return grad, None, None, None, None, None, None
