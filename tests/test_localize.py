@@ -238,3 +238,21 @@ def test_under_autocast_a_backward_through_the_frozen_model_keeps_no_cast_copy_o
     assert plain_casts == len(weights) and casts == 0
     torch.testing.assert_close(gradient, plain_gradient, rtol=0, atol=0)
     assert all("forward" not in vars(m) for m in model.modules())  # the layers are as they were after the block
+
+
+@pytest.mark.parametrize("forget_loss", ["ascent", "distill"])
+def test_the_gates_do_not_depend_on_the_form_the_originals_distributions_are_kept_in(memorized, forget_loss):
+    """fp32 log-probabilities where they fit in ``reference_cache_bytes``, else the logits read chunk by chunk
+    (recomputed at every step where even those do not fit): the same gates to the bit."""
+    from neumuter_interv.methods.neumuter import localize
+
+    model, tokenizer = memorized
+    forget = [tokenizer(t)["input_ids"] for t in FORGET]
+    neighbours = [tokenizer(t)["input_ids"] for t in RETAIN]
+    gates = []
+    for budget in (2 << 30, 0):
+        config = NeuMuterConfig(epochs=2, batch_size=2, layers="0-1", dtype="bfloat16", forget_loss=forget_loss,
+                                reference_cache_bytes=budget, **QUIET)
+        _, result = localize(copy.deepcopy(model), forget, neighbours, config, tokenizer.pad_token_id, log=quiet)
+        gates.append(result.log_alpha)
+    assert all(torch.equal(gates[0][layer], gates[1][layer]) for layer in gates[0])

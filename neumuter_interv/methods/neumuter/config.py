@@ -99,7 +99,7 @@ class NeuMuterConfig:
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available
     dtype: str = "float32"  # autocast dtype for the model's forward: float32, bfloat16, float16 or auto
-    reference_cache_bytes: int = 2 << 30  # keep the original model's neighbour log-probs if they fit
+    reference_cache_bytes: int = 2 << 30  # keep the original's neighbour / teacher distributions if they fit
     progress: bool = True
 
     def __post_init__(self):
