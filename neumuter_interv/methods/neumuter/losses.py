@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ...data import IGNORE_INDEX
+from ..losses import lowered_true_token_log_probs
 
 CHUNK_TOKENS = 256  # rows x tokens of one chunk: 256 x 49,152 fp32 is 50 MB
 
@@ -74,12 +75,10 @@ class LogProbsOfLogits:
         row, span = key
         if self.lower_true_token_by is None:
             return F.log_softmax(self.logits[row, span].float(), -1)
-        width = self.logits.shape[1] - 1  # a teacher predicts every position but the last
-        span = slice(*span.indices(width)[:2])
-        piece = self.logits[row, span].to(torch.float32, copy=True)
-        targets = self.labels[row, span.start + 1:span.stop + 1].clamp(min=0)[:, None]
-        piece.scatter_add_(-1, targets, torch.full_like(piece[:, :1], -self.lower_true_token_by))
-        return F.log_softmax(piece, -1)
+        start, stop, _ = span.indices(self.logits.shape[1] - 1)  # a teacher predicts all positions but the last
+        window = slice(start, stop + 1)  # the positions and the next one, whose token is the target
+        return lowered_true_token_log_probs(self.logits[row:row + 1, window], self.labels[row:row + 1, window],
+                                            self.lower_true_token_by)[0]
 
 
 def _chunks(rows: range, width: int):
