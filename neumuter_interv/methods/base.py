@@ -130,7 +130,8 @@ class _CudaPeak:
 class _ResidentPeak:
     """The peak growth of the process's resident memory over the block: the kernel's high-water mark
     (``VmHWM``, reset at the start through ``/proc/self/clear_refs``) where Linux offers it, exact; else the
-    resident size sampled every 20 ms, which can miss a short peak."""
+    resident size sampled every 20 ms, which can miss a short peak. The mark is the process's: a block measured
+    inside another resets it, and the outer block then keeps only its samples from before the inner one."""
 
     kind = "cpu-rss"
     interval = 0.02  # seconds between samples
