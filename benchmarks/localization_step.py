@@ -387,7 +387,7 @@ def main() -> None:
     print(f"{args.model}: {len(forget)} forget samples of {max(map(len, forget))} tokens, one neighbour each, "
           f"layers {describe_layers(parse_layers(layer_spec, depth))}, settings {settings or 'the official code'}",
           flush=True)
-    objective = same_objective(problem)
+    objective = same_objective(problem, steps=min(3, len(forget)))
     print(f"same objective: {objective_summary(objective)}", flush=True)
     rows = compare_loops(args)
     scaled = scaling(args, depth) if args.scaling else []
