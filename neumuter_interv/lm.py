@@ -54,7 +54,7 @@ def auto_precision(device: torch.device) -> dict[str, str]:
     Eq. 17 verdicts, hence the mask) differ between the two."""
     hardware = (torch.cuda.get_device_name(device) if device.type == "cuda"
                 else f"CPU ({torch.backends.cpu.get_cpu_capability()})")
-    return {"auto": "bfloat16" if bfloat16_is_fast(device) else "float32", "hardware": hardware}
+    return {"auto": resolved_dtype("auto", device), "hardware": hardware}
 
 
 def describe_precision(dtype: str, precision: dict[str, str] | None) -> str:
@@ -74,10 +74,17 @@ def check_dtype(dtype: str) -> None:
         raise NeuMuterError(f"dtype must be float32, bfloat16, float16 or auto, got {dtype!r}")
 
 
+def resolved_dtype(dtype: str, device: torch.device) -> str:
+    """The name of the dtype a forward computes in on ``device``: ``dtype``, with "auto" resolved (bfloat16 where
+    the hardware runs it fast, else float32); what results and cache keys record."""
+    if dtype == "auto":
+        return "bfloat16" if bfloat16_is_fast(device) else "float32"
+    return dtype
+
+
 def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
     """The torch dtype ``autocast`` computes in, None for ``float32`` (no autocast)."""
-    if dtype == "auto":
-        dtype = "bfloat16" if bfloat16_is_fast(device) else "float32"
+    dtype = resolved_dtype(dtype, device)
     return None if dtype == "float32" else getattr(torch, dtype)
 
 

@@ -28,7 +28,7 @@ from .. import utility as utility_module
 from ..cache import cached_json
 from ..errors import NeuMuterError
 from ..evaluation import EvaluationSet, evaluate
-from ..lm import autocast_dtype
+from ..lm import resolved_dtype
 from ..paper_results import PaperRows
 from ..stopping import ForgettingCriterion
 
@@ -130,7 +130,7 @@ def cached_reference_scores(root: Path, data: EvaluationSet, device: torch.devic
     sources = [*sorted(Path(metrics_module.__file__).parent.glob("*.py")), Path(evaluation_module.__file__),
                Path(utility_module.__file__)]
     code = b"".join(path.read_bytes() for path in sources)
-    computes_in = str(autocast_dtype(data.settings.get("dtype", "float32"), device) or torch.float32)
+    computes_in = resolved_dtype(data.settings.get("dtype", "float32"), device)
     key = hashlib.sha256(code + json.dumps({**data.settings, "computes_in": computes_in}, sort_keys=True).encode()
                          ).hexdigest()[:20]
     return cached_json(root / "scores" / f"reference-{key}.json", compute)

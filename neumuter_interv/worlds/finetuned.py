@@ -21,7 +21,7 @@ import torch
 from .. import metrics
 from ..cache import build_cache_entry, cached_json
 from ..data import texts_sha256
-from ..lm import autocast, autocast_dtype, resolve_device
+from ..lm import autocast, resolve_device, resolved_dtype
 from ..loading import load_causal_lm, packaged_smollm2
 from ..neighbours import generate_self_neighbours, model_fingerprint
 from ..output import write_json
@@ -67,9 +67,8 @@ def build_key(build_version: int, base_key: str, settings: dict, device: torch.d
     packages that train them. The precision is ``train_dtype`` resolved on ``device``: "auto" trains in bf16
     autocast on a CPU with AVX512-BF16 and in fp32 on one without, two different models that must never
     share a cache entry (a cache copied or mounted across machines would otherwise serve one as the other)."""
-    trains_in = str(autocast_dtype(train_dtype, device) or torch.float32).removeprefix("torch.")
     return hashlib.sha256(json.dumps({"version": build_version, "base": base_key, "settings": settings,
-                                      "device": device.type, "trains_in": trains_in, "packages": {
+                                      "device": device.type, "trains_in": resolved_dtype(train_dtype, device), "packages": {
                                           name: version(name) for name in ("torch", "transformers", "faker")}},
                                      sort_keys=True, default=str).encode()).hexdigest()[:20]
 
